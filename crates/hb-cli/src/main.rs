@@ -1,0 +1,473 @@
+//! `hb`, the HyperBox CLI: parses docker-like verbs, sends them to hyperboxd's API and prints
+//! the answers (tables for people, `--format json` for programs, progress bars on a terminal).
+//! It knows nothing but the API.
+
+mod client;
+mod output;
+
+use std::io::{IsTerminal, Read};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use hyper::Method;
+use serde_json::{json, Value};
+
+use client::{empty, json_body, read_ok, send, DaemonAddr};
+
+/// HyperBox: containers in milliseconds.
+#[derive(Parser, Debug)]
+#[command(name = "hb", version, about = "HyperBox CLI", disable_help_subcommand = true)]
+struct Cli {
+    /// Daemon address: unix:///path or tcp://host:port.
+    #[arg(short = 'H', long = "host", env = "HYPERBOX_HOST", default_value = client::DEFAULT_HOST, global = true)]
+    host: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Pull an image from a registry.
+    Pull(PullArgs),
+    /// List images.
+    Images(ImagesArgs),
+    /// Remove images.
+    Rmi(RmiArgs),
+    /// Give an image another name.
+    Tag {
+        /// Existing image (name or id).
+        source: String,
+        /// New name.
+        target: String,
+    },
+    /// Load images from a tarball (OCI layout or docker-archive).
+    Load(LoadArgs),
+    /// Save images to a tarball (OCI layout + docker-archive).
+    Save(SaveArgs),
+    /// Image commands.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Store-wide commands.
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// Save credentials for a registry.
+    Login(LoginArgs),
+    /// Forget credentials for a registry.
+    Logout {
+        /// Registry host (default docker.io).
+        server: Option<String>,
+    },
+    /// Show client and daemon versions.
+    Version,
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Show details of images as JSON.
+    Inspect {
+        /// Names or ids.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// List images.
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    /// Pull an image.
+    Pull(PullArgs),
+    /// Remove images.
+    Rm(RmiArgs),
+    /// Remove data no image needs.
+    Prune,
+}
+
+#[derive(Subcommand, Debug)]
+enum SystemCommand {
+    /// Disk usage: logical and stored bytes, dedup and compression ratios, per image.
+    Df {
+        /// `json` for machine-readable output.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Reclaim chunks and blobs no image references.
+    Prune {
+        /// Do not ask (kept for docker compatibility; hb never asks).
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Verify every chunk and blob of the store.
+    Check {
+        /// Remove what is broken so the store is consistent again.
+        #[arg(long)]
+        repair: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct PullArgs {
+    /// Image reference (alpine, 127.0.0.1:5000/hb/deb, host/o/r@sha256:…).
+    reference: String,
+    /// os/arch[/variant] to pull from a multi-platform image.
+    #[arg(long)]
+    platform: Option<String>,
+    /// Print only the image id.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct ImagesArgs {
+    /// `json` for machine-readable output.
+    #[arg(long)]
+    format: Option<String>,
+    /// Only ids.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Full ids.
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+#[derive(Args, Debug)]
+struct RmiArgs {
+    /// Names or ids.
+    #[arg(required = true)]
+    names: Vec<String>,
+    /// Remove the image even when it has several names.
+    #[arg(short, long)]
+    force: bool,
+}
+
+#[derive(Args, Debug)]
+struct LoadArgs {
+    /// Tarball to read (default: standard input).
+    #[arg(short, long)]
+    input: Option<std::path::PathBuf>,
+    /// Print only what was loaded.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct SaveArgs {
+    /// Images to save.
+    #[arg(required = true)]
+    names: Vec<String>,
+    /// File to write (default: standard output, which must not be a terminal).
+    #[arg(short, long)]
+    output: Option<std::path::PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct LoginArgs {
+    /// Registry host (default docker.io).
+    server: Option<String>,
+    /// User name.
+    #[arg(short, long)]
+    username: Option<String>,
+    /// Password (prefer --password-stdin).
+    #[arg(short, long)]
+    password: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hb: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Percent-encodes a query value or path segment.
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+async fn get_json(addr: &DaemonAddr, path: &str) -> anyhow::Result<Value> {
+    let body = read_ok(send(addr, Method::GET, path, empty(), None).await?).await?;
+    serde_json::from_slice(&body).context("the daemon's answer is not JSON")
+}
+
+async fn post_json(addr: &DaemonAddr, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let (b, ct) = match &body {
+        Some(v) => (json_body(v), Some("application/json")),
+        None => (empty(), None),
+    };
+    let body = read_ok(send(addr, Method::POST, path, b, ct).await?).await?;
+    if body.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&body).context("the daemon's answer is not JSON")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let addr = DaemonAddr::parse(&cli.host)?;
+    match cli.command {
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => pull(&addr, a).await,
+        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => {
+            let v = get_json(&addr, "/images/json").await?;
+            output::images(&v, a.format.as_deref(), a.quiet, a.no_trunc)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => {
+            let mut failed = false;
+            for n in &a.names {
+                let path = format!("/images/{}?force={}", n, a.force);
+                match send(&addr, Method::DELETE, &path, empty(), None).await {
+                    Ok(resp) => match read_ok(resp).await {
+                        Ok(b) => {
+                            let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+                            for item in v.as_array().into_iter().flatten() {
+                                if let Some(u) = item.get("Untagged").and_then(Value::as_str) {
+                                    println!("Untagged: {u}");
+                                }
+                                if let Some(d) = item.get("Deleted").and_then(Value::as_str) {
+                                    println!("Deleted: {d}");
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("Error response from daemon: {e}");
+                            failed = true;
+                        }
+                    },
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
+        Command::Tag { source, target } => {
+            let (repo, tag) = split_tag(&target);
+            let mut path = format!("/images/{source}/tag?repo={}", enc(repo));
+            if let Some(t) = tag {
+                path.push_str(&format!("&tag={}", enc(t)));
+            }
+            post_json(&addr, &path, None).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Image(ImageCommand::Inspect { names }) => {
+            let mut out = Vec::new();
+            for n in &names {
+                out.push(get_json(&addr, &format!("/images/{n}/json")).await?);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Image(ImageCommand::Prune) => {
+            let v = post_json(&addr, "/images/prune", None).await?;
+            println!("Total reclaimed space: {}", output::human(v["SpaceReclaimed"].as_u64().unwrap_or(0)));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Load(a) => load(&addr, a).await,
+        Command::Save(a) => save(&addr, a).await,
+        Command::System(SystemCommand::Df { format }) => {
+            let v = get_json(&addr, "/hyperbox/system/df").await?;
+            output::system_df(&v, format.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::System(SystemCommand::Prune { .. }) => {
+            let v = post_json(&addr, "/hyperbox/system/prune", None).await?;
+            println!(
+                "Deleted blobs: {}\nDeleted chunks: {}\nTotal reclaimed space: {}",
+                v["blobs_deleted"],
+                v["gc"]["chunks_removed"],
+                output::human(v["space_reclaimed"].as_u64().unwrap_or(0))
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::System(SystemCommand::Check { repair }) => {
+            let v = post_json(&addr, &format!("/hyperbox/system/check?repair={repair}"), None).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            let problems = v["store"]["problems"].as_array().map(|p| p.len()).unwrap_or(0);
+            Ok(if problems == 0 || repair { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Login(a) => login(&addr, a).await,
+        Command::Logout { server } => {
+            let server = server.unwrap_or_else(|| "docker.io".into());
+            post_json(&addr, &format!("/hyperbox/logout?server={}", enc(&server)), None).await?;
+            println!("Removing login credentials for {server}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Version => {
+            println!("Client:\n Version:    {}", env!("CARGO_PKG_VERSION"));
+            let v = get_json(&addr, "/version").await?;
+            println!(
+                "\nServer: HyperBox\n Version:    {}\n API version: {} (minimum {})\n OS/Arch:    {}/{}\n Kernel:     {}",
+                v["Version"].as_str().unwrap_or("?"),
+                v["ApiVersion"].as_str().unwrap_or("?"),
+                v["MinAPIVersion"].as_str().unwrap_or("?"),
+                v["Os"].as_str().unwrap_or("?"),
+                v["Arch"].as_str().unwrap_or("?"),
+                v["KernelVersion"].as_str().unwrap_or("?"),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Splits `repo[:tag]` where the repo may hold a registry port.
+fn split_tag(s: &str) -> (&str, Option<&str>) {
+    match s.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, Some(tag)),
+        _ => (s, None),
+    }
+}
+
+async fn pull(addr: &DaemonAddr, a: PullArgs) -> anyhow::Result<ExitCode> {
+    let mut path = format!("/images/create?fromImage={}", enc(&a.reference));
+    if let Some(p) = &a.platform {
+        path.push_str(&format!("&platform={}", enc(p)));
+    }
+    let resp = send(addr, Method::POST, &path, empty(), None).await?;
+    let tty = std::io::stderr().is_terminal() && !a.quiet;
+    let mut view = output::PullView::new(tty, a.quiet);
+    let mut error = None;
+    let mut id = None;
+    client::for_each_json_line(resp, |v| {
+        if let Some(e) = v.get("error").and_then(Value::as_str) {
+            error = Some(e.to_string());
+        }
+        if let Some(i) = v.get("id").and_then(Value::as_str) {
+            if i.starts_with("sha256:") {
+                id = Some(i.to_string());
+            }
+        }
+        view.event(&v);
+        Ok(())
+    })
+    .await?;
+    view.finish();
+    if let Some(e) = error {
+        eprintln!("Error response from daemon: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    if a.quiet {
+        if let Some(i) = id {
+            println!("{i}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn load(addr: &DaemonAddr, a: LoadArgs) -> anyhow::Result<ExitCode> {
+    let body = match &a.input {
+        Some(p) => {
+            let f = tokio::fs::File::open(p)
+                .await
+                .with_context(|| format!("opening {}", p.display()))?;
+            client::reader_body(f)
+        }
+        None => {
+            if std::io::stdin().is_terminal() {
+                bail!("requested load from stdin, but stdin is a terminal; use -i FILE or pipe a tarball in");
+            }
+            client::reader_body(tokio::io::stdin())
+        }
+    };
+    let resp = send(addr, Method::POST, "/images/load", body, Some("application/x-tar")).await?;
+    client::for_each_json_line(resp, |v| {
+        if let Some(s) = v.get("stream").and_then(Value::as_str) {
+            print!("{s}");
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn save(addr: &DaemonAddr, a: SaveArgs) -> anyhow::Result<ExitCode> {
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+    if a.output.is_none() && std::io::stdout().is_terminal() {
+        bail!("cowardly refusing to write a tarball to a terminal; use -o FILE or redirect");
+    }
+    let q: Vec<String> = a.names.iter().map(|n| format!("names={}", enc(n))).collect();
+    let resp = send(addr, Method::GET, &format!("/images/get?{}", q.join("&")), empty(), None).await?;
+    if !resp.status().is_success() {
+        read_ok(resp).await?;
+        bail!("save failed");
+    }
+    // Write to a temp file and rename, so a failed save never leaves a truncated archive.
+    let (mut out, tmp): (Box<dyn tokio::io::AsyncWrite + Unpin>, Option<std::path::PathBuf>) =
+        match &a.output {
+            Some(p) => {
+                let tmp = p.with_extension("partial");
+                let f = tokio::fs::File::create(&tmp)
+                    .await
+                    .with_context(|| format!("creating {}", tmp.display()))?;
+                (Box::new(f), Some(tmp))
+            }
+            None => (Box::new(tokio::io::stdout()), None),
+        };
+    let mut body = resp.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                if let Some(t) = &tmp {
+                    let _ = tokio::fs::remove_file(t).await;
+                }
+                bail!("the daemon's archive stream broke off: {e}");
+            }
+        };
+        if let Some(d) = frame.data_ref() {
+            out.write_all(d).await.context("writing the archive")?;
+        }
+    }
+    out.flush().await.context("writing the archive")?;
+    drop(out);
+    if let (Some(t), Some(p)) = (tmp, &a.output) {
+        tokio::fs::rename(&t, p)
+            .await
+            .with_context(|| format!("renaming to {}", p.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn login(addr: &DaemonAddr, a: LoginArgs) -> anyhow::Result<ExitCode> {
+    let server = a.server.unwrap_or_else(|| "docker.io".into());
+    let username = match a.username {
+        Some(u) => u,
+        None => bail!("a user name is required (-u USER)"),
+    };
+    let password = if a.password_stdin {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the password from stdin")?;
+        s.trim_end_matches(['\n', '\r']).to_string()
+    } else {
+        match a.password {
+            Some(p) => p,
+            None => bail!("a password is required (-p PASSWORD or --password-stdin)"),
+        }
+    };
+    let v = post_json(
+        addr,
+        "/auth",
+        Some(json!({"username": username, "password": password, "serveraddress": server})),
+    )
+    .await?;
+    println!("{}", v["Status"].as_str().unwrap_or("Login Succeeded"));
+    Ok(ExitCode::SUCCESS)
+}

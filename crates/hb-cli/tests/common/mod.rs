@@ -1,0 +1,565 @@
+//! Test harness: a real distribution registry (Debian's `docker-registry`) on 127.0.0.1 and a
+//! free port, a real `hyperboxd` on a temporary socket and data dir, the real `hb` binary, and
+//! images built here from synthetic files and pushed with `oci-client`. Also a fault-injecting
+//! proxy that sits between hyperboxd and the registry.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on 127.0.0.1")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// A running `docker-registry` on 127.0.0.1, killed on drop.
+pub struct Registry {
+    pub addr: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        let bin = which("docker-registry").unwrap_or_else(|| {
+            panic!("docker-registry is not installed: `apt-get install docker-registry` (.ci/run does it)")
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("write registry config");
+        let child = Command::new(bin)
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        let a = addr.clone();
+        wait_until("the registry", Duration::from_secs(20), || {
+            http_status(&a, "/v2/") == Some(200)
+        });
+        Registry {
+            addr,
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(bin))
+            .find(|p| p.is_file())
+    })
+}
+
+/// GET over plain HTTP/1.0; the status code.
+pub fn http_status(addr: &str, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    let head = String::from_utf8_lossy(&buf[..n]);
+    head.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Where cargo put the binaries of this workspace.
+pub fn bin(name: &str) -> PathBuf {
+    let hb = PathBuf::from(env!("CARGO_BIN_EXE_hb"));
+    let p = hb.with_file_name(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` (it builds hyperboxd)",
+        p.display()
+    );
+    p
+}
+
+/// A running hyperboxd with its own data dir and socket, killed on drop.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    /// Where the daemon keeps its data (inside `dir` unless a test moves it).
+    pub data_dir: PathBuf,
+    pub socket: PathBuf,
+    pub child: Option<Child>,
+    pub extra_config: String,
+}
+
+impl Daemon {
+    pub fn start(extra_config: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut d = Daemon {
+            socket: dir.path().join("hb.sock"),
+            data_dir: dir.path().join("data"),
+            dir,
+            child: None,
+            extra_config: extra_config.to_string(),
+        };
+        d.spawn();
+        d
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("hyperbox.toml")
+    }
+
+    /// (Re)starts the daemon on the same data dir.
+    pub fn spawn(&mut self) {
+        let ours = format!(
+            "data_dir = \"{}\"\nsocket = \"{}\"\n",
+            self.data_dir.display(),
+            self.socket.display()
+        );
+        // Keys of ours go into the test's [daemon] section when it has one (a key appears once).
+        let config = if self.extra_config.contains("[daemon]") {
+            self.extra_config.replacen("[daemon]\n", &format!("[daemon]\n{ours}"), 1)
+        } else {
+            format!("[daemon]\n{ours}{}\n", self.extra_config)
+        };
+        std::fs::write(self.config_path(), config).expect("write config");
+        let log = std::fs::File::create(self.dir.path().join("daemon.log")).expect("log file");
+        let child = Command::new(bin("hyperboxd"))
+            .arg("--config")
+            .arg(self.config_path())
+            .env("HYPERBOX_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start hyperboxd");
+        self.child = Some(child);
+        let sock = self.socket.clone();
+        let child = self.child.as_mut().expect("child");
+        let start = Instant::now();
+        loop {
+            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("hyperboxd exited at start ({status}): {}", self.log());
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "hyperboxd did not start: {}", self.log());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs `hb` against this daemon.
+    pub fn hb(&self, args: &[&str]) -> Output {
+        Command::new(bin("hb"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hb")
+    }
+
+    /// Runs `hb`, asserting success; returns stdout.
+    pub fn hb_ok(&self, args: &[&str]) -> String {
+        let out = self.hb(args);
+        assert!(
+            out.status.success(),
+            "hb {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `hb`, asserting failure; returns stderr.
+    pub fn hb_err(&self, args: &[&str]) -> String {
+        let out = self.hb(args);
+        assert!(
+            !out.status.success(),
+            "hb {args:?} should have failed:\nstdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn images_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.hb_ok(&["images", "--format", "json"])).expect("images json")
+    }
+
+    pub fn df_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.hb_ok(&["system", "df", "--format", "json"])).expect("df json")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so images are reproducible.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A layer tar from (path, contents) pairs (directories implied).
+pub fn layer_tar(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o755);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        b.append_data(&mut h, path, data.as_slice()).expect("tar append");
+    }
+    b.into_inner().expect("tar finish")
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+/// An image to push: layers as uncompressed tars, compressed as asked.
+pub struct TestImage {
+    pub layers: Vec<Vec<u8>>,
+    pub compression: &'static str, // "gzip" | "zstd" | "none"
+    pub architecture: &'static str,
+}
+
+pub struct Pushed {
+    pub manifest_digest: String,
+    pub config_digest: String,
+    pub manifest: Vec<u8>,
+    pub layer_digests: Vec<String>,
+}
+
+fn client() -> oci_client::Client {
+    oci_client::Client::new(oci_client::client::ClientConfig {
+        protocol: oci_client::client::ClientProtocol::Http,
+        ..Default::default()
+    })
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Pushes blobs and a Docker v2 schema 2 manifest (or OCI when `oci`) to `registry/repo:tag`.
+pub fn push(registry: &str, repo_tag: &str, img: &TestImage) -> Pushed {
+    let reference: oci_client::Reference = format!("{registry}/{repo_tag}").parse().expect("ref");
+    let rt = runtime();
+    let c = client();
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    let mut layer_digests = Vec::new();
+    for l in &img.layers {
+        diff_ids.push(sha256(l));
+        let (blob, media) = match img.compression {
+            "gzip" => (gzip(l), "application/vnd.docker.image.rootfs.diff.tar.gzip"),
+            "zstd" => (
+                zstd::encode_all(l.as_slice(), 3).expect("zstd"),
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+            ),
+            _ => (l.clone(), "application/vnd.oci.image.layer.v1.tar"),
+        };
+        let d = sha256(&blob);
+        rt.block_on(c.push_blob(&reference, blob.clone(), &d)).expect("push layer");
+        descs.push(serde_json::json!({"mediaType": media, "digest": d, "size": blob.len()}));
+        layer_digests.push(d);
+    }
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": img.architecture, "os": "linux",
+        "created": "2026-01-02T03:04:05Z",
+        "config": {"Env": ["PATH=/usr/bin:/bin"], "Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    }))
+    .expect("config json");
+    let config_digest = sha256(&config);
+    rt.block_on(c.push_blob(&reference, config.clone(), &config_digest)).expect("push config");
+    let oci = img.compression == "zstd" || img.compression == "none";
+    let (mt, cmt) = if oci {
+        ("application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.config.v1+json")
+    } else {
+        ("application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.container.image.v1+json")
+    };
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": mt,
+        "config": {"mediaType": cmt, "digest": config_digest, "size": config.len()},
+        "layers": descs,
+    }))
+    .expect("manifest json");
+    let manifest_digest = sha256(&manifest);
+    rt.block_on(c.push_manifest_raw(&reference, manifest.clone(), http::HeaderValue::from_static(if oci { "application/vnd.oci.image.manifest.v1+json" } else { "application/vnd.docker.distribution.manifest.v2+json" })))
+        .expect("push manifest");
+    Pushed {
+        manifest_digest,
+        config_digest,
+        manifest,
+        layer_digests,
+    }
+}
+
+/// Pushes an OCI index over already-pushed manifests: (digest, size, arch).
+pub fn push_index(registry: &str, repo_tag: &str, entries: &[(String, usize, &str)]) -> String {
+    let reference: oci_client::Reference = format!("{registry}/{repo_tag}").parse().expect("ref");
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries.iter().map(|(d, s, a)| serde_json::json!({
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "digest": d, "size": s, "platform": {"os": "linux", "architecture": a}
+        })).collect::<Vec<_>>(),
+    }))
+    .expect("index json");
+    runtime()
+        .block_on(client().push_manifest_raw(
+            &reference,
+            index.clone(),
+            http::HeaderValue::from_static("application/vnd.oci.image.index.v1+json"),
+        ))
+        .expect("push index");
+    sha256(&index)
+}
+
+/// What the fault proxy does to a request whose path contains `path_contains`.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Answer with this status and body.
+    Status(u16, &'static str),
+    /// Forward, but cut the response body after this many bytes.
+    Truncate(usize),
+    /// Forward, flipping one byte of the body.
+    Corrupt,
+    /// Answer 200 with a body of this many bytes.
+    HugeBody(usize),
+    /// Wait this long, then close without answering.
+    Delay(Duration),
+    /// Forward untouched; only counted in `hits`.
+    Count,
+}
+
+#[derive(Clone)]
+pub struct Rule {
+    pub path_contains: &'static str,
+    pub fault: Fault,
+    /// How many times it fires; after that requests pass untouched.
+    pub times: u32,
+}
+
+/// An HTTP proxy on 127.0.0.1 in front of a registry that injects faults.
+pub struct FaultProxy {
+    pub addr: String,
+    pub hits: Arc<AtomicU32>,
+    rules: Arc<Mutex<Vec<Rule>>>,
+}
+
+impl FaultProxy {
+    pub fn start(upstream: &str, rules: Vec<Rule>) -> FaultProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let rules = Arc::new(Mutex::new(rules));
+        let hits = Arc::new(AtomicU32::new(0));
+        let (r, h, up) = (rules.clone(), hits.clone(), upstream.to_string());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { break };
+                let (r, h, up) = (r.clone(), h.clone(), up.clone());
+                std::thread::spawn(move || {
+                    let _ = serve_one(conn, &up, &r, &h);
+                });
+            }
+        });
+        FaultProxy { addr, hits, rules }
+    }
+
+    pub fn set_rules(&self, rules: Vec<Rule>) {
+        *self.rules.lock().expect("rules") = rules;
+    }
+}
+
+fn read_head(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        head.push(b[0]);
+    }
+    Ok(head)
+}
+
+fn serve_one(mut c: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, hits: &AtomicU32) -> std::io::Result<()> {
+    c.set_read_timeout(Some(Duration::from_secs(30)))?;
+    loop {
+        let head = read_head(&mut c)?;
+        let text = String::from_utf8_lossy(&head).to_string();
+        let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
+        let content_length: usize = text
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+            .unwrap_or(0);
+        let mut body = vec![0u8; content_length];
+        c.read_exact(&mut body)?;
+        let fault = {
+            let mut rs = rules.lock().expect("rules");
+            rs.iter_mut()
+                .find(|r| r.times > 0 && path.contains(r.path_contains))
+                .map(|r| {
+                    r.times -= 1;
+                    r.fault.clone()
+                })
+        };
+        if fault.is_some() {
+            hits.fetch_add(1, Ordering::SeqCst);
+        }
+        match fault {
+            Some(Fault::Status(code, msg)) => {
+                let b = format!("{{\"errors\":[{{\"code\":\"{msg}\",\"message\":\"injected {code}\"}}]}}");
+                write!(c, "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}", b.len())?;
+                return Ok(());
+            }
+            Some(Fault::HugeBody(n)) => {
+                write!(c, "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.distribution.manifest.v2+json\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n")?;
+                let chunk = vec![b' '; 64 * 1024];
+                let mut left = n;
+                while left > 0 {
+                    let k = left.min(chunk.len());
+                    c.write_all(&chunk[..k])?;
+                    left -= k;
+                }
+                return Ok(());
+            }
+            Some(Fault::Delay(d)) => {
+                std::thread::sleep(d);
+                return Ok(());
+            }
+            _ => {}
+        }
+        // Forward with Connection: close so the response ends when upstream closes.
+        let mut up = TcpStream::connect(upstream)?;
+        let fixed: String = text
+            .split("\r\n")
+            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+            .collect::<Vec<_>>()
+            .join("\r\n");
+        let fixed = fixed.trim_end_matches("\r\n").to_string() + "\r\nConnection: close\r\n\r\n";
+        up.write_all(fixed.as_bytes())?;
+        up.write_all(&body)?;
+        let mut resp = Vec::new();
+        up.read_to_end(&mut resp)?;
+        let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4).unwrap_or(resp.len());
+        match fault {
+            Some(Fault::Truncate(n)) => {
+                let end = (split + n).min(resp.len());
+                c.write_all(&resp[..end])?;
+                return Ok(());
+            }
+            Some(Fault::Corrupt) if resp.len() > split => {
+                let mid = split + (resp.len() - split) / 2;
+                resp[mid] ^= 0x40;
+                c.write_all(&resp)?;
+                return Ok(());
+            }
+            _ => {
+                // Keep the client's connection usable: our response has a length or is closed.
+                let head_text = String::from_utf8_lossy(&resp[..split]).to_ascii_lowercase();
+                c.write_all(&resp)?;
+                if !head_text.contains("content-length") {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Files under a directory whose names are not in `allowed_roots` (for "nothing outside").
+pub fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p.clone());
+                }
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,751 @@
+//! The HTTP API on the daemon's socket. Paths and JSON shapes follow the Docker Engine API
+//! where Docker has the operation (`/images/create`, `/images/json`, `/images/{name}/json`,
+//! `/images/load`, `/images/get`, `/system/df`, `/auth`, `/_ping`, `/version`, with an optional
+//! `/v1.NN` prefix), so `hb` and, later, the docker CLI speak the same protocol. HyperBox's own
+//! operations live under `/hyperbox/`. Every error is Docker's `{"message": …}` JSON.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use hb_image::{ImageError, ImageRef, Platform, PullEvent};
+use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::Daemon;
+
+/// Newest Docker API version the daemon answers to.
+pub const API_VERSION: &str = "1.43";
+/// Oldest one.
+pub const MIN_API_VERSION: &str = "1.24";
+/// Largest JSON request body accepted.
+const MAX_JSON_BODY: usize = 1 << 20;
+
+type Shared = Arc<Daemon>;
+
+/// The API router over shared daemon state.
+pub fn router(daemon: Shared) -> Router {
+    Router::new().fallback(dispatch).with_state(daemon)
+}
+
+/// An API error: an HTTP status and a message for the user.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl From<ImageError> for ApiError {
+    fn from(e: ImageError) -> Self {
+        let status = match &e {
+            ImageError::NotFound(_) | ImageError::RemoteNotFound { .. } => StatusCode::NOT_FOUND,
+            ImageError::InvalidReference { .. } | ImageError::InvalidArchive(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ImageError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ImageError::Catalog(m) if m.contains("referenced by several names") => {
+                StatusCode::CONFLICT
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<hb_store::StoreError> for ApiError {
+    fn from(e: hb_store::StoreError) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(json!({ "message": self.message }))).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Runs blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("task failed: {e}")))?
+}
+
+/// Query parameters, repeated keys kept in order.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(raw: Option<&str>) -> Result<Query, ApiError> {
+        let pairs: Vec<(String, String)> = match raw {
+            Some(q) => serde_urlencoded_pairs(q)?,
+            None => Vec::new(),
+        };
+        Ok(Query(pairs))
+    }
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+    fn all(&self, key: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+    fn flag(&self, key: &str) -> bool {
+        matches!(self.get(key), Some("1" | "true" | "True" | "yes"))
+    }
+}
+
+fn serde_urlencoded_pairs(q: &str) -> Result<Vec<(String, String)>, ApiError> {
+    axum::extract::Query::<Vec<(String, String)>>::try_from_uri(
+        &format!("/?{q}")
+            .parse()
+            .map_err(|_| ApiError::bad_request("malformed query string"))?,
+    )
+    .map(|axum::extract::Query(v)| v)
+    .map_err(|e| ApiError::bad_request(format!("malformed query string: {e}")))
+}
+
+/// Strips a `/v1.NN` prefix, refusing versions newer than ours or older than the minimum.
+fn strip_version(path: &str) -> Result<&str, ApiError> {
+    if let Some(rest) = path.strip_prefix("/v") {
+        if let Some((ver, tail)) = rest.split_once('/') {
+            if let Some((maj, min)) = ver.split_once('.') {
+                if let (Ok(maj), Ok(min)) = (maj.parse::<u32>(), min.parse::<u32>()) {
+                    let v = (maj, min);
+                    if v > (1, 43) {
+                        return Err(ApiError::bad_request(format!(
+                            "client version {ver} is too new. Maximum supported API version is {API_VERSION}"
+                        )));
+                    }
+                    if v < (1, 24) {
+                        return Err(ApiError::bad_request(format!(
+                            "client version {ver} is too old. Minimum supported API version is {MIN_API_VERSION}"
+                        )));
+                    }
+                    return Ok(&path[path.len() - tail.len() - 1..]);
+                }
+            }
+        }
+    }
+    Ok(path)
+}
+
+async fn dispatch(State(d): State<Shared>, req: Request) -> Response {
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let result = route(d, method.clone(), uri.path(), uri.query(), req.into_body()).await;
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(%method, path = uri.path(), error = %e.message, "request failed");
+            e.into_response()
+        }
+    };
+    resp.headers_mut().insert(
+        "Api-Version",
+        header::HeaderValue::from_static(API_VERSION),
+    );
+    resp.headers_mut()
+        .insert("Server", header::HeaderValue::from_static("hyperboxd"));
+    resp
+}
+
+async fn route(d: Shared, method: Method, path: &str, query: Option<&str>, body: Body) -> ApiResult {
+    let path = strip_version(path)?;
+    let q = Query::parse(query)?;
+    match (&method, path) {
+        (&Method::GET | &Method::HEAD, "/_ping") => Ok((
+            [(header::CACHE_CONTROL, "no-cache")],
+            "OK",
+        )
+            .into_response()),
+        (&Method::GET, "/version") => Ok(axum::Json(version()).into_response()),
+        (&Method::GET, "/info") => info(d).await,
+        (&Method::POST, "/images/create") => pull(d, q).await,
+        (&Method::GET, "/images/json") => list_images(d).await,
+        (&Method::POST, "/images/load") => load(d, body).await,
+        (&Method::GET, "/images/get") => save(d, q.all("names")).await,
+        (&Method::POST, "/images/prune") => prune(d, true).await,
+        (&Method::GET, "/system/df") => docker_df(d).await,
+        (&Method::POST, "/auth") => login(d, body).await,
+        (&Method::GET, "/hyperbox/system/df") => hyperbox_df(d).await,
+        (&Method::POST, "/hyperbox/system/prune") => prune(d, false).await,
+        (&Method::POST, "/hyperbox/system/check") => check(d, q.flag("repair")).await,
+        (&Method::POST, "/hyperbox/logout") => logout(d, q).await,
+        _ => {
+            if let Some(rest) = path.strip_prefix("/images/") {
+                if let Some(name) = rest.strip_suffix("/json") {
+                    if method == Method::GET {
+                        return inspect(d, name.to_string()).await;
+                    }
+                }
+                if let Some(name) = rest.strip_suffix("/tag") {
+                    if method == Method::POST {
+                        return tag(d, name.to_string(), q).await;
+                    }
+                }
+                if let Some(name) = rest.strip_suffix("/get") {
+                    if method == Method::GET {
+                        return save(d, vec![name.to_string()]).await;
+                    }
+                }
+                if method == Method::DELETE {
+                    return remove(d, rest.to_string(), q.flag("force")).await;
+                }
+            }
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("page not found: {method} {path} is not offered by hyperboxd"),
+            ))
+        }
+    }
+}
+
+fn version() -> Value {
+    json!({
+        "Platform": {"Name": "HyperBox"},
+        "Components": [{"Name": "Engine", "Version": env!("CARGO_PKG_VERSION"), "Details": {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION}}],
+        "Version": env!("CARGO_PKG_VERSION"),
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": MIN_API_VERSION,
+        "Os": "linux",
+        "Arch": Platform::host().architecture,
+        "KernelVersion": kernel_version(),
+        "GoVersion": "n/a (Rust)",
+        "GitCommit": "",
+    })
+}
+
+fn kernel_version() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+async fn info(d: Shared) -> ApiResult {
+    let catalog = d.catalog.clone();
+    let images = blocking(move || Ok(catalog.list()?.len())).await?;
+    Ok(axum::Json(json!({
+        "ID": "hyperbox",
+        "Containers": 0, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": 0,
+        "Images": images,
+        "Driver": "hyperbox-chunkstore",
+        "DockerRootDir": d.config.daemon.data_dir,
+        "OperatingSystem": "linux",
+        "OSType": "linux",
+        "Architecture": std::env::consts::ARCH,
+        "KernelVersion": kernel_version(),
+        "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "ServerVersion": env!("CARGO_PKG_VERSION"),
+        "Name": "hyperboxd",
+    }))
+    .into_response())
+}
+
+/// A streaming JSON-lines response body fed from a channel.
+fn json_stream(rx: mpsc::Receiver<Value>) -> Response {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let v = rx.recv().await?;
+        let mut line = serde_json::to_vec(&v).unwrap_or_default();
+        line.push(b'\n');
+        Some((Ok::<_, std::io::Error>(Bytes::from(line)), rx))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
+}
+
+fn progress_line(e: &PullEvent) -> Vec<Value> {
+    match e {
+        PullEvent::Resolved { layers, .. } => layers
+            .iter()
+            .map(|(id, _)| json!({"status": "Pulling fs layer", "id": id}))
+            .collect(),
+        PullEvent::LayerExists { id } => vec![json!({"status": "Already exists", "id": id})],
+        PullEvent::LayerProgress { id, current, total } => vec![json!({
+            "status": "Downloading", "id": id,
+            "progressDetail": {"current": current, "total": total},
+        })],
+        PullEvent::LayerDone { id } => vec![json!({"status": "Pull complete", "id": id})],
+        PullEvent::Retrying { what, attempt } => {
+            vec![json!({"status": format!("Retrying {what} (attempt {attempt})")})]
+        }
+    }
+}
+
+async fn pull(d: Shared, q: Query) -> ApiResult {
+    let from = q
+        .get("fromImage")
+        .ok_or_else(|| ApiError::bad_request("fromImage is required"))?;
+    let text = match q.get("tag").filter(|t| !t.is_empty()) {
+        Some(t) if t.starts_with("sha256:") => format!("{from}@{t}"),
+        Some(t) => format!("{from}:{t}"),
+        None => from.to_string(),
+    };
+    let reference = ImageRef::parse(&text)?;
+    let platform = match q.get("platform").filter(|p| !p.is_empty()) {
+        Some(p) => Some(Platform::parse(p)?),
+        None => None,
+    };
+    let (tx, rx) = mpsc::channel::<Value>(256);
+    tokio::spawn(async move {
+        let label = reference.tag().or(reference.digest()).unwrap_or("latest").to_string();
+        let _ = tx
+            .send(json!({"status": format!("Pulling from {}", reference.repository()), "id": label}))
+            .await;
+        let before = {
+            let catalog = d.catalog.clone();
+            let name = reference.canonical();
+            tokio::task::spawn_blocking(move || catalog.resolve(&name).ok().flatten().map(|r| r.id))
+                .await
+                .ok()
+                .flatten()
+        };
+        let sender = tx.clone();
+        let report = move |e: PullEvent| {
+            for line in progress_line(&e) {
+                // A slow reader must not stall the pull: drop progress lines it cannot take.
+                let _ = sender.try_send(line);
+            }
+        };
+        let started = std::time::Instant::now();
+        match d.puller.pull(&reference, platform.as_ref(), &report).await {
+            Ok(rec) => {
+                tracing::info!(image = %reference, id = %rec.id, ms = started.elapsed().as_millis() as u64, "pulled");
+                let _ = tx.send(json!({"status": format!("Digest: {}", rec.manifest_digest)})).await;
+                let status = if before.as_deref() == Some(rec.id.as_str()) {
+                    format!("Status: Image is up to date for {reference}")
+                } else {
+                    format!("Status: Downloaded newer image for {reference}")
+                };
+                let _ = tx.send(json!({"status": status, "id": rec.id})).await;
+            }
+            Err(e) => {
+                tracing::warn!(image = %reference, error = %e, "pull failed");
+                let m = e.to_string();
+                let _ = tx.send(json!({"errorDetail": {"message": m}, "error": m})).await;
+            }
+        }
+    });
+    Ok(json_stream(rx))
+}
+
+fn image_summary(rec: &hb_image::ImageRecord, names: &[String], usage: Option<&hb_store::GroupUsage>) -> Value {
+    let tags: Vec<String> = names
+        .iter()
+        .filter(|n| !n.contains('@'))
+        .map(|n| hb_image::reference::familiar_name(n))
+        .collect();
+    let digests: Vec<String> = rec
+        .repo_digests
+        .iter()
+        .map(|n| hb_image::reference::familiar_name(n))
+        .collect();
+    json!({
+        "Id": rec.id,
+        "ParentId": "",
+        "RepoTags": tags,
+        "RepoDigests": digests,
+        "Created": created_unix(rec.created.as_deref()),
+        "Size": rec.size(),
+        "VirtualSize": rec.size(),
+        "SharedSize": usage.map(|u| u.shared_bytes as i64).unwrap_or(-1),
+        "StoredSize": usage.map(|u| u.stored_bytes as i64).unwrap_or(-1),
+        "UniqueStoredSize": usage.map(|u| u.unique_bytes as i64).unwrap_or(-1),
+        "Labels": {},
+        "Containers": -1,
+    })
+}
+
+/// RFC 3339 `created` to unix seconds (0 when absent or unreadable).
+fn created_unix(created: Option<&str>) -> i64 {
+    let Some(s) = created else { return 0 };
+    // YYYY-MM-DDTHH:MM:SS… ; days from civil date (Howard Hinnant's algorithm).
+    let p = |a: usize, b: usize| s.get(a..b).and_then(|x| x.parse::<i64>().ok());
+    let (Some(y), Some(m), Some(dd), Some(hh), Some(mm), Some(ss)) =
+        (p(0, 4), p(5, 7), p(8, 10), p(11, 13), p(14, 16), p(17, 19))
+    else {
+        return 0;
+    };
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    days * 86400 + hh * 3600 + mm * 60 + ss
+}
+
+/// Images with their names and store usage (shared vs unique bytes).
+fn images_with_usage(
+    d: &Daemon,
+) -> Result<Vec<(hb_image::ImageRecord, Vec<String>, hb_store::GroupUsage)>, ApiError> {
+    let list = d.catalog.list()?;
+    let groups: Vec<(String, Vec<String>)> =
+        list.iter().map(|(r, _)| (r.id.clone(), r.blobs())).collect();
+    let usage = d.catalog.store().usage(&groups)?;
+    Ok(list
+        .into_iter()
+        .zip(usage)
+        .map(|((r, n), u)| (r, n, u))
+        .collect())
+}
+
+async fn list_images(d: Shared) -> ApiResult {
+    let rows = blocking(move || images_with_usage(&d)).await?;
+    let out: Vec<Value> = rows
+        .iter()
+        .map(|(r, n, u)| image_summary(r, n, Some(u)))
+        .collect();
+    Ok(axum::Json(out).into_response())
+}
+
+async fn inspect(d: Shared, name: String) -> ApiResult {
+    let v = blocking(move || {
+        let rec = d
+            .catalog
+            .lookup(&name)?
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such image: {name}")))?;
+        let config: Value = serde_json::from_slice(&d.catalog.store().read_blob(&rec.id)?)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("stored config of {}: {e}", rec.id)))?;
+        let names: Vec<String> = d
+            .catalog
+            .list()?
+            .into_iter()
+            .find(|(r, _)| r.id == rec.id)
+            .map(|(_, n)| n)
+            .unwrap_or_default();
+        let mut v = image_summary(&rec, &names, None);
+        let obj = v.as_object_mut().ok_or_else(|| ApiError::bad_request("internal"))?;
+        obj.insert("Created".into(), json!(rec.created.clone().unwrap_or_default()));
+        obj.insert("Os".into(), json!(rec.os));
+        obj.insert("Architecture".into(), json!(rec.architecture));
+        obj.insert("Config".into(), config.get("config").cloned().unwrap_or(Value::Null));
+        obj.insert("Author".into(), config.get("author").cloned().unwrap_or(json!("")));
+        obj.insert("RootFS".into(), json!({"Type": "layers", "Layers": rec.layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()}));
+        obj.insert("Metadata".into(), json!({"LastTagTime": ""}));
+        obj.insert("GraphDriver".into(), json!({"Name": "hyperbox-chunkstore", "Data": {}}));
+        obj.insert("HyperBox".into(), json!({
+            "ManifestDigest": rec.manifest_digest,
+            "ManifestMediaType": rec.manifest_media_type,
+            "Layers": rec.layers,
+        }));
+        Ok(v)
+    })
+    .await?;
+    Ok(axum::Json(v).into_response())
+}
+
+async fn tag(d: Shared, name: String, q: Query) -> ApiResult {
+    let repo = q
+        .get("repo")
+        .ok_or_else(|| ApiError::bad_request("repo is required"))?;
+    let target = match q.get("tag").filter(|t| !t.is_empty()) {
+        Some(t) => format!("{repo}:{t}"),
+        None => repo.to_string(),
+    };
+    let target = ImageRef::parse(&target)?;
+    if target.digest().is_some() {
+        return Err(ApiError::bad_request("refusing to create a tag with a digest reference"));
+    }
+    blocking(move || {
+        d.catalog.tag(&name, &target.canonical())?;
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+async fn remove(d: Shared, name: String, force: bool) -> ApiResult {
+    let v = blocking(move || {
+        let removal = d.catalog.remove(&name, force)?;
+        let mut out: Vec<Value> = removal
+            .untagged
+            .iter()
+            .map(|n| json!({"Untagged": hb_image::reference::familiar_name(n)}))
+            .collect();
+        if let Some(id) = removal.deleted {
+            // Free the image's blobs and chunks now, as `docker rmi` frees its layers.
+            d.catalog.prune_blobs()?;
+            out.push(json!({ "Deleted": id }));
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(axum::Json(v).into_response())
+}
+
+async fn prune(d: Shared, docker_shape: bool) -> ApiResult {
+    let v = blocking(move || {
+        let before = d.catalog.store().stats()?;
+        let (blobs, report) = d.catalog.prune_blobs()?;
+        let after = d.catalog.store().stats()?;
+        let reclaimed = before.pack_bytes.saturating_sub(after.pack_bytes);
+        Ok(if docker_shape {
+            json!({"ImagesDeleted": [], "SpaceReclaimed": reclaimed})
+        } else {
+            json!({"blobs_deleted": blobs, "gc": report, "space_reclaimed": reclaimed})
+        })
+    })
+    .await?;
+    Ok(axum::Json(v).into_response())
+}
+
+async fn check(d: Shared, repair: bool) -> ApiResult {
+    let v = blocking(move || {
+        let report = d.catalog.store().check(repair)?;
+        // Images whose blobs a repair removed are broken: say which.
+        let mut broken = Vec::new();
+        for (rec, names) in d.catalog.list()? {
+            for b in rec.blobs() {
+                if !d.catalog.store().has_blob(&b)? {
+                    broken.push(json!({"id": rec.id, "names": names, "missing_blob": b}));
+                    break;
+                }
+            }
+        }
+        Ok(json!({"store": report, "broken_images": broken}))
+    })
+    .await?;
+    Ok(axum::Json(v).into_response())
+}
+
+async fn hyperbox_df(d: Shared) -> ApiResult {
+    let v = blocking(move || {
+        let stats = d.catalog.store().stats()?;
+        let rows = images_with_usage(&d)?;
+        let images: Vec<Value> = rows
+            .iter()
+            .map(|(r, n, u)| {
+                json!({
+                    "id": r.id,
+                    "names": n.iter().map(|x| hb_image::reference::familiar_name(x)).collect::<Vec<_>>(),
+                    "logical_bytes": u.logical_bytes,
+                    "stored_bytes": u.stored_bytes,
+                    "shared_bytes": u.shared_bytes,
+                    "unique_bytes": u.unique_bytes,
+                })
+            })
+            .collect();
+        Ok(json!({"store": stats, "images": images}))
+    })
+    .await?;
+    Ok(axum::Json(v).into_response())
+}
+
+async fn docker_df(d: Shared) -> ApiResult {
+    let v = blocking(move || {
+        let stats = d.catalog.store().stats()?;
+        let rows = images_with_usage(&d)?;
+        let images: Vec<Value> = rows
+            .iter()
+            .map(|(r, n, u)| image_summary(r, n, Some(u)))
+            .collect();
+        Ok(json!({"LayersSize": stats.pack_bytes, "Images": images, "Containers": [], "Volumes": [], "BuildCache": []}))
+    })
+    .await?;
+    Ok(axum::Json(v).into_response())
+}
+
+async fn read_json_body(body: Body) -> Result<Value, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+}
+
+async fn login(d: Shared, body: Body) -> ApiResult {
+    let v = read_json_body(body).await?;
+    let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let (username, password) = (field("username"), field("password"));
+    let server = field("serveraddress");
+    let server = if server.is_empty() { "docker.io".to_string() } else { server };
+    let server = server
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .trim_end_matches("/v1")
+        .to_string();
+    if username.is_empty() || password.is_empty() {
+        return Err(ApiError::bad_request("username and password are required"));
+    }
+    d.puller
+        .login(&server, hb_image::credentials::Credential { username, password })
+        .await?;
+    Ok(axum::Json(json!({"Status": "Login Succeeded", "IdentityToken": ""})).into_response())
+}
+
+async fn logout(d: Shared, q: Query) -> ApiResult {
+    let server = q
+        .get("server")
+        .ok_or_else(|| ApiError::bad_request("server is required"))?
+        .to_string();
+    blocking(move || Ok(d.puller.logout(&server)?)).await?;
+    Ok(axum::Json(json!({"Status": "Removed login credentials"})).into_response())
+}
+
+async fn load(d: Shared, body: Body) -> ApiResult {
+    // Archives name their parts in any order: spool to a file, then index it.
+    let path = d.tmp_dir().join(format!(
+        "load-{}-{}.tar",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|t| t.as_nanos())
+            .unwrap_or(0)
+    ));
+    let mut file = tokio::fs::File::create(&path)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("creating {}: {e}", path.display())))?;
+    let mut stream = body.into_data_stream();
+    while let Some(piece) = stream.next().await {
+        let piece = match piece {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(ApiError::bad_request(format!("reading the upload: {e}")));
+            }
+        };
+        if let Err(e) = file.write_all(&piece).await {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("spooling the upload: {e}")));
+        }
+    }
+    drop(file);
+    let p2 = path.clone();
+    let result = blocking(move || Ok(hb_image::archive::load(&d.catalog, &p2)?)).await;
+    let _ = tokio::fs::remove_file(&path).await;
+    let loaded = result?;
+    let mut lines = Vec::new();
+    for img in loaded {
+        if img.names.is_empty() {
+            lines.push(json!({"stream": format!("Loaded image ID: {}\n", img.id)}));
+        }
+        for n in img.names {
+            lines.push(json!({"stream": format!("Loaded image: {}\n", hb_image::reference::familiar_name(&n))}));
+        }
+    }
+    let body: String = lines
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// A `Write` that feeds a streaming response body.
+struct ChannelWriter {
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= 256 * 1024 {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            let b = Bytes::from(std::mem::take(&mut self.buf));
+            self.tx
+                .blocking_send(Ok(b))
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        }
+        Ok(())
+    }
+}
+
+async fn save(d: Shared, names: Vec<String>) -> ApiResult {
+    if names.is_empty() {
+        return Err(ApiError::bad_request("no image names given"));
+    }
+    // Resolve first, so an unknown name is a clean 404 rather than a broken stream.
+    let d2 = d.clone();
+    let images = blocking(move || {
+        let all = d2.catalog.list()?;
+        let by_id: HashMap<String, Vec<String>> =
+            all.into_iter().map(|(r, n)| (r.id.clone(), n)).collect();
+        let mut out: Vec<(hb_image::ImageRecord, Vec<String>)> = Vec::new();
+        for n in &names {
+            let rec = d2
+                .catalog
+                .lookup(n)?
+                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such image: {n}")))?;
+            let mut tags = match ImageRef::parse(n) {
+                Ok(r) if by_id.get(&rec.id).is_some_and(|v| v.contains(&r.canonical())) => vec![r.canonical()],
+                _ => by_id.get(&rec.id).cloned().unwrap_or_default(),
+            };
+            tags.retain(|t| !t.contains('@'));
+            match out.iter_mut().find(|(r, _)| r.id == rec.id) {
+                Some((_, v)) => v.extend(tags),
+                None => out.push((rec, tags)),
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
+    tokio::task::spawn_blocking(move || {
+        let mut w = ChannelWriter { tx: tx.clone(), buf: Vec::new() };
+        if let Err(e) = hb_image::archive::save(&d.catalog, &images, &mut w) {
+            tracing::warn!(error = %e, "save failed");
+            let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-tar")
+        .body(Body::from_stream(stream))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_prefixes() {
+        assert_eq!(strip_version("/v1.41/images/json").unwrap(), "/images/json");
+        assert_eq!(strip_version("/images/json").unwrap(), "/images/json");
+        assert!(strip_version("/v1.99/images/json").is_err());
+        assert!(strip_version("/v1.12/images/json").is_err());
+        assert_eq!(strip_version("/v1.43/_ping").unwrap(), "/_ping");
+    }
+
+    #[test]
+    fn created_parses_rfc3339() {
+        assert_eq!(created_unix(Some("1970-01-01T00:00:00Z")), 0);
+        assert_eq!(created_unix(Some("2024-03-01T12:00:00.5Z")), 1709294400);
+        assert_eq!(created_unix(Some("garbage")), 0);
+        assert_eq!(created_unix(None), 0);
+    }
+}

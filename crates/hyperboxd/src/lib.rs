@@ -1,0 +1,122 @@
+//! `hyperboxd` as a library: opens the store and image catalog under `[daemon] data_dir`,
+//! binds the unix socket and serves the API (`api`) until SIGINT/SIGTERM. The binary
+//! (`main.rs`) only parses arguments and config.
+
+pub mod api;
+pub mod socket;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use hb_config::{Config, HashAlgorithm};
+use hb_image::credentials::CredentialFile;
+use hb_image::{ImageCatalog, Puller, PullerConfig};
+use hb_store::{Store, StoreOptions};
+
+/// What every API handler shares.
+pub struct Daemon {
+    /// The effective configuration.
+    pub config: Config,
+    /// The image catalog (and through it the content store).
+    pub catalog: ImageCatalog,
+    /// Registry pulls.
+    pub puller: Puller,
+}
+
+/// Store options from the `[cache]` and `[deduplication]` sections.
+pub fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
+        hash: match config.deduplication.hash_algorithm {
+            HashAlgorithm::Sha256 => hb_store::HashAlgorithm::Sha256,
+            HashAlgorithm::Blake3 => hb_store::HashAlgorithm::Blake3,
+            HashAlgorithm::Xxhash => hb_store::HashAlgorithm::Xxhash,
+        },
+        dedup: config.deduplication.enabled,
+        compression: config.cache.compression,
+        compression_level: config.cache.compression_level,
+        use_mmap: config.cache.use_mmap,
+        batch_writes: config.cache.batch_writes,
+        batch_size: config.cache.batch_size as usize,
+        batch_timeout: Duration::from_millis(config.cache.batch_timeout_ms),
+        parallel_ops: config.deduplication.parallel_ops as usize,
+    }
+}
+
+impl Daemon {
+    /// Opens (and recovers) the store under `data_dir` and builds the daemon's parts.
+    pub fn open(config: Config) -> anyhow::Result<Daemon> {
+        let data = config.daemon.data_dir.clone();
+        std::fs::create_dir_all(&data)
+            .with_context(|| format!("creating data_dir {}", data.display()))?;
+        let store = Store::open(&data.join("store"), store_options(&config))
+            .with_context(|| format!("opening the store in {}", data.display()))?;
+        let catalog = ImageCatalog::open(store).context("opening the image catalog")?;
+        let credentials = Arc::new(
+            CredentialFile::open(&data.join("auth.json")).context("reading saved credentials")?,
+        );
+        let puller = Puller::new(
+            catalog.clone(),
+            credentials,
+            PullerConfig {
+                insecure_registries: config.daemon.insecure_registries.clone(),
+                timeout: Duration::from_secs(config.networking.connection_timeout_secs),
+                max_concurrent_downloads: config.daemon.max_concurrent_downloads as usize,
+                ..PullerConfig::default()
+            },
+        );
+        Ok(Daemon {
+            config,
+            catalog,
+            puller,
+        })
+    }
+
+    /// Where temporary files (uploads for `load`) go: inside data_dir, so a rename or a
+    /// cleanup never crosses filesystems.
+    pub fn tmp_dir(&self) -> std::path::PathBuf {
+        self.config.daemon.data_dir.join("tmp")
+    }
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let socket_path = config.daemon.socket.clone();
+    let daemon = tokio::task::spawn_blocking(move || Daemon::open(config))
+        .await
+        .context("opening the daemon's state")??;
+    clean_tmp(&daemon.tmp_dir())?;
+    let listener = socket::bind_unix(&socket_path)?;
+    tracing::info!(socket = %socket_path.display(), data_dir = %daemon.config.daemon.data_dir.display(), "hyperboxd ready");
+    let app = api::router(Arc::new(daemon));
+    let shutdown = async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot watch SIGTERM: {e}");
+                return std::future::pending().await;
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term.recv() => {},
+        }
+        tracing::info!("shutting down");
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving the API")?;
+    let _ = std::fs::remove_file(&socket_path);
+    Ok(())
+}
+
+/// Uploads left by a crash are useless: start with an empty tmp dir.
+fn clean_tmp(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("cleaning {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(())
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# HyperBox's test command (README): formatting, lints, then every test of the workspace.
+# Integration tests start their own docker-registry and hyperboxd on loopback/temp sockets.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v docker-registry >/dev/null || {
+  echo "test: docker-registry is missing; run .ci/run (as root) or: apt-get install docker-registry" >&2
+  exit 1
+}
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
