@@ -136,7 +136,7 @@ fn formats_zstd_uncompressed_and_platform_index() {
 fn malformed_references_are_refused_and_the_daemon_lives() {
     let d = Daemon::start("");
     for bad in ["UPPER/case", "a b", "x@sha256:123", "", "alpine:", "-x"] {
-        let err = d.hb_err(&["pull", bad]);
+        let err = d.hb_err(&["pull", "--", bad]);
         assert!(err.contains("invalid reference format"), "{bad}: {err}");
     }
     d.hb_ok(&["images"]);

@@ -632,13 +632,16 @@ async fn download_layer(
     let mut current = 0u64;
     let mut reported = 0u64;
     let mut failure: Option<Attempt> = None;
+    let mut ingest_stopped = false;
     while let Some(piece) = stream.next().await {
         match piece {
             Ok(bytes) => {
                 hasher.update(&bytes);
                 current += bytes.len() as u64;
                 if tx.send(Ok(bytes)).await.is_err() {
-                    break; // the ingest stopped early; its error says why
+                    // The ingest stopped early (full disk, malformed tar): its error says why.
+                    ingest_stopped = true;
+                    break;
                 }
                 if current - reported >= 512 * 1024 || current == total {
                     reported = current;
@@ -667,7 +670,7 @@ async fn download_layer(
             }
         }
     }
-    if failure.is_none() {
+    if failure.is_none() && !ingest_stopped {
         let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
         if actual != desc.digest {
             let _ = tx

@@ -83,6 +83,8 @@ impl Daemon {
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let socket_path = config.daemon.socket.clone();
+    // Refuse before touching the store, so a second daemon says why it cannot start.
+    socket::refuse_if_served(&socket_path)?;
     let daemon = tokio::task::spawn_blocking(move || Daemon::open(config))
         .await
         .context("opening the daemon's state")??;

@@ -13,13 +13,8 @@ pub fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating socket directory {}", dir.display()))?;
     }
+    refuse_if_served(path)?;
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            bail!(
-                "another daemon is already listening on {}; stop it first or set [daemon] socket",
-                path.display()
-            );
-        }
         std::fs::remove_file(path)
             .with_context(|| format!("removing stale socket {}", path.display()))?;
     }
@@ -28,4 +23,15 @@ pub fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("chmod 0660 {}", path.display()))?;
     Ok(listener)
+}
+
+/// Fails when a live daemon answers on `path`.
+pub fn refuse_if_served(path: &Path) -> anyhow::Result<()> {
+    if path.exists() && std::os::unix::net::UnixStream::connect(path).is_ok() {
+        bail!(
+            "another daemon is already listening on {}; stop it first or set [daemon] socket",
+            path.display()
+        );
+    }
+    Ok(())
 }
