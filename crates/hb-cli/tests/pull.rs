@@ -324,3 +324,29 @@ trait TakeCompat: std::io::Read + Sized {
     }
 }
 impl<R: std::io::Read> TakeCompat for R {}
+
+#[test]
+fn login_with_basic_and_bearer_auth() {
+    let reg = Registry::start();
+    push(&reg.addr, "hb/private", &image(vec![tar_of(&files(30, 2, 1000))], "gzip"));
+    for scheme in [ProxyAuth::Basic("alice", "s3cret"), ProxyAuth::Bearer("alice", "s3cret")] {
+        let proxy = FaultProxy::start(&reg.addr, vec![]);
+        proxy.set_auth(Some(scheme.clone()));
+        let d = Daemon::start("");
+        let r = format!("{}/hb/private", proxy.addr);
+        let err = d.hb_err(&["pull", &r]);
+        assert!(err.contains("hb login"), "{scheme:?}: {err}");
+        let err = d.hb_err(&["login", &proxy.addr, "-u", "alice", "-p", "wrong"]);
+        assert!(err.contains("authentication"), "{scheme:?}: {err}");
+        let out = d.hb_ok(&["login", &proxy.addr, "-u", "alice", "-p", "s3cret"]);
+        assert!(out.contains("Login Succeeded"), "{out}");
+        let auth_file = d.data_dir().join("auth.json");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&auth_file).unwrap().permissions().mode() & 0o777, 0o600);
+        d.hb_ok(&["pull", &r]);
+        d.hb_ok(&["logout", &proxy.addr]);
+        d.hb_ok(&["rmi", &r]);
+        let err = d.hb_err(&["pull", &r]);
+        assert!(err.contains("hb login"), "{scheme:?} after logout: {err}");
+    }
+}

@@ -63,28 +63,91 @@ impl Compression {
 /// `expected_diff_id` ("sha256:…") when given. On any error nothing is committed.
 pub fn ingest_layer(
     store: &Store,
-    blob: impl Read,
+    blob: impl Read + Send,
     compression: Compression,
     expected_diff_id: Option<&str>,
 ) -> Result<BlobInfo, ImageError> {
-    let mut decoded: Box<dyn Read> = match compression {
-        Compression::None => Box::new(BufReader::with_capacity(256 * 1024, blob)),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
-            256 * 1024,
-            blob,
-        ))),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(blob)
-                .map_err(|e| ImageError::io("starting zstd decoder", e))?,
-        ),
-    };
     let mut writer = store.writer();
-    split_tar(&mut decoded, |piece| match piece {
-        Piece::Inline(b) => writer.write_inline(b).map_err(ImageError::from),
-        Piece::Content(b) => writer.write_content(b).map_err(ImageError::from),
-        Piece::EndContent => writer.end_content().map_err(ImageError::from),
-    })?;
+    let mut split = |decoded: &mut dyn Read| {
+        split_tar(decoded, |piece| match piece {
+            Piece::Inline(b) => writer.write_inline(b).map_err(ImageError::from),
+            Piece::Content(b) => writer.write_content(b).map_err(ImageError::from),
+            Piece::EndContent => writer.end_content().map_err(ImageError::from),
+        })
+    };
+    match compression {
+        Compression::None => split(&mut BufReader::with_capacity(256 * 1024, blob))?,
+        // Decompression is the longest serial step of an ingest: run it on its own thread so it
+        // overlaps hashing and chunking (measured: BENCHMARKS.md, "pipelined inflate").
+        Compression::Gzip => std::thread::scope(|scope| {
+            let decoder =
+                flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, blob));
+            split(&mut Pipelined::spawn(scope, decoder))
+        })?,
+        Compression::Zstd => std::thread::scope(|scope| {
+            let decoder = zstd::stream::read::Decoder::new(blob)
+                .map_err(|e| ImageError::io("starting zstd decoder", e))?;
+            split(&mut Pipelined::spawn(scope, decoder))
+        })?,
+    }
     Ok(writer.finish(expected_diff_id)?)
+}
+
+/// Reads a `Read` on a scoped thread, handing its output over in 256 KiB pieces.
+struct Pipelined {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl Pipelined {
+    fn spawn<'scope, 'env, R: Read + Send + 'scope>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        mut source: R,
+    ) -> Pipelined {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
+        scope.spawn(move || loop {
+            let mut buf = vec![0u8; 256 * 1024];
+            match read_full(&mut source, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    // A closed receiver means the consumer stopped: stop too.
+                    if tx.send(Ok(buf)).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    break;
+                }
+            }
+        });
+        Pipelined {
+            rx,
+            current: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl Read for Pipelined {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.current.len() {
+            match self.rx.recv() {
+                Ok(Ok(v)) => {
+                    self.current = v;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// One classified piece of a tar stream.

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::catalog::{ImageCatalog, ImageRecord, LayerRecord};
-use crate::credentials::CredentialFile;
+use crate::credentials::{Credential, CredentialFile};
 use crate::ingest::{ingest_layer, Compression};
 use crate::reference::{host_is_loopback, ImageRef};
 use crate::ImageError;
@@ -168,8 +168,9 @@ pub struct Puller {
     catalog: ImageCatalog,
     credentials: Arc<CredentialFile>,
     config: PullerConfig,
-    https: Client,
-    http: Client,
+    /// One client per registry, rebuilt when its saved credential changes: `oci-client`
+    /// keeps the first credential and its tokens for the client's lifetime.
+    clients: Mutex<HashMap<String, (Option<Credential>, Arc<Client>)>>,
     /// One lock per layer diff_id being fetched, so concurrent pulls fetch it once.
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -181,20 +182,8 @@ impl Puller {
         credentials: Arc<CredentialFile>,
         config: PullerConfig,
     ) -> Puller {
-        let make = |protocol| {
-            Client::new(ClientConfig {
-                protocol,
-                connect_timeout: Some(config.timeout),
-                read_timeout: Some(config.timeout),
-                max_concurrent_download: config.max_concurrent_downloads.max(1),
-                platform_resolver: None,
-                user_agent: concat!("hyperbox/", env!("CARGO_PKG_VERSION")),
-                ..Default::default()
-            })
-        };
         Puller {
-            https: make(ClientProtocol::Https),
-            http: make(ClientProtocol::Http),
+            clients: Mutex::new(HashMap::new()),
             catalog,
             credentials,
             config,
@@ -207,19 +196,39 @@ impl Puller {
         &self.catalog
     }
 
-    fn client_for(&self, registry: &str) -> &Client {
-        if host_is_loopback(registry) || self.config.insecure_registries.iter().any(|r| r == registry)
-        {
-            &self.http
-        } else {
-            &self.https
-        }
+    fn new_client(&self, registry: &str) -> Client {
+        let plain = host_is_loopback(registry)
+            || self.config.insecure_registries.iter().any(|r| r == registry);
+        Client::new(ClientConfig {
+            protocol: if plain {
+                ClientProtocol::Http
+            } else {
+                ClientProtocol::Https
+            },
+            connect_timeout: Some(self.config.timeout),
+            read_timeout: Some(self.config.timeout),
+            max_concurrent_download: self.config.max_concurrent_downloads.max(1),
+            platform_resolver: None,
+            user_agent: concat!("hyperbox/", env!("CARGO_PKG_VERSION")),
+            ..Default::default()
+        })
     }
 
-    fn auth_for(&self, registry: &str) -> RegistryAuth {
-        match self.credentials.get(registry) {
-            Some(c) => RegistryAuth::Basic(c.username, c.password),
+    /// The client for a registry and the credential to present.
+    fn client_for(&self, registry: &str) -> (Arc<Client>, RegistryAuth) {
+        let cred = self.credentials.get(registry);
+        let auth = match &cred {
+            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
             None => RegistryAuth::Anonymous,
+        };
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        match clients.get(registry) {
+            Some((c, client)) if *c == cred => (client.clone(), auth),
+            _ => {
+                let client = Arc::new(self.new_client(registry));
+                clients.insert(registry.to_string(), (cred, client.clone()));
+                (client, auth)
+            }
         }
     }
 
@@ -228,14 +237,37 @@ impl Puller {
     pub async fn login(
         &self,
         registry: &str,
-        cred: crate::credentials::Credential,
+        cred: Credential,
     ) -> Result<(), ImageError> {
-        let probe = Reference::with_tag(registry.into(), "library/hello".into(), "latest".into());
+        let probe = Reference::with_tag(
+            registry.into(),
+            "hyperbox/login-probe".into(),
+            "latest".into(),
+        );
         let auth = RegistryAuth::Basic(cred.username.clone(), cred.password.clone());
-        self.client_for(registry)
+        // A fresh client: a cached one would present the credential it first saw.
+        let client = self.new_client(registry);
+        // Token registries check the credentials when issuing a token; basic-auth registries
+        // only when a request carries them: ask for a manifest that need not exist. Any answer
+        // but 401 (a 404 for the probe, typically) means the credentials were accepted.
+        client
             .auth(&probe, &auth, oci_client::RegistryOperation::Pull)
             .await
             .map_err(|e| classify(registry, registry, e, 1))?;
+        match client.pull_manifest_raw(&probe, &auth, MANIFEST_TYPES).await {
+            Err(
+                e @ (OciDistributionError::UnauthorizedError { .. }
+                | OciDistributionError::AuthenticationFailure(_)),
+            ) => return Err(classify(registry, registry, e, 1)),
+            Err(OciDistributionError::RequestError(e)) => {
+                return Err(ImageError::Registry {
+                    registry: registry.to_string(),
+                    detail: format!("cannot reach it: {e}"),
+                    attempts: 1,
+                })
+            }
+            _ => {}
+        }
         self.credentials.set(registry, Some(cred))
     }
 
@@ -252,8 +284,8 @@ impl Puller {
         progress: &(dyn Fn(PullEvent) + Send + Sync),
     ) -> Result<ImageRecord, ImageError> {
         let registry = reference.registry().to_string();
-        let client = self.client_for(&registry);
-        let auth = self.auth_for(&registry);
+        let (client, auth) = self.client_for(&registry);
+        let client = client.as_ref();
         let want = platform.cloned().unwrap_or_else(Platform::host);
         let oci_ref = reference.as_oci().clone();
 

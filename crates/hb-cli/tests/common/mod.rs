@@ -419,11 +419,22 @@ pub struct Rule {
     pub times: u32,
 }
 
+/// Authentication the proxy demands before forwarding.
+#[derive(Clone, Debug)]
+pub enum ProxyAuth {
+    /// `WWW-Authenticate: Basic`; the user:password that passes.
+    Basic(&'static str, &'static str),
+    /// `WWW-Authenticate: Bearer realm=…/token`; /token wants basic user:password and
+    /// answers a token that then passes.
+    Bearer(&'static str, &'static str),
+}
+
 /// An HTTP proxy on 127.0.0.1 in front of a registry that injects faults.
 pub struct FaultProxy {
     pub addr: String,
     pub hits: Arc<AtomicU32>,
     rules: Arc<Mutex<Vec<Rule>>>,
+    auth: Arc<Mutex<Option<ProxyAuth>>>,
 }
 
 impl FaultProxy {
@@ -432,17 +443,23 @@ impl FaultProxy {
         let addr = listener.local_addr().expect("addr").to_string();
         let rules = Arc::new(Mutex::new(rules));
         let hits = Arc::new(AtomicU32::new(0));
-        let (r, h, up) = (rules.clone(), hits.clone(), upstream.to_string());
+        let auth = Arc::new(Mutex::new(None));
+        let (r, h, a, up) = (rules.clone(), hits.clone(), auth.clone(), upstream.to_string());
+        let me = addr.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { break };
-                let (r, h, up) = (r.clone(), h.clone(), up.clone());
+                let (r, h, a, up, me) = (r.clone(), h.clone(), a.clone(), up.clone(), me.clone());
                 std::thread::spawn(move || {
-                    let _ = serve_one(conn, &up, &r, &h);
+                    let _ = serve_one(conn, &up, &me, &r, &h, &a);
                 });
             }
         });
-        FaultProxy { addr, hits, rules }
+        FaultProxy { addr, hits, rules, auth }
+    }
+
+    pub fn set_auth(&self, auth: Option<ProxyAuth>) {
+        *self.auth.lock().expect("auth") = auth;
     }
 
     pub fn set_rules(&self, rules: Vec<Rule>) {
@@ -462,7 +479,79 @@ fn read_head(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(head)
 }
 
-fn serve_one(mut c: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, hits: &AtomicU32) -> std::io::Result<()> {
+fn basic_header(user: &str, pass: &str) -> String {
+    use base64_lite::encode;
+    format!("basic {}", encode(format!("{user}:{pass}").as_bytes()))
+}
+
+mod base64_lite {
+    //! Just enough base64 for a test's Authorization header.
+    pub fn encode(data: &[u8]) -> String {
+        const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for c in data.chunks(3) {
+            let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+            let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+            for i in 0..4 {
+                if i <= c.len() {
+                    out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Answers a request the auth scheme refuses; None when it may pass.
+fn auth_reply(auth: &Option<ProxyAuth>, path: &str, head: &str, me: &str) -> Option<String> {
+    // Scheme compared case-insensitively, credentials exactly.
+    let header = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        let (scheme, cred) = value.trim().split_once(' ')?;
+        name.eq_ignore_ascii_case("authorization")
+            .then(|| format!("{} {}", scheme.to_ascii_lowercase(), cred.trim()))
+    });
+    let deny = |challenge: String| {
+        let b = "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}";
+        format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {challenge}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}", b.len())
+    };
+    match auth {
+        None => None,
+        Some(ProxyAuth::Basic(u, p)) => {
+            if header.as_deref() == Some(basic_header(u, p).as_str()) {
+                None
+            } else {
+                Some(deny("Basic realm=\"test\"".into()))
+            }
+        }
+        Some(ProxyAuth::Bearer(u, p)) => {
+            if path.starts_with("/token") {
+                let body = if header.as_deref() == Some(basic_header(u, p).as_str()) {
+                    "{\"token\":\"good-token\"}"
+                } else {
+                    return Some(deny("Basic realm=\"token\"".into()));
+                };
+                return Some(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()));
+            }
+            if header.as_deref() == Some("bearer good-token") {
+                None
+            } else {
+                Some(deny(format!("Bearer realm=\"http://{me}/token\",service=\"test\"")))
+            }
+        }
+    }
+}
+
+fn serve_one(
+    mut c: TcpStream,
+    upstream: &str,
+    me: &str,
+    rules: &Mutex<Vec<Rule>>,
+    hits: &AtomicU32,
+    auth: &Mutex<Option<ProxyAuth>>,
+) -> std::io::Result<()> {
     c.set_read_timeout(Some(Duration::from_secs(30)))?;
     loop {
         let head = read_head(&mut c)?;
@@ -474,6 +563,11 @@ fn serve_one(mut c: TcpStream, upstream: &str, rules: &Mutex<Vec<Rule>>, hits: &
             .unwrap_or(0);
         let mut body = vec![0u8; content_length];
         c.read_exact(&mut body)?;
+        let scheme = auth.lock().expect("auth").clone();
+        if let Some(reply) = auth_reply(&scheme, &path, &text, me) {
+            c.write_all(reply.as_bytes())?;
+            return Ok(());
+        }
         let fault = {
             let mut rs = rules.lock().expect("rules");
             rs.iter_mut()
