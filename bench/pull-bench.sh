@@ -102,6 +102,12 @@ before=$(pack_bytes)
 $HB pull -q "$REG/hb/deb-curl-squash:latest" >/dev/null
 after=$(pack_bytes)
 row "store growth: deb-curl-squash pulled with deb present | hb | $(( (after - before) / 1024 )) KiB | | | | 1 | pack bytes"
+LAB_OCI=${HB_LAB:-/var/lib/hb-lab}/oci
+if [ -f "$LAB_OCI/index.json" ] && command -v zstd >/dev/null; then
+  ref=$(python3 "$HERE/new-content-zstd.py" "$LAB_OCI" deb deb-curl-squash 3)
+  zb=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["zstd_bytes"])' "$ref")
+  row "yardstick: zstd -3 of deb-curl-squash's new file content (bench/new-content-zstd.py) | zstd | $(( zb / 1024 )) KiB | | | | 1 | growth/yardstick = $(python3 -c "print(f'{$((after - before))/$zb:.2f}')")x"
+fi
 
 # Disk for all four images.
 for i in tiny deb deb-curl deb-curl-squash; do $HB pull -q "$REG/hb/$i:latest" >/dev/null; done

@@ -50,7 +50,9 @@ pub type RequestBody = http_body_util::combinators::BoxBody<Bytes, std::io::Erro
 
 /// An empty body.
 pub fn empty() -> RequestBody {
-    Full::new(Bytes::new()).map_err(|never| match never {}).boxed()
+    Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A JSON body.
@@ -70,7 +72,11 @@ pub fn reader_body(mut r: impl tokio::io::AsyncRead + Send + Unpin + 'static) ->
             match r.read(&mut buf).await {
                 Ok(0) => break,
                 Ok(n) => {
-                    if tx.send_data(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                    if tx
+                        .send_data(Bytes::copy_from_slice(&buf[..n]))
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -109,11 +115,15 @@ pub async fn send(
     };
     let resp = match addr {
         DaemonAddr::Unix(p) => {
-            let stream = tokio::net::UnixStream::connect(p).await.map_err(not_running)?;
+            let stream = tokio::net::UnixStream::connect(p)
+                .await
+                .map_err(not_running)?;
             exchange(stream, req).await?
         }
         DaemonAddr::Tcp(h) => {
-            let stream = tokio::net::TcpStream::connect(h).await.map_err(not_running)?;
+            let stream = tokio::net::TcpStream::connect(h)
+                .await
+                .map_err(not_running)?;
             exchange(stream, req).await?
         }
     };
@@ -155,8 +165,17 @@ pub async fn read_ok(resp: Response<Incoming>) -> anyhow::Result<Bytes> {
 pub fn error_message(status: StatusCode, body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
-        .unwrap_or_else(|| format!("daemon answered {status}: {}", String::from_utf8_lossy(body)))
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| {
+            format!(
+                "daemon answered {status}: {}",
+                String::from_utf8_lossy(body)
+            )
+        })
 }
 
 /// Reads a JSON-lines streaming body, calling `each` per object.
@@ -167,7 +186,11 @@ pub async fn for_each_json_line(
     let status = resp.status();
     let mut body = resp.into_body();
     if !status.is_success() {
-        let b = body.collect().await.context("reading the daemon's answer")?.to_bytes();
+        let b = body
+            .collect()
+            .await
+            .context("reading the daemon's answer")?
+            .to_bytes();
         bail!("{}", error_message(status, &b));
     }
     let mut pending: Vec<u8> = Vec::new();
@@ -180,8 +203,12 @@ pub async fn for_each_json_line(
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let v: serde_json::Value = serde_json::from_slice(&line)
-                    .with_context(|| format!("unreadable progress line {:?}", String::from_utf8_lossy(&line)))?;
+                let v: serde_json::Value = serde_json::from_slice(&line).with_context(|| {
+                    format!(
+                        "unreadable progress line {:?}",
+                        String::from_utf8_lossy(&line)
+                    )
+                })?;
                 each(v)?;
             }
         }

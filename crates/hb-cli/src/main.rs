@@ -17,7 +17,12 @@ use client::{empty, json_body, read_ok, send, DaemonAddr};
 
 /// HyperBox: containers in milliseconds.
 #[derive(Parser, Debug)]
-#[command(name = "hb", version, about = "HyperBox CLI", disable_help_subcommand = true)]
+#[command(
+    name = "hb",
+    version,
+    about = "HyperBox CLI",
+    disable_help_subcommand = true
+)]
 struct Cli {
     /// Daemon address: unix:///path or tcp://host:port.
     #[arg(short = 'H', long = "host", env = "HYPERBOX_HOST", default_value = client::DEFAULT_HOST, global = true)]
@@ -175,7 +180,10 @@ struct LoginArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("hb: cannot start: {e}");
@@ -196,7 +204,9 @@ fn enc(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -254,7 +264,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Err(e) => return Err(e),
                 }
             }
-            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Tag { source, target } => {
             let (repo, tag) = split_tag(&target);
@@ -275,7 +289,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Image(ImageCommand::Prune) => {
             let v = post_json(&addr, "/images/prune", None).await?;
-            println!("Total reclaimed space: {}", output::human(v["SpaceReclaimed"].as_u64().unwrap_or(0)));
+            println!(
+                "Total reclaimed space: {}",
+                output::human(v["SpaceReclaimed"].as_u64().unwrap_or(0))
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Load(a) => load(&addr, a).await,
@@ -296,15 +313,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::System(SystemCommand::Check { repair }) => {
-            let v = post_json(&addr, &format!("/hyperbox/system/check?repair={repair}"), None).await?;
+            let v = post_json(
+                &addr,
+                &format!("/hyperbox/system/check?repair={repair}"),
+                None,
+            )
+            .await?;
             println!("{}", serde_json::to_string_pretty(&v)?);
-            let problems = v["store"]["problems"].as_array().map(|p| p.len()).unwrap_or(0);
-            Ok(if problems == 0 || repair { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            let problems = v["store"]["problems"]
+                .as_array()
+                .map(|p| p.len())
+                .unwrap_or(0);
+            Ok(if problems == 0 || repair {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Login(a) => login(&addr, a).await,
         Command::Logout { server } => {
             let server = server.unwrap_or_else(|| "docker.io".into());
-            post_json(&addr, &format!("/hyperbox/logout?server={}", enc(&server)), None).await?;
+            post_json(
+                &addr,
+                &format!("/hyperbox/logout?server={}", enc(&server)),
+                None,
+            )
+            .await?;
             println!("Removing login credentials for {server}");
             Ok(ExitCode::SUCCESS)
         }
@@ -384,7 +418,14 @@ async fn load(addr: &DaemonAddr, a: LoadArgs) -> anyhow::Result<ExitCode> {
             client::reader_body(tokio::io::stdin())
         }
     };
-    let resp = send(addr, Method::POST, "/images/load", body, Some("application/x-tar")).await?;
+    let resp = send(
+        addr,
+        Method::POST,
+        "/images/load",
+        body,
+        Some("application/x-tar"),
+    )
+    .await?;
     client::for_each_json_line(resp, |v| {
         if let Some(s) = v.get("stream").and_then(Value::as_str) {
             print!("{s}");
@@ -401,24 +442,37 @@ async fn save(addr: &DaemonAddr, a: SaveArgs) -> anyhow::Result<ExitCode> {
     if a.output.is_none() && std::io::stdout().is_terminal() {
         bail!("cowardly refusing to write a tarball to a terminal; use -o FILE or redirect");
     }
-    let q: Vec<String> = a.names.iter().map(|n| format!("names={}", enc(n))).collect();
-    let resp = send(addr, Method::GET, &format!("/images/get?{}", q.join("&")), empty(), None).await?;
+    let q: Vec<String> = a
+        .names
+        .iter()
+        .map(|n| format!("names={}", enc(n)))
+        .collect();
+    let resp = send(
+        addr,
+        Method::GET,
+        &format!("/images/get?{}", q.join("&")),
+        empty(),
+        None,
+    )
+    .await?;
     if !resp.status().is_success() {
         read_ok(resp).await?;
         bail!("save failed");
     }
     // Write to a temp file and rename, so a failed save never leaves a truncated archive.
-    let (mut out, tmp): (Box<dyn tokio::io::AsyncWrite + Unpin>, Option<std::path::PathBuf>) =
-        match &a.output {
-            Some(p) => {
-                let tmp = p.with_extension("partial");
-                let f = tokio::fs::File::create(&tmp)
-                    .await
-                    .with_context(|| format!("creating {}", tmp.display()))?;
-                (Box::new(f), Some(tmp))
-            }
-            None => (Box::new(tokio::io::stdout()), None),
-        };
+    let (mut out, tmp): (
+        Box<dyn tokio::io::AsyncWrite + Unpin>,
+        Option<std::path::PathBuf>,
+    ) = match &a.output {
+        Some(p) => {
+            let tmp = p.with_extension("partial");
+            let f = tokio::fs::File::create(&tmp)
+                .await
+                .with_context(|| format!("creating {}", tmp.display()))?;
+            (Box::new(f), Some(tmp))
+        }
+        None => (Box::new(tokio::io::stdout()), None),
+    };
     let mut body = resp.into_body();
     while let Some(frame) = body.frame().await {
         let frame = match frame {

@@ -88,7 +88,10 @@ pub fn images(v: &Value, format: Option<&str>, quiet: bool, no_trunc: bool) -> a
             .filter_map(|t| t.as_str().map(str::to_string))
             .collect();
         if tags.is_empty() {
-            println!("{:<40} {:<12} {:<14} {:<22} {:>10} {:>12}", "<none>", "<none>", id, created, size, shared);
+            println!(
+                "{:<40} {:<12} {:<14} {:<22} {:>10} {:>12}",
+                "<none>", "<none>", id, created, size, shared
+            );
         }
         for t in tags {
             let (repo, tag) = match t.rsplit_once(':') {
@@ -111,10 +114,22 @@ pub fn system_df(v: &Value, format: Option<&str>) -> anyhow::Result<()> {
     }
     let s = &v["store"];
     let n = |x: &Value| x.as_u64().unwrap_or(0);
-    println!("Logical bytes (all images' layers):  {}", human(n(&s["logical_bytes"])));
-    println!("Unique bytes after dedup:            {}", human(n(&s["unique_raw_bytes"])));
-    println!("Stored bytes (compressed chunks):    {}", human(n(&s["stored_bytes"])));
-    println!("Pack files on disk:                  {}", human(n(&s["pack_bytes"])));
+    println!(
+        "Logical bytes (all images' layers):  {}",
+        human(n(&s["logical_bytes"]))
+    );
+    println!(
+        "Unique bytes after dedup:            {}",
+        human(n(&s["unique_raw_bytes"]))
+    );
+    println!(
+        "Stored bytes (compressed chunks):    {}",
+        human(n(&s["stored_bytes"]))
+    );
+    println!(
+        "Pack files on disk:                  {}",
+        human(n(&s["pack_bytes"]))
+    );
     println!(
         "Dedup ratio: {:.2}x   Compression ratio: {:.2}x   Chunks: {}",
         s["dedup_ratio"].as_f64().unwrap_or(0.0),
@@ -122,7 +137,10 @@ pub fn system_df(v: &Value, format: Option<&str>) -> anyhow::Result<()> {
         n(&s["chunks"]),
     );
     println!();
-    println!("{:<48} {:>10} {:>10} {:>10} {:>10}", "IMAGE", "LOGICAL", "STORED", "SHARED", "UNIQUE");
+    println!(
+        "{:<48} {:>10} {:>10} {:>10} {:>10}",
+        "IMAGE", "LOGICAL", "STORED", "SHARED", "UNIQUE"
+    );
     for i in v["images"].as_array().into_iter().flatten() {
         let name = i["names"]
             .as_array()

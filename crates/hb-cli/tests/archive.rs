@@ -82,7 +82,11 @@ fn load_docker_archive_save_and_load_back() {
         .stdin(std::fs::File::open(&saved).unwrap())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let imgs = d.images_json();
     assert_eq!(imgs[0]["id"], id.as_str(), "image id survives save/load");
     assert_eq!(imgs[0]["repo_tags"][0], "tiny:1");
@@ -100,10 +104,16 @@ fn bad_archives_are_refused_cleanly() {
     let l1 = layer_tar(&[("bin/a", noise(1, 1000))]);
     let (mut tarball, _) = docker_archive("bad:1", &[l1]);
     // Flip a byte inside the layer's file data (after the first 1 KiB of headers).
-    let pos = tarball.windows(8).position(|w| w == &noise(1, 1000)[..8]).unwrap();
+    let pos = tarball
+        .windows(8)
+        .position(|w| w == &noise(1, 1000)[..8])
+        .unwrap();
     tarball[pos + 100] ^= 1;
     let p = d.dir.path().join("bad.tar");
-    std::fs::File::create(&p).unwrap().write_all(&tarball).unwrap();
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(&tarball)
+        .unwrap();
     let err = d.hb_err(&["load", "-i", p.to_str().unwrap()]);
     assert!(err.contains("digest mismatch"), "{err}");
     assert_eq!(d.images_json().as_array().unwrap().len(), 0);

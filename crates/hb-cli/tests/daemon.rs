@@ -27,7 +27,11 @@ fn invalid_configs_are_refused_with_file_line_key_and_range() {
         assert!(err.contains("hyperbox.toml"), "{text}: {err}");
     }
     let p = dir.path().join("ok.toml");
-    std::fs::write(&p, "[cache]\nsize_mb = 2048\n[deduplication]\nhash_algorithm = \"blake3\"\n").unwrap();
+    std::fs::write(
+        &p,
+        "[cache]\nsize_mb = 2048\n[deduplication]\nhash_algorithm = \"blake3\"\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(bin("hyperboxd"))
         .args(["--config", p.to_str().unwrap(), "--print-config"])
         .env("HYPERBOX_CACHE_COMPRESSION_LEVEL", "9")
@@ -52,12 +56,19 @@ fn invalid_configs_are_refused_with_file_line_key_and_range() {
 fn hb_says_how_to_start_the_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(bin("hb"))
-        .args(["-H", &format!("unix://{}/none.sock", dir.path().display()), "images"])
+        .args([
+            "-H",
+            &format!("unix://{}/none.sock", dir.path().display()),
+            "images",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot connect to the HyperBox daemon") && err.contains("hyperboxd"), "{err}");
+    assert!(
+        err.contains("cannot connect to the HyperBox daemon") && err.contains("hyperboxd"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -89,19 +100,33 @@ fn disk_full_mid_pull_fails_cleanly() {
     let reg = Registry::start();
     let big = layer_tar(&[("big", noise(5, 24 << 20))]);
     let small = layer_tar(&[("small", noise(6, 100_000))]);
-    let t = |l: Vec<u8>| TestImage { layers: vec![l], compression: "gzip", architecture: "amd64" };
+    let t = |l: Vec<u8>| TestImage {
+        layers: vec![l],
+        compression: "gzip",
+        architecture: "amd64",
+    };
     push(&reg.addr, "hb/big", &t(big));
     push(&reg.addr, "hb/small", &t(small));
     let mnt = tempfile::tempdir().unwrap();
     let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=12m", "tmpfs", mnt.path().to_str().unwrap()])
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=12m",
+            "tmpfs",
+            mnt.path().to_str().unwrap(),
+        ])
         .status()
         .unwrap();
     assert!(st.success(), "mount tmpfs");
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
         }
     }
     let _u = Unmount(mnt.path().to_path_buf());

@@ -7,7 +7,12 @@ use std::time::Duration;
 
 fn files(seed: u64, n: usize, size: usize) -> Vec<(String, Vec<u8>)> {
     (0..n)
-        .map(|i| (format!("usr/lib/f{seed}-{i}.bin"), noise(seed * 1000 + i as u64, size)))
+        .map(|i| {
+            (
+                format!("usr/lib/f{seed}-{i}.bin"),
+                noise(seed * 1000 + i as u64, size),
+            )
+        })
         .collect()
 }
 
@@ -27,7 +32,14 @@ fn image(layers: Vec<Vec<u8>>, compression: &'static str) -> TestImage {
 #[test]
 fn pull_list_inspect_tag_rmi() {
     let reg = Registry::start();
-    let pushed = push(&reg.addr, "hb/app:1", &image(vec![tar_of(&files(1, 20, 50_000)), tar_of(&files(2, 5, 10_000))], "gzip"));
+    let pushed = push(
+        &reg.addr,
+        "hb/app:1",
+        &image(
+            vec![tar_of(&files(1, 20, 50_000)), tar_of(&files(2, 5, 10_000))],
+            "gzip",
+        ),
+    );
     let d = Daemon::start("");
     let r = format!("{}/hb/app:1", reg.addr);
     let out = d.hb_ok(&["pull", &r]);
@@ -43,7 +55,8 @@ fn pull_list_inspect_tag_rmi() {
     assert_eq!(imgs[0]["repo_tags"][0], r.as_str());
     assert!(imgs[0]["size"].as_u64().unwrap() > 1_000_000);
 
-    let inspect: serde_json::Value = serde_json::from_str(&d.hb_ok(&["image", "inspect", &r])).unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&d.hb_ok(&["image", "inspect", &r])).unwrap();
     assert_eq!(inspect[0]["Id"], pushed.config_digest.as_str());
     assert_eq!(inspect[0]["RootFS"]["Layers"].as_array().unwrap().len(), 2);
     assert_eq!(inspect[0]["Config"]["Cmd"][0], "/bin/sh");
@@ -63,7 +76,10 @@ fn pull_list_inspect_tag_rmi() {
     assert!(out.contains("Deleted: sha256:"), "{out}");
     assert_eq!(d.images_json().as_array().unwrap().len(), 0);
     let err = d.hb_err(&["rmi", &r]);
-    assert!(err.contains("No such image") || err.contains("no such image"), "{err}");
+    assert!(
+        err.contains("No such image") || err.contains("no such image"),
+        "{err}"
+    );
     // Everything is reclaimed: no blobs left.
     let df = d.df_json();
     assert_eq!(df["store"]["logical_bytes"], 0, "{df}");
@@ -78,7 +94,11 @@ fn file_level_dedup_across_images_without_shared_layers() {
     squashed.extend(extra.clone());
     push(&reg.addr, "hb/base", &image(vec![tar_of(&base)], "gzip"));
     // One layer, no layer in common with hb/base, 90% of its file bytes identical.
-    push(&reg.addr, "hb/squash", &image(vec![tar_of(&squashed)], "gzip"));
+    push(
+        &reg.addr,
+        "hb/squash",
+        &image(vec![tar_of(&squashed)], "gzip"),
+    );
     let d = Daemon::start("");
     d.hb_ok(&["pull", &format!("{}/hb/base", reg.addr)]);
     let before = d.df_json()["store"]["pack_bytes"].as_u64().unwrap();
@@ -86,22 +106,44 @@ fn file_level_dedup_across_images_without_shared_layers() {
     let after = d.df_json();
     let grown = after["store"]["pack_bytes"].as_u64().unwrap() - before;
     // New content is 400 kB of noise; allow headers and chunk-boundary effects.
-    assert!(grown < 700_000, "store grew by {grown} bytes for 400 kB of new file content: {after}");
-    assert!(after["store"]["dedup_ratio"].as_f64().unwrap() > 1.8, "{after}");
+    assert!(
+        grown < 700_000,
+        "store grew by {grown} bytes for 400 kB of new file content: {after}"
+    );
+    assert!(
+        after["store"]["dedup_ratio"].as_f64().unwrap() > 1.8,
+        "{after}"
+    );
     let imgs = after["images"].as_array().unwrap();
-    assert!(imgs.iter().all(|i| i["shared_bytes"].as_u64().unwrap() > 3_000_000), "{after}");
+    assert!(
+        imgs.iter()
+            .all(|i| i["shared_bytes"].as_u64().unwrap() > 3_000_000),
+        "{after}"
+    );
 }
 
 #[test]
 fn formats_zstd_uncompressed_and_platform_index() {
     let reg = Registry::start();
     let d = Daemon::start("");
-    push(&reg.addr, "hb/z", &image(vec![tar_of(&files(5, 3, 5000))], "zstd"));
-    push(&reg.addr, "hb/raw", &image(vec![tar_of(&files(6, 3, 5000))], "none"));
+    push(
+        &reg.addr,
+        "hb/z",
+        &image(vec![tar_of(&files(5, 3, 5000))], "zstd"),
+    );
+    push(
+        &reg.addr,
+        "hb/raw",
+        &image(vec![tar_of(&files(6, 3, 5000))], "none"),
+    );
     d.hb_ok(&["pull", &format!("{}/hb/z", reg.addr)]);
     d.hb_ok(&["pull", &format!("{}/hb/raw", reg.addr)]);
 
-    let amd = push(&reg.addr, "hb/multi:amd", &image(vec![tar_of(&files(7, 2, 1000))], "gzip"));
+    let amd = push(
+        &reg.addr,
+        "hb/multi:amd",
+        &image(vec![tar_of(&files(7, 2, 1000))], "gzip"),
+    );
     let arm = push(
         &reg.addr,
         "hb/multi:arm",
@@ -114,22 +156,43 @@ fn formats_zstd_uncompressed_and_platform_index() {
     let idx = push_index(
         &reg.addr,
         "hb/multi:latest",
-        &[(amd.manifest_digest.clone(), amd.manifest.len(), "amd64"), (arm.manifest_digest.clone(), arm.manifest.len(), "arm64")],
+        &[
+            (amd.manifest_digest.clone(), amd.manifest.len(), "amd64"),
+            (arm.manifest_digest.clone(), arm.manifest.len(), "arm64"),
+        ],
     );
     let r = format!("{}/hb/multi", reg.addr);
     d.hb_ok(&["pull", &r]);
-    let inspect: serde_json::Value = serde_json::from_str(&d.hb_ok(&["image", "inspect", &r])).unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&d.hb_ok(&["image", "inspect", &r])).unwrap();
     let host_is_amd = std::env::consts::ARCH == "x86_64";
-    let want = if host_is_amd { &amd.config_digest } else { &arm.config_digest };
+    let want = if host_is_amd {
+        &amd.config_digest
+    } else {
+        &arm.config_digest
+    };
     assert_eq!(inspect[0]["Id"], want.as_str());
-    assert!(inspect[0]["RepoDigests"][0].as_str().unwrap().ends_with(&idx), "{inspect}");
+    assert!(
+        inspect[0]["RepoDigests"][0]
+            .as_str()
+            .unwrap()
+            .ends_with(&idx),
+        "{inspect}"
+    );
     d.hb_ok(&["pull", "--platform", "linux/arm64", &r]);
-    let inspect: serde_json::Value = serde_json::from_str(&d.hb_ok(&["image", "inspect", &r])).unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&d.hb_ok(&["image", "inspect", &r])).unwrap();
     assert_eq!(inspect[0]["Id"], arm.config_digest.as_str());
     let err = d.hb_err(&["pull", "--platform", "linux/s390x", &r]);
-    assert!(err.contains("no manifest for platform linux/s390x"), "{err}");
+    assert!(
+        err.contains("no manifest for platform linux/s390x"),
+        "{err}"
+    );
     // By digest.
-    d.hb_ok(&["pull", &format!("{}/hb/multi@{}", reg.addr, amd.manifest_digest)]);
+    d.hb_ok(&[
+        "pull",
+        &format!("{}/hb/multi@{}", reg.addr, amd.manifest_digest),
+    ]);
 }
 
 #[test]
@@ -145,31 +208,55 @@ fn malformed_references_are_refused_and_the_daemon_lives() {
 #[test]
 fn registry_errors_are_clear_and_retried_when_transient() {
     let reg = Registry::start();
-    push(&reg.addr, "hb/f", &image(vec![tar_of(&files(9, 10, 100_000))], "gzip"));
+    push(
+        &reg.addr,
+        "hb/f",
+        &image(vec![tar_of(&files(9, 10, 100_000))], "gzip"),
+    );
     let proxy = FaultProxy::start(&reg.addr, vec![]);
     let d = Daemon::start("[networking]\nconnection_timeout_secs = 2\n");
     let r = format!("{}/hb/f", proxy.addr);
 
     // 500 twice, then fine: retried, succeeds.
-    proxy.set_rules(vec![Rule { path_contains: "/manifests/", fault: Fault::Status(500, "UNKNOWN"), times: 2 }]);
+    proxy.set_rules(vec![Rule {
+        path_contains: "/manifests/",
+        fault: Fault::Status(500, "UNKNOWN"),
+        times: 2,
+    }]);
     d.hb_ok(&["pull", &r]);
     d.hb_ok(&["rmi", &r]);
 
     // 429 once on a blob, a truncated blob once: retried, succeeds.
     proxy.set_rules(vec![
-        Rule { path_contains: "/blobs/", fault: Fault::Status(429, "TOOMANYREQUESTS"), times: 1 },
-        Rule { path_contains: "/blobs/", fault: Fault::Truncate(1000), times: 1 },
+        Rule {
+            path_contains: "/blobs/",
+            fault: Fault::Status(429, "TOOMANYREQUESTS"),
+            times: 1,
+        },
+        Rule {
+            path_contains: "/blobs/",
+            fault: Fault::Truncate(1000),
+            times: 1,
+        },
     ]);
     d.hb_ok(&["pull", &r]);
     d.hb_ok(&["rmi", &r]);
 
     // 500 forever: bounded retries, a clear error.
-    proxy.set_rules(vec![Rule { path_contains: "/manifests/", fault: Fault::Status(500, "UNKNOWN"), times: 100 }]);
+    proxy.set_rules(vec![Rule {
+        path_contains: "/manifests/",
+        fault: Fault::Status(500, "UNKNOWN"),
+        times: 100,
+    }]);
     let err = d.hb_err(&["pull", &r]);
     assert!(err.contains("attempts"), "{err}");
 
     // 401: says to log in.
-    proxy.set_rules(vec![Rule { path_contains: "/manifests/", fault: Fault::Status(401, "UNAUTHORIZED"), times: 100 }]);
+    proxy.set_rules(vec![Rule {
+        path_contains: "/manifests/",
+        fault: Fault::Status(401, "UNAUTHORIZED"),
+        times: 100,
+    }]);
     let err = d.hb_err(&["pull", &r]);
     assert!(err.contains("hb login"), "{err}");
 
@@ -179,21 +266,37 @@ fn registry_errors_are_clear_and_retried_when_transient() {
     assert!(err.contains("not found"), "{err}");
 
     // A manifest over 4 MiB.
-    proxy.set_rules(vec![Rule { path_contains: "/manifests/", fault: Fault::HugeBody(5 << 20), times: 100 }]);
+    proxy.set_rules(vec![Rule {
+        path_contains: "/manifests/",
+        fault: Fault::HugeBody(5 << 20),
+        times: 100,
+    }]);
     let err = d.hb_err(&["pull", &r]);
     assert!(err.contains("limit"), "{err}");
 
     // A corrupted blob: digest mismatch, nothing stored, store consistent.
-    proxy.set_rules(vec![Rule { path_contains: "/blobs/", fault: Fault::Corrupt, times: 100 }]);
+    proxy.set_rules(vec![Rule {
+        path_contains: "/blobs/",
+        fault: Fault::Corrupt,
+        times: 100,
+    }]);
     let err = d.hb_err(&["pull", &r]);
     assert!(err.contains("digest mismatch"), "{err}");
     assert_eq!(d.images_json().as_array().unwrap().len(), 0);
 
     // Too slow: times out, bounded.
-    proxy.set_rules(vec![Rule { path_contains: "/manifests/", fault: Fault::Delay(Duration::from_secs(4)), times: 100 }]);
+    proxy.set_rules(vec![Rule {
+        path_contains: "/manifests/",
+        fault: Fault::Delay(Duration::from_secs(4)),
+        times: 100,
+    }]);
     let start = std::time::Instant::now();
     let err = d.hb_err(&["pull", &r]);
-    assert!(start.elapsed() < Duration::from_secs(60), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        start.elapsed()
+    );
     assert!(err.contains("registry"), "{err}");
 
     let check = d.hb_ok(&["system", "check"]);
@@ -207,15 +310,27 @@ fn registry_errors_are_clear_and_retried_when_transient() {
 fn concurrent_pulls_sharing_a_layer_fetch_it_once() {
     let reg = Registry::start();
     let base = tar_of(&files(10, 30, 100_000));
-    let a = push(&reg.addr, "hb/a", &image(vec![base.clone(), tar_of(&files(11, 1, 1000))], "gzip"));
-    push(&reg.addr, "hb/b", &image(vec![base, tar_of(&files(12, 1, 1000))], "gzip"));
+    let a = push(
+        &reg.addr,
+        "hb/a",
+        &image(vec![base.clone(), tar_of(&files(11, 1, 1000))], "gzip"),
+    );
+    push(
+        &reg.addr,
+        "hb/b",
+        &image(vec![base, tar_of(&files(12, 1, 1000))], "gzip"),
+    );
     // Count GETs of the shared blob.
     let shared = a.layer_digests[0].clone();
     let proxy = FaultProxy::start(&reg.addr, vec![]);
     let d = Daemon::start("");
     let ra = format!("{}/hb/a", proxy.addr);
     let rb = format!("{}/hb/b", proxy.addr);
-    proxy.set_rules(vec![Rule { path_contains: Box::leak(shared.into_boxed_str()), fault: Fault::Count, times: 1000 }]);
+    proxy.set_rules(vec![Rule {
+        path_contains: Box::leak(shared.into_boxed_str()),
+        fault: Fault::Count,
+        times: 1000,
+    }]);
     let (da, db) = (&d, &d);
     std::thread::scope(|s| {
         let h1 = s.spawn(move || da.hb_ok(&["pull", &ra]));
@@ -223,15 +338,25 @@ fn concurrent_pulls_sharing_a_layer_fetch_it_once() {
         h1.join().unwrap();
         h2.join().unwrap();
     });
-    assert_eq!(proxy.hits.load(std::sync::atomic::Ordering::SeqCst), 1, "shared layer fetched more than once");
+    assert_eq!(
+        proxy.hits.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "shared layer fetched more than once"
+    );
     assert_eq!(d.images_json().as_array().unwrap().len(), 2);
 }
 
 #[test]
 fn kill_9_mid_pull_loses_nothing_acknowledged() {
     let reg = Registry::start();
-    push(&reg.addr, "hb/small", &image(vec![tar_of(&files(13, 5, 10_000))], "gzip"));
-    let big: Vec<Vec<u8>> = (0..4).map(|i| tar_of(&files(20 + i, 20, 400_000))).collect();
+    push(
+        &reg.addr,
+        "hb/small",
+        &image(vec![tar_of(&files(13, 5, 10_000))], "gzip"),
+    );
+    let big: Vec<Vec<u8>> = (0..4)
+        .map(|i| tar_of(&files(20 + i, 20, 400_000)))
+        .collect();
     push(&reg.addr, "hb/big", &image(big, "gzip"));
     let proxy = FaultProxy::start(&reg.addr, vec![]);
     let mut d = Daemon::start("");
@@ -267,7 +392,13 @@ fn kill_9_mid_pull_loses_nothing_acknowledged() {
     assert!(check.contains("\"problems\": []"), "{check}");
     // The acknowledged image is intact, the interrupted one finishes on the next pull.
     let imgs = d.images_json();
-    assert!(imgs.as_array().unwrap().iter().any(|i| i["repo_tags"][0].as_str().unwrap().ends_with("hb/small:latest")), "{imgs}");
+    assert!(
+        imgs.as_array().unwrap().iter().any(|i| i["repo_tags"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("hb/small:latest")),
+        "{imgs}"
+    );
     d.hb_ok(&["pull", &r]);
     assert_eq!(d.images_json().as_array().unwrap().len(), 2);
     let check = d.hb_ok(&["system", "check"]);
@@ -305,17 +436,31 @@ fn hostile_layer_tars_are_stored_never_written_outside() {
     let mut h = tar::Header::new_gnu();
     h.set_size(256 << 20);
     h.set_cksum();
-    bomb.append_data(&mut h, "zeros", std::io::repeat(0).take_compat(256 << 20)).unwrap();
+    bomb.append_data(&mut h, "zeros", std::io::repeat(0).take_compat(256 << 20))
+        .unwrap();
     let bomb = bomb.into_inner().unwrap();
     push(&reg.addr, "hb/evil", &image(vec![evil, bomb], "gzip"));
     let d = Daemon::start("");
-    let before: Vec<_> = all_files(d.dir.path().parent().unwrap()).into_iter().filter(|p| p.ends_with("escape.txt")).collect();
+    let before: Vec<_> = all_files(d.dir.path().parent().unwrap())
+        .into_iter()
+        .filter(|p| p.ends_with("escape.txt"))
+        .collect();
     d.hb_ok(&["pull", &format!("{}/hb/evil", reg.addr)]);
-    let after: Vec<_> = all_files(d.dir.path().parent().unwrap()).into_iter().filter(|p| p.ends_with("escape.txt") || p.ends_with("escape2.txt")).collect();
-    assert_eq!(before.len(), after.len(), "something was written outside: {after:?}");
+    let after: Vec<_> = all_files(d.dir.path().parent().unwrap())
+        .into_iter()
+        .filter(|p| p.ends_with("escape.txt") || p.ends_with("escape2.txt"))
+        .collect();
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "something was written outside: {after:?}"
+    );
     assert!(!std::path::Path::new("/abs/escape.txt").exists());
     let df = d.df_json();
-    assert!(df["store"]["pack_bytes"].as_u64().unwrap() < 8 << 20, "a zero bomb should dedup: {df}");
+    assert!(
+        df["store"]["pack_bytes"].as_u64().unwrap() < 8 << 20,
+        "a zero bomb should dedup: {df}"
+    );
 }
 
 trait TakeCompat: std::io::Read + Sized {
@@ -328,8 +473,15 @@ impl<R: std::io::Read> TakeCompat for R {}
 #[test]
 fn login_with_basic_and_bearer_auth() {
     let reg = Registry::start();
-    push(&reg.addr, "hb/private", &image(vec![tar_of(&files(30, 2, 1000))], "gzip"));
-    for scheme in [ProxyAuth::Basic("alice", "s3cret"), ProxyAuth::Bearer("alice", "s3cret")] {
+    push(
+        &reg.addr,
+        "hb/private",
+        &image(vec![tar_of(&files(30, 2, 1000))], "gzip"),
+    );
+    for scheme in [
+        ProxyAuth::Basic("alice", "s3cret"),
+        ProxyAuth::Bearer("alice", "s3cret"),
+    ] {
         let proxy = FaultProxy::start(&reg.addr, vec![]);
         proxy.set_auth(Some(scheme.clone()));
         let d = Daemon::start("");
@@ -342,7 +494,10 @@ fn login_with_basic_and_bearer_auth() {
         assert!(out.contains("Login Succeeded"), "{out}");
         let auth_file = d.data_dir().join("auth.json");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&auth_file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&auth_file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         d.hb_ok(&["pull", &r]);
         d.hb_ok(&["logout", &proxy.addr]);
         d.hb_ok(&["rmi", &r]);

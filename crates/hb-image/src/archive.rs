@@ -42,13 +42,15 @@ impl ArchiveIndex {
     fn scan(path: &Path) -> Result<ArchiveIndex, ImageError> {
         let ctx = || format!("reading archive {}", path.display());
         let file = File::open(path).map_err(|e| ImageError::io(ctx(), e))?;
-        let mut archive = tar::Archive::new(file.try_clone().map_err(|e| ImageError::io(ctx(), e))?);
+        let mut archive =
+            tar::Archive::new(file.try_clone().map_err(|e| ImageError::io(ctx(), e))?);
         let mut entries = HashMap::new();
         let iter = archive
             .entries()
             .map_err(|e| ImageError::InvalidArchive(format!("not a tar: {e}")))?;
         for entry in iter {
-            let entry = entry.map_err(|e| ImageError::InvalidArchive(format!("bad tar entry: {e}")))?;
+            let entry =
+                entry.map_err(|e| ImageError::InvalidArchive(format!("bad tar entry: {e}")))?;
             if !entry.header().entry_type().is_file() {
                 continue;
             }
@@ -75,7 +77,11 @@ impl ArchiveIndex {
     }
 
     fn read_json_bytes(&self, name: &str) -> Result<Vec<u8>, ImageError> {
-        let size = self.entries.get(name.trim_start_matches("./")).map(|e| e.1).unwrap_or(0);
+        let size = self
+            .entries
+            .get(name.trim_start_matches("./"))
+            .map(|e| e.1)
+            .unwrap_or(0);
         if size > MAX_JSON {
             return Err(ImageError::InvalidArchive(format!("{name} is over 16 MiB")));
         }
@@ -124,15 +130,18 @@ fn load_docker_archive(
     catalog: &ImageCatalog,
     index: &ArchiveIndex,
 ) -> Result<Vec<LoadedImage>, ImageError> {
-    let entries: Vec<DockerManifestEntry> = serde_json::from_slice(&index.read_json_bytes("manifest.json")?)
-        .map_err(|e| ImageError::InvalidArchive(format!("manifest.json: {e}")))?;
+    let entries: Vec<DockerManifestEntry> =
+        serde_json::from_slice(&index.read_json_bytes("manifest.json")?)
+            .map_err(|e| ImageError::InvalidArchive(format!("manifest.json: {e}")))?;
     let mut out = Vec::new();
     for e in entries {
         let config = index.read_json_bytes(&e.config)?;
         let layers: Vec<(String, Option<String>)> =
             e.layers.iter().map(|l| (l.clone(), None)).collect();
         let names = e.repo_tags.unwrap_or_default();
-        out.push(import_image(catalog, index, &config, &layers, None, &names)?);
+        out.push(import_image(
+            catalog, index, &config, &layers, None, &names,
+        )?);
     }
     Ok(out)
 }
@@ -169,7 +178,11 @@ fn load_oci_layout(
             .annotations
             .get("io.containerd.image.name")
             .cloned()
-            .or_else(|| d.annotations.get("org.opencontainers.image.ref.name").cloned());
+            .or_else(|| {
+                d.annotations
+                    .get("org.opencontainers.image.ref.name")
+                    .cloned()
+            });
         let mut desc = d;
         // A nested index (multi-platform): take this host's manifest.
         if desc.media_type.contains("index") || desc.media_type.contains("manifest.list") {
@@ -184,7 +197,11 @@ fn load_oci_layout(
             desc = pick.ok_or_else(|| {
                 ImageError::InvalidArchive(format!("no {host} manifest in {}", desc.digest))
             })?;
-            name = name.or_else(|| desc.annotations.get("org.opencontainers.image.ref.name").cloned());
+            name = name.or_else(|| {
+                desc.annotations
+                    .get("org.opencontainers.image.ref.name")
+                    .cloned()
+            });
         }
         let bytes = verified_json(index, &desc.digest)?;
         let manifest: Manifest = serde_json::from_slice(&bytes)
@@ -196,8 +213,18 @@ fn load_oci_layout(
             .map(|l| Ok((blob_path(&l.digest)?, Some(l.digest.clone()))))
             .collect::<Result<Vec<_>, ImageError>>()?;
         // A bare tag annotation ("latest") names nothing we can store; a full one does.
-        let names: Vec<String> = name.into_iter().filter(|n| n.contains([':', '/'])).collect();
-        out.push(import_image(catalog, index, &config, &layers, Some((&bytes, &desc.digest)), &names)?);
+        let names: Vec<String> = name
+            .into_iter()
+            .filter(|n| n.contains([':', '/']))
+            .collect();
+        out.push(import_image(
+            catalog,
+            index,
+            &config,
+            &layers,
+            Some((&bytes, &desc.digest)),
+            &names,
+        )?);
     }
     Ok(out)
 }
@@ -365,7 +392,12 @@ pub fn save(
         let manifest_digest = sha256_digest(&manifest);
         for (digest, bytes) in [(&rec.id, &config), (&manifest_digest, &manifest)] {
             if written.insert(digest.clone()) {
-                put(&mut tar, blob_path(digest)?, bytes.len() as u64, &mut bytes.as_slice())?;
+                put(
+                    &mut tar,
+                    blob_path(digest)?,
+                    bytes.len() as u64,
+                    &mut bytes.as_slice(),
+                )?;
             }
         }
         for l in &rec.layers {
@@ -374,7 +406,10 @@ pub fn save(
                 put(&mut tar, blob_path(&l.diff_id)?, l.size, &mut reader)?;
             }
         }
-        let familiar: Vec<String> = names.iter().map(|n| crate::reference::familiar_name(n)).collect();
+        let familiar: Vec<String> = names
+            .iter()
+            .map(|n| crate::reference::familiar_name(n))
+            .collect();
         let mut annotations = serde_json::Map::new();
         if let Some(first) = names.first() {
             annotations.insert("io.containerd.image.name".into(), first.clone().into());
@@ -393,7 +428,10 @@ pub fn save(
         }));
     }
     let files = [
-        ("oci-layout", serde_json::json!({"imageLayoutVersion": "1.0.0"})),
+        (
+            "oci-layout",
+            serde_json::json!({"imageLayoutVersion": "1.0.0"}),
+        ),
         (
             "index.json",
             serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": index_entries}),
@@ -402,7 +440,12 @@ pub fn save(
     ];
     for (name, value) in files {
         let bytes = serde_json::to_vec(&value).map_err(|e| ImageError::Catalog(e.to_string()))?;
-        put(&mut tar, name.to_string(), bytes.len() as u64, &mut bytes.as_slice())?;
+        put(
+            &mut tar,
+            name.to_string(),
+            bytes.len() as u64,
+            &mut bytes.as_slice(),
+        )?;
     }
     tar.into_inner().map_err(werr)?.flush().map_err(werr)?;
     Ok(())

@@ -278,5 +278,9 @@ pub struct Removal {
 
 /// The 12-hex-digit short id Docker prints.
 pub fn short_id(id: &str) -> String {
-    id.strip_prefix("sha256:").unwrap_or(id).chars().take(12).collect()
+    id.strip_prefix("sha256:")
+        .unwrap_or(id)
+        .chars()
+        .take(12)
+        .collect()
 }

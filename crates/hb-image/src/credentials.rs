@@ -63,8 +63,8 @@ impl CredentialFile {
             Some(c) => entries.insert(normalise(registry), c),
             None => entries.remove(&normalise(registry)),
         };
-        let data = serde_json::to_vec_pretty(&*entries)
-            .map_err(|e| ImageError::Catalog(e.to_string()))?;
+        let data =
+            serde_json::to_vec_pretty(&*entries).map_err(|e| ImageError::Catalog(e.to_string()))?;
         write_private(&self.path, &data)
     }
 
@@ -126,13 +126,17 @@ mod tests {
             username: "u".into(),
             password: "p".into(),
         };
-        f.set("https://index.docker.io/v1/", Some(c.clone())).unwrap();
+        f.set("https://index.docker.io/v1/", Some(c.clone()))
+            .unwrap();
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let again = CredentialFile::open(&path).unwrap();
         assert_eq!(again.get("docker.io"), Some(c));
         again.set("docker.io", None).unwrap();
-        assert!(CredentialFile::open(&path).unwrap().get("docker.io").is_none());
+        assert!(CredentialFile::open(&path)
+            .unwrap()
+            .get("docker.io")
+            .is_none());
     }
 
     #[test]

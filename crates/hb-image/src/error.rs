@@ -25,7 +25,9 @@ pub enum ImageError {
         detail: String,
     },
     /// The registry refused our credentials (or asked for some).
-    #[error("{registry}: authentication required or refused ({detail}); run `hb login {registry}`")]
+    #[error(
+        "{registry}: authentication required or refused ({detail}); run `hb login {registry}`"
+    )]
     Unauthorized {
         /// Registry host.
         registry: String,
@@ -43,7 +45,9 @@ pub enum ImageError {
         attempts: u32,
     },
     /// Data that does not hash to the digest it was announced with.
-    #[error("digest mismatch for {what}: expected {expected}, got {actual}; the data was discarded")]
+    #[error(
+        "digest mismatch for {what}: expected {expected}, got {actual}; the data was discarded"
+    )]
     DigestMismatch {
         /// Which blob.
         what: String,

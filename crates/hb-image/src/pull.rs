@@ -163,6 +163,9 @@ impl Default for PullerConfig {
     }
 }
 
+/// A registry's client and the credential it was built with.
+type RegistryClient = (Option<Credential>, Arc<Client>);
+
 /// Pulls images into a catalog.
 pub struct Puller {
     catalog: ImageCatalog,
@@ -170,7 +173,7 @@ pub struct Puller {
     config: PullerConfig,
     /// One client per registry, rebuilt when its saved credential changes: `oci-client`
     /// keeps the first credential and its tokens for the client's lifetime.
-    clients: Mutex<HashMap<String, (Option<Credential>, Arc<Client>)>>,
+    clients: Mutex<HashMap<String, RegistryClient>>,
     /// One lock per layer diff_id being fetched, so concurrent pulls fetch it once.
     inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -198,7 +201,11 @@ impl Puller {
 
     fn new_client(&self, registry: &str) -> Client {
         let plain = host_is_loopback(registry)
-            || self.config.insecure_registries.iter().any(|r| r == registry);
+            || self
+                .config
+                .insecure_registries
+                .iter()
+                .any(|r| r == registry);
         Client::new(ClientConfig {
             protocol: if plain {
                 ClientProtocol::Http
@@ -234,11 +241,7 @@ impl Puller {
 
     /// Checks credentials against a registry the way `docker login` does (a token exchange
     /// where the registry uses tokens) and, when accepted, saves them.
-    pub async fn login(
-        &self,
-        registry: &str,
-        cred: Credential,
-    ) -> Result<(), ImageError> {
+    pub async fn login(&self, registry: &str, cred: Credential) -> Result<(), ImageError> {
         let probe = Reference::with_tag(
             registry.into(),
             "hyperbox/login-probe".into(),
@@ -254,7 +257,10 @@ impl Puller {
             .auth(&probe, &auth, oci_client::RegistryOperation::Pull)
             .await
             .map_err(|e| classify(registry, registry, e, 1))?;
-        match client.pull_manifest_raw(&probe, &auth, MANIFEST_TYPES).await {
+        match client
+            .pull_manifest_raw(&probe, &auth, MANIFEST_TYPES)
+            .await
+        {
             Err(
                 e @ (OciDistributionError::UnauthorizedError { .. }
                 | OciDistributionError::AuthenticationFailure(_)),
@@ -291,7 +297,9 @@ impl Puller {
 
         let (mut body, mut digest) = self
             .retry(&registry, "manifest", progress, || async {
-                Ok(client.pull_manifest_raw(&oci_ref, &auth, MANIFEST_TYPES).await?)
+                Ok(client
+                    .pull_manifest_raw(&oci_ref, &auth, MANIFEST_TYPES)
+                    .await?)
             })
             .await?;
         check_manifest_size(&body)?;
@@ -299,8 +307,8 @@ impl Puller {
         if is_index(&body)? {
             let index: OciImageIndex =
                 serde_json::from_slice(&body).map_err(|e| invalid("image index", e))?;
-            let entry = select_platform(&index, &want).ok_or_else(|| {
-                ImageError::NoMatchingPlatform {
+            let entry =
+                select_platform(&index, &want).ok_or_else(|| ImageError::NoMatchingPlatform {
                     reference: reference.to_string(),
                     platform: want.to_string(),
                     available: index
@@ -310,13 +318,14 @@ impl Puller {
                         .map(|p| format!("{}/{}", p.os, p.architecture))
                         .collect::<Vec<_>>()
                         .join(", "),
-                }
-            })?;
+                })?;
             list_digest = Some(digest.clone());
             let by_digest = oci_ref.clone_with_digest(entry.clone());
             (body, digest) = self
                 .retry(&registry, "manifest", progress, || async {
-                    Ok(client.pull_manifest_raw(&by_digest, &auth, MANIFEST_TYPES).await?)
+                    Ok(client
+                        .pull_manifest_raw(&by_digest, &auth, MANIFEST_TYPES)
+                        .await?)
                 })
                 .await?;
             check_manifest_size(&body)?;
@@ -389,7 +398,11 @@ impl Puller {
         }
 
         store.put_bytes(&body, Some(&digest))?;
-        let repo_digest = format!("{}@{}", reference.repo_name(), list_digest.unwrap_or(digest.clone()));
+        let repo_digest = format!(
+            "{}@{}",
+            reference.repo_name(),
+            list_digest.unwrap_or(digest.clone())
+        );
         let record = ImageRecord {
             id: manifest.config.digest.clone(),
             manifest_digest: digest,
@@ -448,7 +461,17 @@ impl Puller {
         let registry = oci_ref.registry().to_string();
         let info = self
             .retry(&registry, &format!("layer {id}"), progress, || {
-                download_layer(client, oci_ref, auth, desc, diff_id, compression, &store, &id, progress)
+                download_layer(
+                    client,
+                    oci_ref,
+                    auth,
+                    desc,
+                    diff_id,
+                    compression,
+                    &store,
+                    &id,
+                    progress,
+                )
             })
             .await?;
         progress(PullEvent::LayerDone { id });
@@ -522,10 +545,11 @@ impl From<OciDistributionError> for Attempt {
 fn is_transient(e: &OciDistributionError) -> bool {
     match e {
         OciDistributionError::ServerError { code, .. } => *code == 429 || *code >= 500,
-        OciDistributionError::RegistryError { envelope, .. } => envelope
-            .errors
-            .iter()
-            .any(|x| format!("{:?}", x.code).to_ascii_uppercase().contains("TOOMANYREQUESTS")),
+        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|x| {
+            format!("{:?}", x.code)
+                .to_ascii_uppercase()
+                .contains("TOOMANYREQUESTS")
+        }),
         OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => true,
         _ => false,
     }
@@ -546,12 +570,12 @@ fn classify(registry: &str, what: &str, e: OciDistributionError, attempts: u32) 
             reference: what.to_string(),
             detail,
         },
-        OciDistributionError::ServerError { code: 404, message, .. } => {
-            ImageError::RemoteNotFound {
-                reference: what.to_string(),
-                detail: message,
-            }
-        }
+        OciDistributionError::ServerError {
+            code: 404, message, ..
+        } => ImageError::RemoteNotFound {
+            reference: what.to_string(),
+            detail: message,
+        },
         OciDistributionError::ServerError { code: 401, url, .. } => ImageError::Unauthorized {
             registry: registry.to_string(),
             detail: format!("401 from {url}"),
@@ -564,7 +588,9 @@ fn classify(registry: &str, what: &str, e: OciDistributionError, attempts: u32) 
                 .collect::<Vec<_>>()
                 .join("; ");
             let text = detail.to_ascii_uppercase();
-            if text.contains("UNKNOWN") && (text.contains("MANIFEST") || text.contains("BLOB") || text.contains("NAME")) {
+            if text.contains("UNKNOWN")
+                && (text.contains("MANIFEST") || text.contains("BLOB") || text.contains("NAME"))
+            {
                 ImageError::RemoteNotFound {
                     reference: what.to_string(),
                     detail,
@@ -603,7 +629,10 @@ async fn fetch_small_blob(
     if desc.size > MAX_CONFIG_BYTES {
         return Err(Attempt::Fatal(ImageError::InvalidManifest {
             what: "image config".into(),
-            reason: format!("{} bytes is over the {MAX_CONFIG_BYTES} byte limit", desc.size),
+            reason: format!(
+                "{} bytes is over the {MAX_CONFIG_BYTES} byte limit",
+                desc.size
+            ),
         }));
     }
     let mut stream = client.pull_blob_stream(oci_ref, desc).await?;
@@ -876,7 +905,13 @@ fn select_platform(index: &OciImageIndex, want: &Platform) -> Option<String> {
         })
     };
     matches(true)
-        .or_else(|| if want.variant.is_none() { matches(false) } else { None })
+        .or_else(|| {
+            if want.variant.is_none() {
+                matches(false)
+            } else {
+                None
+            }
+        })
         .map(|m| m.digest.clone())
 }
 
@@ -967,8 +1002,13 @@ mod tests {
     #[test]
     fn config_summary_checks() {
         let d = format!("sha256:{}", "a".repeat(64));
-        let ok = format!(r#"{{"os":"linux","architecture":"amd64","rootfs":{{"type":"layers","diff_ids":["{d}"]}}}}"#);
-        assert_eq!(ConfigSummary::parse(ok.as_bytes()).unwrap().diff_ids, vec![d]);
+        let ok = format!(
+            r#"{{"os":"linux","architecture":"amd64","rootfs":{{"type":"layers","diff_ids":["{d}"]}}}}"#
+        );
+        assert_eq!(
+            ConfigSummary::parse(ok.as_bytes()).unwrap().diff_ids,
+            vec![d]
+        );
         let bad = r#"{"rootfs":{"type":"layers","diff_ids":["sha256:xyz"]}}"#;
         assert!(ConfigSummary::parse(bad.as_bytes()).is_err());
         assert!(ConfigSummary::parse(b"{}").is_err());
@@ -977,6 +1017,9 @@ mod tests {
     #[test]
     fn oversized_manifest_refused() {
         let big = vec![b' '; MAX_MANIFEST_BYTES + 1];
-        assert!(check_manifest_size(&big).unwrap_err().to_string().contains("limit"));
+        assert!(check_manifest_size(&big)
+            .unwrap_err()
+            .to_string()
+            .contains("limit"));
     }
 }

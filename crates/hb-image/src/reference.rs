@@ -121,7 +121,11 @@ pub fn host_is_loopback(host_port: &str) -> bool {
     } else {
         host_port.split(':').next().unwrap_or("")
     };
-    host == "localhost" || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+    host == "localhost"
+        || host
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -162,7 +166,10 @@ mod tests {
             "UPPER/case:tag",
         ] {
             let err = ImageRef::parse(bad).expect_err(bad);
-            assert!(err.to_string().contains("invalid reference format"), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("invalid reference format"),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -79,7 +79,9 @@ impl Store {
                 s.inline_bytes += r.inline_bytes;
                 s.recipe_bytes += r.stored_len;
             }
-            let chunks = txn.open_table(CHUNKS).index_ctx(|| "opening chunks".into())?;
+            let chunks = txn
+                .open_table(CHUNKS)
+                .index_ctx(|| "opening chunks".into())?;
             for entry in chunks.iter().index_ctx(|| "scanning chunks".into())? {
                 let (k, v) = entry.index_ctx(|| "scanning chunks".into())?;
                 let (_, loc) = decode_entry(k.value(), v.value())?;
@@ -111,7 +113,9 @@ impl Store {
         }
         let txn = self.inner.begin_read()?;
         let blobs = txn.open_table(BLOBS).index_ctx(|| "opening blobs".into())?;
-        let chunks = txn.open_table(CHUNKS).index_ctx(|| "opening chunks".into())?;
+        let chunks = txn
+            .open_table(CHUNKS)
+            .index_ctx(|| "opening chunks".into())?;
         let mut cost: HashMap<Item, u64> = HashMap::new();
         let mut owners: HashMap<Item, Owners> = HashMap::new();
         let mut per_group: Vec<(GroupUsage, BTreeSet<Item>)> = Vec::new();

@@ -227,7 +227,9 @@ impl Store {
                 v.report.packs_checked += 1;
             }
 
-            let chunks = txn.open_table(CHUNKS).index_ctx(|| "opening chunks".into())?;
+            let chunks = txn
+                .open_table(CHUNKS)
+                .index_ctx(|| "opening chunks".into())?;
             for entry in chunks.iter().index_ctx(|| "scanning chunks".into())? {
                 let (k, val) = entry.index_ctx(|| "scanning chunks".into())?;
                 match decode_entry(k.value(), val.value()) {
@@ -356,7 +358,10 @@ fn scan_pack(inner: &StoreInner, pack: u32, committed: u64) -> PackScan {
             Ok(h) => {
                 problems.push(broken(
                     offset,
-                    format!("record of {} bytes runs past the committed end", h.record_len()),
+                    format!(
+                        "record of {} bytes runs past the committed end",
+                        h.record_len()
+                    ),
                 ));
                 break;
             }

@@ -135,10 +135,9 @@ impl ChunkHasher for StandardHasher {
         match alg {
             HashAlgorithm::Sha256 => ChunkId::from_digest(alg, &sha2::Sha256::digest(data)),
             HashAlgorithm::Blake3 => ChunkId::from_digest(alg, blake3::hash(data).as_bytes()),
-            HashAlgorithm::Xxhash => ChunkId::from_digest(
-                alg,
-                &xxhash_rust::xxh3::xxh3_128(data).to_be_bytes(),
-            ),
+            HashAlgorithm::Xxhash => {
+                ChunkId::from_digest(alg, &xxhash_rust::xxh3::xxh3_128(data).to_be_bytes())
+            }
         }
     }
 }

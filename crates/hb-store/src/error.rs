@@ -36,7 +36,9 @@ pub enum StoreError {
         actual: String,
     },
     /// A digest string is not of the form `sha256:<64 lowercase hex>`.
-    #[error("invalid blob digest {digest:?}: expected \"sha256:\" followed by 64 lowercase hex digits")]
+    #[error(
+        "invalid blob digest {digest:?}: expected \"sha256:\" followed by 64 lowercase hex digits"
+    )]
     InvalidDigest {
         /// The rejected string.
         digest: String,

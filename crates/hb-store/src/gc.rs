@@ -60,7 +60,9 @@ impl Store {
         let mut live_bytes: HashMap<u32, u64> = HashMap::new();
         let committed: BTreeMap<u32, u64> = {
             let txn = inner.begin_read()?;
-            let chunks = txn.open_table(CHUNKS).index_ctx(|| "opening chunks".into())?;
+            let chunks = txn
+                .open_table(CHUNKS)
+                .index_ctx(|| "opening chunks".into())?;
             for entry in chunks.iter().index_ctx(|| "scanning chunks".into())? {
                 let (k, v) = entry.index_ctx(|| "scanning chunks".into())?;
                 let (id, loc) = decode_entry(k.value(), v.value())?;

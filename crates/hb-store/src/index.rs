@@ -52,10 +52,7 @@ pub(crate) struct BlobRecord {
 
 impl BlobRecord {
     /// Encodes a recipe into a table value.
-    pub(crate) fn encode(
-        size: u64,
-        segments: &[Segment],
-    ) -> Result<Vec<u8>, StoreError> {
+    pub(crate) fn encode(size: u64, segments: &[Segment]) -> Result<Vec<u8>, StoreError> {
         let mut chunks = 0u64;
         let mut inline_bytes = 0u64;
         for s in segments {
@@ -173,9 +170,9 @@ pub(crate) fn get_location(
 
 /// Checks that `digest` is `sha256:` followed by 64 lowercase hex digits.
 pub(crate) fn validate_digest(digest: &str) -> Result<(), StoreError> {
-    let ok = digest
-        .strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    let ok = digest.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    });
     if ok {
         Ok(())
     } else {
@@ -191,7 +188,10 @@ mod tests {
 
     #[test]
     fn blob_record_round_trip() {
-        let segs = vec![Segment::Inline(vec![b'a'; 1000]), Segment::Inline(b"xyz".to_vec())];
+        let segs = vec![
+            Segment::Inline(vec![b'a'; 1000]),
+            Segment::Inline(b"xyz".to_vec()),
+        ];
         let v = BlobRecord::encode(1003, &segs).unwrap();
         let rec = BlobRecord::decode("d", &v).unwrap();
         assert_eq!((rec.size, rec.chunks, rec.inline_bytes), (1003, 0, 1003));

@@ -20,6 +20,8 @@
 //! truncates packs to it and removes pack files the index does not know, so
 //! a crash at any moment leaves no index entry pointing at missing bytes.
 
+#![warn(missing_docs)]
+
 mod accounting;
 mod check;
 mod chunk_id;

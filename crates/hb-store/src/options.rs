@@ -70,7 +70,8 @@ pub struct StoreOptions {
     pub dedup: bool,
     /// When false chunks are stored raw.
     pub compression: bool,
-    /// zstd level, 1..=9.
+    /// HyperBox's compression level, 1..=9 (the tuning guide's scale); see
+    /// [`StoreOptions::zstd_level`] for the zstd level each one selects.
     pub compression_level: i32,
     /// Read packs through memory maps instead of `pread`.
     pub use_mmap: bool,
@@ -101,7 +102,19 @@ impl Default for StoreOptions {
     }
 }
 
+/// zstd level for each of the guide's levels 1..=9. The guide's default, 6, is anchored on
+/// zstd's own default (3), its measured speed/size sweet spot: zstd 6 costs about 3x the CPU of
+/// zstd 3 for a few percent, which made level 6 the largest cost of a pull (BENCHMARKS.md).
+/// Below it the scale reaches zstd's fast negative levels; above it, its stronger ones.
+const ZSTD_LEVELS: [i32; 9] = [-5, -3, -1, 1, 2, 3, 5, 8, 12];
+
 impl StoreOptions {
+    /// The zstd level `compression_level` selects.
+    pub fn zstd_level(&self) -> i32 {
+        let i = self.compression_level.clamp(1, 9) as usize - 1;
+        ZSTD_LEVELS[i]
+    }
+
     /// Rejects out-of-range values with [`StoreError::InvalidOptions`].
     pub fn validate(&self) -> Result<(), StoreError> {
         if !(1..=9).contains(&self.compression_level) {

@@ -25,8 +25,8 @@ use memmap2::{Mmap, MmapOptions};
 
 use crate::chunk_id::ChunkId;
 use crate::error::{IoContext, StoreError};
-use crate::options::HashAlgorithm;
 use crate::locking::lock;
+use crate::options::HashAlgorithm;
 
 /// First bytes of every pack file.
 pub(crate) const PACK_MAGIC: &[u8; 8] = b"HBPACK01";

@@ -4,15 +4,17 @@ use std::io::{self, Read};
 use std::sync::Arc;
 
 use crate::error::StoreError;
+use crate::pack::pack_label;
 use crate::recipe::Segment;
 use crate::store::StoreInner;
 
 /// Streams a stored blob: inline segments from the recipe, chunks from packs
 /// (read via mmap or pread, decompressed with their known length).
 ///
-/// Chunk content is checked against its record header and length, not
-/// rehashed; [`crate::Store::check`] does full verification. Errors surface as
-/// `io::Error`s wrapping a [`StoreError`].
+/// Each chunk is rehashed against its id before any of its bytes are handed
+/// out, so a damaged pack yields an error, never wrong bytes (turn it off with
+/// [`BlobReader::with_chunk_verification`] when the caller hashes the whole
+/// stream anyway). Errors surface as `io::Error`s wrapping a [`StoreError`].
 pub struct BlobReader {
     inner: Arc<StoreInner>,
     digest: String,
@@ -21,6 +23,7 @@ pub struct BlobReader {
     current: Vec<u8>,
     pos: usize,
     decompressor: zstd::bulk::Decompressor<'static>,
+    verify: bool,
 }
 
 impl std::fmt::Debug for BlobReader {
@@ -48,7 +51,14 @@ impl BlobReader {
             pos: 0,
             decompressor: zstd::bulk::Decompressor::new()
                 .map_err(|e| StoreError::io("creating a zstd decompressor", e))?,
+            verify: true,
         })
+    }
+
+    /// Turns per-chunk rehashing on (the default) or off.
+    pub fn with_chunk_verification(mut self, on: bool) -> Self {
+        self.verify = on;
+        self
     }
 
     /// Total length of the blob.
@@ -70,18 +80,29 @@ impl BlobReader {
         match seg {
             Segment::Inline(bytes) => self.current = bytes,
             Segment::Chunk { id, raw_len } => {
-                self.inner
+                let loc = self
+                    .inner
                     .load_chunk(&id, &mut self.current, &mut self.decompressor)?;
                 if self.current.len() != raw_len as usize {
                     return Err(StoreError::CorruptChunk {
                         chunk: id.to_string(),
-                        pack: "?".into(),
+                        pack: pack_label(loc.pack),
                         detail: format!(
                             "blob {} expects {raw_len} bytes, chunk has {}",
                             self.digest,
                             self.current.len()
                         ),
                     });
+                }
+                if self.verify {
+                    let actual = self.inner.hasher.chunk_id(id.algorithm(), &self.current);
+                    if actual.base() != id.base() {
+                        return Err(StoreError::CorruptChunk {
+                            chunk: id.to_string(),
+                            pack: pack_label(loc.pack),
+                            detail: format!("content hashes to {actual}"),
+                        });
+                    }
                 }
             }
         }

@@ -125,10 +125,7 @@ mod tests {
         let id = StandardHasher.chunk_id(HashAlgorithm::Xxhash, b"x");
         let segs = vec![
             Segment::Inline(b"header".to_vec()),
-            Segment::Chunk {
-                id,
-                raw_len: 65536,
-            },
+            Segment::Chunk { id, raw_len: 65536 },
             Segment::Chunk {
                 id: id.with_counter(3),
                 raw_len: 1,

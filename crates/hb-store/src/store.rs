@@ -105,8 +105,8 @@ impl Store {
         let packs_dir = dir.join("packs");
         fs::create_dir_all(&packs_dir).io_ctx(|| format!("creating {}", packs_dir.display()))?;
         let db_path = dir.join("meta.redb");
-        let db = Database::create(&db_path)
-            .index_ctx(|| format!("opening {}", db_path.display()))?;
+        let db =
+            Database::create(&db_path).index_ctx(|| format!("opening {}", db_path.display()))?;
         init_tables(&db)?;
         let committed = recover_packs(&db, &packs_dir)?;
         let next_number = committed.keys().next_back().map_or(1, |n| n + 1);
@@ -116,8 +116,7 @@ impl Store {
             .filter(|(_, &len)| len < config.pack_roll_size)
             .map(|(&n, &len)| (n, len))
             .filter(|(n, _)| packs_dir.join(pack_file_name(*n)).exists());
-        let appender =
-            PackAppender::new(&packs_dir, config.pack_roll_size, resume, next_number)?;
+        let appender = PackAppender::new(&packs_dir, config.pack_roll_size, resume, next_number)?;
         let db = Arc::new(db);
         let workers = ChunkWorkers::start(&opts, Arc::clone(&db), Arc::clone(&config.hasher))?;
         let readers = PackReaders::new(&packs_dir, opts.use_mmap);
@@ -219,7 +218,9 @@ impl Store {
     pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
         let mut reader = self.open_blob(digest)?;
         let mut out = Vec::with_capacity(usize::try_from(reader.size()).unwrap_or(0));
-        reader.read_to_end(&mut out).map_err(|e| unwrap_io(e, digest))?;
+        reader
+            .read_to_end(&mut out)
+            .map_err(|e| unwrap_io(e, digest))?;
         Ok(out)
     }
 
@@ -295,7 +296,9 @@ impl StoreInner {
     /// Committed location of a chunk (fresh snapshot).
     pub(crate) fn locate(&self, id: &ChunkId) -> Result<Option<Location>, StoreError> {
         let txn = self.begin_read()?;
-        let table = txn.open_table(CHUNKS).index_ctx(|| "opening chunks".into())?;
+        let table = txn
+            .open_table(CHUNKS)
+            .index_ctx(|| "opening chunks".into())?;
         get_location(&table, id)
     }
 
@@ -327,13 +330,13 @@ impl StoreInner {
     }
 
     /// Looks a chunk up and reads it into `out`, safe against a concurrent gc
-    /// moving it (see [`StoreInner::pack_files`]).
+    /// moving it (see [`StoreInner::pack_files`]). Returns where it was.
     pub(crate) fn load_chunk(
         &self,
         id: &ChunkId,
         out: &mut Vec<u8>,
         dec: &mut zstd::bulk::Decompressor<'static>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Location, StoreError> {
         let (loc, record) = {
             let _files = self
                 .pack_files
@@ -349,7 +352,8 @@ impl StoreInner {
             chunk: id.to_string(),
             pack: pack_label(loc.pack),
             detail,
-        })
+        })?;
+        Ok(loc)
     }
 
     /// Removes pack files (after the index stopped referencing them).
@@ -416,9 +420,7 @@ fn init_tables(db: &Database) -> Result<(), StoreError> {
 /// pack files no committed transaction knows. Returns the committed lengths.
 fn recover_packs(db: &Database, packs_dir: &Path) -> Result<BTreeMap<u32, u64>, StoreError> {
     let committed: BTreeMap<u32, u64> = {
-        let txn = db
-            .begin_read()
-            .index_ctx(|| "starting recovery".into())?;
+        let txn = db.begin_read().index_ctx(|| "starting recovery".into())?;
         let table = txn.open_table(PACKS).index_ctx(|| "opening packs".into())?;
         let mut m = BTreeMap::new();
         for entry in table.iter().index_ctx(|| "listing packs".into())? {

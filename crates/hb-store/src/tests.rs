@@ -78,13 +78,22 @@ fn xxhash_opts(dedup: bool) -> StoreOptions {
 #[test]
 fn xxhash_collision_is_disambiguated_on_lookup() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open_with(dir.path(), xxhash_opts(true), Arc::new(LengthHasher), 1 << 30);
+    let store = open_with(
+        dir.path(),
+        xxhash_opts(true),
+        Arc::new(LengthHasher),
+        1 << 30,
+    );
     // Below MIN_CHUNK: each blob is exactly one chunk, all of the same length.
     let a = noise(10_000, 1);
     let b = noise(10_000, 2);
     let ia = store.put_bytes(&a, None).unwrap();
     let ib = store.put_bytes(&b, None).unwrap();
-    assert_eq!((ia.new_chunks, ib.new_chunks), (1, 1), "b must not reuse a's chunk");
+    assert_eq!(
+        (ia.new_chunks, ib.new_chunks),
+        (1, 1),
+        "b must not reuse a's chunk"
+    );
     let mut keys = chunk_keys(&store);
     keys.sort();
     assert_eq!(keys.len(), 2);
@@ -120,7 +129,12 @@ fn xxhash_collision_is_disambiguated_at_commit() {
     // is only discovered when the batch is indexed (the same path a
     // concurrent writer would take).
     let dir = tempfile::tempdir().unwrap();
-    let store = open_with(dir.path(), xxhash_opts(false), Arc::new(LengthHasher), 1 << 30);
+    let store = open_with(
+        dir.path(),
+        xxhash_opts(false),
+        Arc::new(LengthHasher),
+        1 << 30,
+    );
     let a = noise(10_000, 11);
     let b = noise(10_000, 12);
     let mut w = store.writer();
@@ -149,7 +163,12 @@ fn many_packs_compact_and_drop() {
         parallel_ops: 2,
         ..StoreOptions::default()
     };
-    let store = open_with(dir.path(), opts.clone(), Arc::new(StandardHasher), 512 * 1024);
+    let store = open_with(
+        dir.path(),
+        opts.clone(),
+        Arc::new(StandardHasher),
+        512 * 1024,
+    );
     let blobs: Vec<Vec<u8>> = (0..12).map(|i| noise(300_000, 100 + i)).collect();
     let infos: Vec<_> = blobs
         .iter()
@@ -194,7 +213,10 @@ fn disk_full_on_pack_write_leaves_store_consistent() {
     };
     let store = open_with(dir.path(), opts.clone(), Arc::new(StandardHasher), roll);
     let old: Vec<Vec<u8>> = (0..3).map(|i| noise(200_000, 500 + i)).collect();
-    let old_infos: Vec<_> = old.iter().map(|b| store.put_bytes(b, None).unwrap()).collect();
+    let old_infos: Vec<_> = old
+        .iter()
+        .map(|b| store.put_bytes(b, None).unwrap())
+        .collect();
     let last_pack = std::fs::read_dir(dir.path().join("packs"))
         .unwrap()
         .filter_map(|e| crate::pack::parse_pack_file_name(e.unwrap().file_name().to_str()?))
@@ -229,7 +251,10 @@ fn disk_full_on_pack_write_leaves_store_consistent() {
 
     // "Space freed": recovery drops the never-committed pack (our symlink).
     let store = open_with(dir.path(), opts, Arc::new(StandardHasher), roll);
-    assert!(std::fs::symlink_metadata(&next).is_err(), "unknown pack must be removed");
+    assert!(
+        std::fs::symlink_metadata(&next).is_err(),
+        "unknown pack must be removed"
+    );
     for (b, info) in old.iter().zip(&old_infos) {
         assert_eq!(&store.read_blob(&info.digest).unwrap(), b);
     }

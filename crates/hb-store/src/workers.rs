@@ -75,7 +75,7 @@ impl ChunkWorkers {
         let rx = Arc::new(Mutex::new(rx));
         let config = Arc::new(WorkerConfig {
             hash: opts.hash,
-            compression_level: opts.compression.then_some(opts.compression_level),
+            compression_level: opts.compression.then_some(opts.zstd_level()),
             db: opts.dedup.then_some(db),
             hasher,
         });
@@ -100,7 +100,11 @@ impl ChunkWorkers {
         let gone = || StoreError::WorkersUnavailable {
             detail: "job queue closed".into(),
         };
-        self.jobs.as_ref().ok_or_else(gone)?.send(job).map_err(|_| gone())
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .map_err(|_| gone())
     }
 }
 
@@ -122,15 +126,13 @@ fn worker_loop(rx: &Mutex<Receiver<ChunkJob>>, config: &WorkerConfig) {
             Err(_) => return,
         };
         let ChunkJob { seq, data, reply } = job;
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            process(config, &mut compressor, data)
-        }))
-        .unwrap_or_else(|_| {
-            compressor = None;
-            Err(StoreError::WorkersUnavailable {
-                detail: "a chunk worker panicked".into(),
-            })
-        });
+        let result = catch_unwind(AssertUnwindSafe(|| process(config, &mut compressor, data)))
+            .unwrap_or_else(|_| {
+                compressor = None;
+                Err(StoreError::WorkersUnavailable {
+                    detail: "a chunk worker panicked".into(),
+                })
+            });
         // The writer may have been dropped meanwhile; its result is then moot.
         let _ = reply.send(ChunkOutcome { seq, result });
     }

@@ -57,9 +57,15 @@ enum Slot {
     /// Sent to a worker, result not yet placed.
     Waiting,
     /// Reuses an already committed chunk.
-    Indexed { id: ChunkId, raw_len: u32 },
+    Indexed {
+        id: ChunkId,
+        raw_len: u32,
+    },
     /// A chunk this writer appended (index into `Pipeline::own`).
-    Own { index: usize, raw_len: u32 },
+    Own {
+        index: usize,
+        raw_len: u32,
+    },
 }
 
 /// A chunk record this writer appended to a pack.
@@ -167,7 +173,10 @@ impl BlobWriter {
         }
         self.end_segment()?;
         self.pipeline.drain()?;
-        let digest = format!("sha256:{}", hex::encode(std::mem::take(&mut self.sha).finalize()));
+        let digest = format!(
+            "sha256:{}",
+            hex::encode(std::mem::take(&mut self.sha).finalize())
+        );
         if let Some(e) = expected {
             if e != digest {
                 return Err(StoreError::DigestMismatch {
@@ -197,7 +206,8 @@ impl BlobWriter {
     fn end_segment(&mut self) -> Result<(), StoreError> {
         if !self.chunker.is_empty() {
             let pipeline = &mut self.pipeline;
-            self.chunker.finish_segment(|chunk| pipeline.submit(chunk))?;
+            self.chunker
+                .finish_segment(|chunk| pipeline.submit(chunk))?;
         }
         self.pipeline.maybe_commit()
     }
@@ -359,7 +369,7 @@ impl Pipeline {
         }
         if self.compressor.is_none() {
             self.compressor = Some(
-                zstd::bulk::Compressor::new(opts.compression_level)
+                zstd::bulk::Compressor::new(opts.zstd_level())
                     .map_err(|e| StoreError::io("creating a zstd compressor", e))?,
             );
         }
@@ -541,9 +551,12 @@ impl Pipeline {
                 Slot::Inline(b) => Segment::Inline(b),
                 Slot::Indexed { id, raw_len } => Segment::Chunk { id, raw_len },
                 Slot::Own { index, raw_len } => {
-                    let id = self.own[index].final_id.ok_or_else(|| StoreError::WorkersUnavailable {
-                        detail: "chunk committed without an id".into(),
-                    })?;
+                    let id =
+                        self.own[index]
+                            .final_id
+                            .ok_or_else(|| StoreError::WorkersUnavailable {
+                                detail: "chunk committed without an id".into(),
+                            })?;
                     Segment::Chunk { id, raw_len }
                 }
                 Slot::Waiting => {
@@ -559,8 +572,10 @@ impl Pipeline {
 
 /// Next collision counter for `id`, failing (rather than wrapping) at u32::MAX.
 fn next_counter(id: &ChunkId, counter: u32) -> Result<u32, StoreError> {
-    counter.checked_add(1).ok_or_else(|| StoreError::CorruptIndex {
-        key: format!("chunks/{id}"),
-        detail: "collision counter exhausted".into(),
-    })
+    counter
+        .checked_add(1)
+        .ok_or_else(|| StoreError::CorruptIndex {
+            key: format!("chunks/{id}"),
+            detail: "collision counter exhausted".into(),
+        })
 }

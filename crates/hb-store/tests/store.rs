@@ -29,7 +29,11 @@ fn round_trip_every_hash_and_compression() {
         text(1_000_000, 5),
         vec![0u8; 700_000],
     ];
-    for hash in [HashAlgorithm::Sha256, HashAlgorithm::Blake3, HashAlgorithm::Xxhash] {
+    for hash in [
+        HashAlgorithm::Sha256,
+        HashAlgorithm::Blake3,
+        HashAlgorithm::Xxhash,
+    ] {
         for compression in [true, false] {
             let dir = tempfile::tempdir().unwrap();
             let opts = StoreOptions {
@@ -55,7 +59,8 @@ fn round_trip_every_hash_and_compression() {
             }
             let stats = store.stats().unwrap();
             if compression {
-                assert!(stats.compression_ratio > 1.5, "{hash:?}: {stats:?}");
+                // Mostly noise; the text and zero blobs must still compress.
+                assert!(stats.compression_ratio > 1.2, "{hash:?}: {stats:?}");
             } else {
                 assert_eq!(stats.compression_ratio, 1.0, "{hash:?}: {stats:?}");
             }
@@ -70,7 +75,11 @@ fn round_trip_every_hash_and_compression() {
             );
             for (data, digest) in blobs.iter().zip(&digests) {
                 assert!(store.has_blob(digest).unwrap());
-                assert_eq!(&store.read_blob(digest).unwrap(), data, "{hash:?} {compression}");
+                assert_eq!(
+                    &store.read_blob(digest).unwrap(),
+                    data,
+                    "{hash:?} {compression}"
+                );
                 let mut r = store.open_blob(digest).unwrap();
                 assert_eq!(r.size(), data.len() as u64);
                 let mut got = Vec::new();
@@ -130,7 +139,6 @@ fn shared_file_segment_is_stored_once() {
         let files = (x.len() + y.len() + z.len()) as u64;
         assert_eq!(stats.unique_raw_bytes, files, "dedup={dedup}");
         if dedup {
-            assert_eq!(b.new_chunks, b.chunks - a.chunks + (a.chunks - b.chunks).max(0) - 0 - (b.chunks - a.chunks) + b.new_chunks);
             assert!(b.new_chunks < b.chunks, "{b:?}");
             assert!(stats.dedup_ratio > 1.3, "{stats:?}");
         } else {
@@ -193,12 +201,48 @@ fn mismatched_digest_commits_nothing() {
 fn bad_input_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     for (opts, field) in [
-        (StoreOptions { compression_level: 0, ..quick() }, "compression_level"),
-        (StoreOptions { compression_level: 10, ..quick() }, "compression_level"),
-        (StoreOptions { batch_size: 0, ..quick() }, "batch_size"),
-        (StoreOptions { batch_size: 1001, ..quick() }, "batch_size"),
-        (StoreOptions { parallel_ops: 0, ..quick() }, "parallel_ops"),
-        (StoreOptions { parallel_ops: 65, ..quick() }, "parallel_ops"),
+        (
+            StoreOptions {
+                compression_level: 0,
+                ..quick()
+            },
+            "compression_level",
+        ),
+        (
+            StoreOptions {
+                compression_level: 10,
+                ..quick()
+            },
+            "compression_level",
+        ),
+        (
+            StoreOptions {
+                batch_size: 0,
+                ..quick()
+            },
+            "batch_size",
+        ),
+        (
+            StoreOptions {
+                batch_size: 1001,
+                ..quick()
+            },
+            "batch_size",
+        ),
+        (
+            StoreOptions {
+                parallel_ops: 0,
+                ..quick()
+            },
+            "parallel_ops",
+        ),
+        (
+            StoreOptions {
+                parallel_ops: 65,
+                ..quick()
+            },
+            "parallel_ops",
+        ),
     ] {
         match Store::open(dir.path(), opts) {
             Err(StoreError::InvalidOptions { field: f, .. }) => assert_eq!(f, field),
@@ -206,13 +250,28 @@ fn bad_input_is_rejected() {
         }
     }
     let store = open(dir.path(), quick());
-    for bad in ["", "sha256:", "sha256:ABC", "md5:00", &format!("sha256:{}", "G".repeat(64))] {
-        assert!(matches!(store.has_blob(bad), Err(StoreError::InvalidDigest { .. })), "{bad}");
+    for bad in [
+        "",
+        "sha256:",
+        "sha256:ABC",
+        "md5:00",
+        &format!("sha256:{}", "G".repeat(64)),
+    ] {
+        assert!(
+            matches!(store.has_blob(bad), Err(StoreError::InvalidDigest { .. })),
+            "{bad}"
+        );
         let w = store.writer();
-        assert!(matches!(w.finish(Some(bad)), Err(StoreError::InvalidDigest { .. })));
+        assert!(matches!(
+            w.finish(Some(bad)),
+            Err(StoreError::InvalidDigest { .. })
+        ));
     }
     let missing = sha(b"nope");
-    assert!(matches!(store.open_blob(&missing), Err(StoreError::BlobNotFound { .. })));
+    assert!(matches!(
+        store.open_blob(&missing),
+        Err(StoreError::BlobNotFound { .. })
+    ));
     assert_eq!(store.blob_info(&missing).unwrap(), None);
     assert!(!store.delete_blob(&missing).unwrap());
 }
@@ -248,7 +307,10 @@ fn recovery_truncates_garbage_and_removes_unknown_packs() {
     let pack = dir.path().join("packs/00000001.pack");
     let committed_len = std::fs::metadata(&pack).unwrap().len();
     // Bytes that were appended but never acknowledged...
-    let mut f = std::fs::OpenOptions::new().append(true).open(&pack).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&pack)
+        .unwrap();
     f.write_all(&noise(123_457, 1)).unwrap();
     drop(f);
     // ...and a pack no committed transaction ever named.
@@ -289,7 +351,10 @@ fn dropped_writer_leaves_store_consistent() {
         // Dropped mid-blob: several batches are already committed.
     }
     let stats = store.stats().unwrap();
-    assert!(stats.chunks > chunks_before, "batches were committed mid-stream");
+    assert!(
+        stats.chunks > chunks_before,
+        "batches were committed mid-stream"
+    );
     assert_eq!(stats.blobs, 1);
     assert!(store.check(false).unwrap().is_clean());
     assert_eq!(store.read_blob(&kept_info.digest).unwrap(), kept);
@@ -344,7 +409,10 @@ fn gc_removes_only_unreferenced_chunks_and_compacts() {
 fn check_detects_flipped_byte_and_repair_removes_broken_blob() {
     for use_mmap in [true, false] {
         let dir = tempfile::tempdir().unwrap();
-        let opts = StoreOptions { use_mmap, ..quick() };
+        let opts = StoreOptions {
+            use_mmap,
+            ..quick()
+        };
         let store = open(dir.path(), opts.clone());
         let a = noise(200_000, 70);
         let b = text(300_000, 71);
@@ -359,17 +427,25 @@ fn check_detects_flipped_byte_and_repair_removes_broken_blob() {
         std::fs::write(&pack, &bytes).unwrap();
 
         let store = open(dir.path(), opts.clone());
-        assert!(store.read_blob(&ia.digest).map(|d| d == a).unwrap_or(false) == false);
+        // Reads never hand out the damaged bytes.
+        match store.read_blob(&ia.digest) {
+            Err(StoreError::CorruptChunk { .. }) => {}
+            other => panic!("expected CorruptChunk, got {other:?}"),
+        }
         let report = store.check(false).unwrap();
         assert!(!report.is_clean());
         assert!(!report.repaired);
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| matches!(p, CheckProblem::ChunkCorrupt { .. })),
+            "{report:?}"
+        );
         assert!(report
             .problems
             .iter()
-            .any(|p| matches!(p, CheckProblem::ChunkCorrupt { .. })), "{report:?}");
-        assert!(report.problems.iter().any(
-            |p| matches!(p, CheckProblem::BlobBroken { digest, .. } if *digest == ia.digest)
-        ));
+            .any(|p| matches!(p, CheckProblem::BlobBroken { digest, .. } if *digest == ia.digest)));
         assert!(report.lost_blobs.is_empty());
         // Check alone changes nothing.
         assert!(store.has_blob(&ia.digest).unwrap());
@@ -408,10 +484,13 @@ fn check_repairs_a_damaged_record_header() {
     std::fs::write(&pack, &bytes).unwrap();
     let store = open(dir.path(), quick());
     let report = store.check(true).unwrap();
-    assert!(report
-        .problems
-        .iter()
-        .any(|p| matches!(p, CheckProblem::PackChainBroken { offset: 8, .. })), "{report:?}");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| matches!(p, CheckProblem::PackChainBroken { offset: 8, .. })),
+        "{report:?}"
+    );
     assert_eq!(report.lost_blobs, vec![ia.digest.clone()]);
     assert_eq!(store.read_blob(&ib.digest).unwrap(), b);
     let again = store.check(false).unwrap();
@@ -431,8 +510,14 @@ fn usage_splits_shared_and_unique() {
     let c2 = store.put_bytes(b"{\"image\":2}", None).unwrap();
     let missing = sha(b"missing");
     let groups = vec![
-        ("one".to_string(), vec![l1.digest.clone(), c1.digest.clone()]),
-        ("two".to_string(), vec![l2.digest.clone(), c2.digest.clone(), missing.clone()]),
+        (
+            "one".to_string(),
+            vec![l1.digest.clone(), c1.digest.clone()],
+        ),
+        (
+            "two".to_string(),
+            vec![l2.digest.clone(), c2.digest.clone(), missing.clone()],
+        ),
     ];
     let usage = store.usage(&groups).unwrap();
     assert_eq!(usage.len(), 2);
@@ -490,7 +575,11 @@ fn concurrent_writers_of_the_same_content() {
             assert_eq!(&store.read_blob(&mine.digest).unwrap(), stream);
         }
         let stats = store.stats().unwrap();
-        assert_eq!(stats.unique_raw_bytes, shared.len() as u64 + 4 * 200_000, "{hash:?}");
+        assert_eq!(
+            stats.unique_raw_bytes,
+            shared.len() as u64 + 4 * 200_000,
+            "{hash:?}"
+        );
         assert_eq!(stats.blobs, 5);
         assert!(store.check(false).unwrap().is_clean());
         // Duplicate copies written in the race are reclaimed by gc.
@@ -531,6 +620,14 @@ fn other_crates_can_share_the_database() {
     txn.commit().unwrap();
     let info = store.put_bytes(b"hello", None).unwrap();
     let txn = store.database().begin_read().unwrap();
-    assert_eq!(txn.open_table(MINE).unwrap().get("busybox").unwrap().unwrap().value(), 1);
+    assert_eq!(
+        txn.open_table(MINE)
+            .unwrap()
+            .get("busybox")
+            .unwrap()
+            .unwrap()
+            .value(),
+        1
+    );
     assert!(store.has_blob(&info.digest).unwrap());
 }

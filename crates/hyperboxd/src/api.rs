@@ -89,9 +89,12 @@ type ApiResult = Result<Response, ApiError>;
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("task failed: {e}"),
+        )
+    })?
 }
 
 /// Query parameters, repeated keys kept in order.
@@ -106,7 +109,10 @@ impl Query {
         Ok(Query(pairs))
     }
     fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
     fn all(&self, key: &str) -> Vec<String> {
         self.0
@@ -166,24 +172,26 @@ async fn dispatch(State(d): State<Shared>, req: Request) -> Response {
             e.into_response()
         }
     };
-    resp.headers_mut().insert(
-        "Api-Version",
-        header::HeaderValue::from_static(API_VERSION),
-    );
+    resp.headers_mut()
+        .insert("Api-Version", header::HeaderValue::from_static(API_VERSION));
     resp.headers_mut()
         .insert("Server", header::HeaderValue::from_static("hyperboxd"));
     resp
 }
 
-async fn route(d: Shared, method: Method, path: &str, query: Option<&str>, body: Body) -> ApiResult {
+async fn route(
+    d: Shared,
+    method: Method,
+    path: &str,
+    query: Option<&str>,
+    body: Body,
+) -> ApiResult {
     let path = strip_version(path)?;
     let q = Query::parse(query)?;
     match (&method, path) {
-        (&Method::GET | &Method::HEAD, "/_ping") => Ok((
-            [(header::CACHE_CONTROL, "no-cache")],
-            "OK",
-        )
-            .into_response()),
+        (&Method::GET | &Method::HEAD, "/_ping") => {
+            Ok(([(header::CACHE_CONTROL, "no-cache")], "OK").into_response())
+        }
         (&Method::GET, "/version") => Ok(axum::Json(version()).into_response()),
         (&Method::GET, "/info") => info(d).await,
         (&Method::POST, "/images/create") => pull(d, q).await,
@@ -278,7 +286,9 @@ fn json_stream(rx: mpsc::Receiver<Value>) -> Response {
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(stream))
-        .unwrap_or_else(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
+        .unwrap_or_else(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+        })
 }
 
 fn progress_line(e: &PullEvent) -> Vec<Value> {
@@ -315,9 +325,15 @@ async fn pull(d: Shared, q: Query) -> ApiResult {
     };
     let (tx, rx) = mpsc::channel::<Value>(256);
     tokio::spawn(async move {
-        let label = reference.tag().or(reference.digest()).unwrap_or("latest").to_string();
+        let label = reference
+            .tag()
+            .or(reference.digest())
+            .unwrap_or("latest")
+            .to_string();
         let _ = tx
-            .send(json!({"status": format!("Pulling from {}", reference.repository()), "id": label}))
+            .send(
+                json!({"status": format!("Pulling from {}", reference.repository()), "id": label}),
+            )
             .await;
         let before = {
             let catalog = d.catalog.clone();
@@ -338,7 +354,9 @@ async fn pull(d: Shared, q: Query) -> ApiResult {
         match d.puller.pull(&reference, platform.as_ref(), &report).await {
             Ok(rec) => {
                 tracing::info!(image = %reference, id = %rec.id, ms = started.elapsed().as_millis() as u64, "pulled");
-                let _ = tx.send(json!({"status": format!("Digest: {}", rec.manifest_digest)})).await;
+                let _ = tx
+                    .send(json!({"status": format!("Digest: {}", rec.manifest_digest)}))
+                    .await;
                 let status = if before.as_deref() == Some(rec.id.as_str()) {
                     format!("Status: Image is up to date for {reference}")
                 } else {
@@ -349,14 +367,20 @@ async fn pull(d: Shared, q: Query) -> ApiResult {
             Err(e) => {
                 tracing::warn!(image = %reference, error = %e, "pull failed");
                 let m = e.to_string();
-                let _ = tx.send(json!({"errorDetail": {"message": m}, "error": m})).await;
+                let _ = tx
+                    .send(json!({"errorDetail": {"message": m}, "error": m}))
+                    .await;
             }
         }
     });
     Ok(json_stream(rx))
 }
 
-fn image_summary(rec: &hb_image::ImageRecord, names: &[String], usage: Option<&hb_store::GroupUsage>) -> Value {
+fn image_summary(
+    rec: &hb_image::ImageRecord,
+    names: &[String],
+    usage: Option<&hb_store::GroupUsage>,
+) -> Value {
     let tags: Vec<String> = names
         .iter()
         .filter(|n| !n.contains('@'))
@@ -408,8 +432,10 @@ fn images_with_usage(
     d: &Daemon,
 ) -> Result<Vec<(hb_image::ImageRecord, Vec<String>, hb_store::GroupUsage)>, ApiError> {
     let list = d.catalog.list()?;
-    let groups: Vec<(String, Vec<String>)> =
-        list.iter().map(|(r, _)| (r.id.clone(), r.blobs())).collect();
+    let groups: Vec<(String, Vec<String>)> = list
+        .iter()
+        .map(|(r, _)| (r.id.clone(), r.blobs()))
+        .collect();
     let usage = d.catalog.store().usage(&groups)?;
     Ok(list
         .into_iter()
@@ -473,7 +499,9 @@ async fn tag(d: Shared, name: String, q: Query) -> ApiResult {
     };
     let target = ImageRef::parse(&target)?;
     if target.digest().is_some() {
-        return Err(ApiError::bad_request("refusing to create a tag with a digest reference"));
+        return Err(ApiError::bad_request(
+            "refusing to create a tag with a digest reference",
+        ));
     }
     blocking(move || {
         d.catalog.tag(&name, &target.canonical())?;
@@ -578,7 +606,8 @@ async fn read_json_body(body: Body) -> Result<Value, ApiError> {
     let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
         .await
         .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
 }
 
 async fn login(d: Shared, body: Body) -> ApiResult {
@@ -586,7 +615,11 @@ async fn login(d: Shared, body: Body) -> ApiResult {
     let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
     let (username, password) = (field("username"), field("password"));
     let server = field("serveraddress");
-    let server = if server.is_empty() { "docker.io".to_string() } else { server };
+    let server = if server.is_empty() {
+        "docker.io".to_string()
+    } else {
+        server
+    };
     let server = server
         .trim_start_matches("https://")
         .trim_start_matches("http://")
@@ -597,7 +630,10 @@ async fn login(d: Shared, body: Body) -> ApiResult {
         return Err(ApiError::bad_request("username and password are required"));
     }
     d.puller
-        .login(&server, hb_image::credentials::Credential { username, password })
+        .login(
+            &server,
+            hb_image::credentials::Credential { username, password },
+        )
         .await?;
     Ok(axum::Json(json!({"Status": "Login Succeeded", "IdentityToken": ""})).into_response())
 }
@@ -621,9 +657,12 @@ async fn load(d: Shared, body: Body) -> ApiResult {
             .map(|t| t.as_nanos())
             .unwrap_or(0)
     ));
-    let mut file = tokio::fs::File::create(&path)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("creating {}: {e}", path.display())))?;
+    let mut file = tokio::fs::File::create(&path).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("creating {}: {e}", path.display()),
+        )
+    })?;
     let mut stream = body.into_data_stream();
     while let Some(piece) = stream.next().await {
         let piece = match piece {
@@ -635,7 +674,10 @@ async fn load(d: Shared, body: Body) -> ApiResult {
         };
         if let Err(e) = file.write_all(&piece).await {
             let _ = tokio::fs::remove_file(&path).await;
-            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("spooling the upload: {e}")));
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("spooling the upload: {e}"),
+            ));
         }
     }
     drop(file);
@@ -652,10 +694,7 @@ async fn load(d: Shared, body: Body) -> ApiResult {
             lines.push(json!({"stream": format!("Loaded image: {}\n", hb_image::reference::familiar_name(&n))}));
         }
     }
-    let body: String = lines
-        .iter()
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
@@ -676,9 +715,9 @@ impl std::io::Write for ChannelWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
             let b = Bytes::from(std::mem::take(&mut self.buf));
-            self.tx
-                .blocking_send(Ok(b))
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+            self.tx.blocking_send(Ok(b)).map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away")
+            })?;
         }
         Ok(())
     }
@@ -696,12 +735,17 @@ async fn save(d: Shared, names: Vec<String>) -> ApiResult {
             all.into_iter().map(|(r, n)| (r.id.clone(), n)).collect();
         let mut out: Vec<(hb_image::ImageRecord, Vec<String>)> = Vec::new();
         for n in &names {
-            let rec = d2
-                .catalog
-                .lookup(n)?
-                .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such image: {n}")))?;
+            let rec = d2.catalog.lookup(n)?.ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, format!("No such image: {n}"))
+            })?;
             let mut tags = match ImageRef::parse(n) {
-                Ok(r) if by_id.get(&rec.id).is_some_and(|v| v.contains(&r.canonical())) => vec![r.canonical()],
+                Ok(r)
+                    if by_id
+                        .get(&rec.id)
+                        .is_some_and(|v| v.contains(&r.canonical())) =>
+                {
+                    vec![r.canonical()]
+                }
                 _ => by_id.get(&rec.id).cloned().unwrap_or_default(),
             };
             tags.retain(|t| !t.contains('@'));
@@ -715,13 +759,17 @@ async fn save(d: Shared, names: Vec<String>) -> ApiResult {
     .await?;
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     tokio::task::spawn_blocking(move || {
-        let mut w = ChannelWriter { tx: tx.clone(), buf: Vec::new() };
+        let mut w = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::new(),
+        };
         if let Err(e) = hb_image::archive::save(&d.catalog, &images, &mut w) {
             tracing::warn!(error = %e, "save failed");
             let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
     });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) });
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-tar")
         .body(Body::from_stream(stream))

@@ -93,13 +93,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(socket = %socket_path.display(), data_dir = %daemon.config.daemon.data_dir.display(), "hyperboxd ready");
     let app = api::router(Arc::new(daemon));
     let shutdown = async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot watch SIGTERM: {e}");
-                return std::future::pending().await;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot watch SIGTERM: {e}");
+                    return std::future::pending().await;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = term.recv() => {},

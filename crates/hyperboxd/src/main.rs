@@ -9,7 +9,11 @@ use hb_config::Config;
 
 /// The HyperBox daemon.
 #[derive(Parser, Debug)]
-#[command(name = "hyperboxd", version, about = "HyperBox container engine daemon")]
+#[command(
+    name = "hyperboxd",
+    version,
+    about = "HyperBox container engine daemon"
+)]
 struct Args {
     /// Config file (default /etc/hyperbox/hyperbox.toml when it exists; built-in defaults otherwise).
     #[arg(long, short = 'c', env = "HYPERBOX_CONFIG")]

@@ -156,7 +156,8 @@ impl Daemon {
         );
         // Keys of ours go into the test's [daemon] section when it has one (a key appears once).
         let config = if self.extra_config.contains("[daemon]") {
-            self.extra_config.replacen("[daemon]\n", &format!("[daemon]\n{ours}"), 1)
+            self.extra_config
+                .replacen("[daemon]\n", &format!("[daemon]\n{ours}"), 1)
         } else {
             format!("[daemon]\n{ours}{}\n", self.extra_config)
         };
@@ -181,7 +182,11 @@ impl Daemon {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("hyperboxd exited at start ({status}): {}", self.log());
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "hyperboxd did not start: {}", self.log());
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "hyperboxd did not start: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -278,7 +283,8 @@ pub fn layer_tar(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
         h.set_mode(0o755);
         h.set_mtime(1_700_000_000);
         h.set_cksum();
-        b.append_data(&mut h, path, data.as_slice()).expect("tar append");
+        b.append_data(&mut h, path, data.as_slice())
+            .expect("tar append");
     }
     b.into_inner().expect("tar finish")
 }
@@ -336,7 +342,8 @@ pub fn push(registry: &str, repo_tag: &str, img: &TestImage) -> Pushed {
             _ => (l.clone(), "application/vnd.oci.image.layer.v1.tar"),
         };
         let d = sha256(&blob);
-        rt.block_on(c.push_blob(&reference, blob.clone(), &d)).expect("push layer");
+        rt.block_on(c.push_blob(&reference, blob.clone(), &d))
+            .expect("push layer");
         descs.push(serde_json::json!({"mediaType": media, "digest": d, "size": blob.len()}));
         layer_digests.push(d);
     }
@@ -348,12 +355,19 @@ pub fn push(registry: &str, repo_tag: &str, img: &TestImage) -> Pushed {
     }))
     .expect("config json");
     let config_digest = sha256(&config);
-    rt.block_on(c.push_blob(&reference, config.clone(), &config_digest)).expect("push config");
+    rt.block_on(c.push_blob(&reference, config.clone(), &config_digest))
+        .expect("push config");
     let oci = img.compression == "zstd" || img.compression == "none";
     let (mt, cmt) = if oci {
-        ("application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.config.v1+json")
+        (
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.config.v1+json",
+        )
     } else {
-        ("application/vnd.docker.distribution.manifest.v2+json", "application/vnd.docker.container.image.v1+json")
+        (
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.container.image.v1+json",
+        )
     };
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2, "mediaType": mt,
@@ -362,8 +376,16 @@ pub fn push(registry: &str, repo_tag: &str, img: &TestImage) -> Pushed {
     }))
     .expect("manifest json");
     let manifest_digest = sha256(&manifest);
-    rt.block_on(c.push_manifest_raw(&reference, manifest.clone(), http::HeaderValue::from_static(if oci { "application/vnd.oci.image.manifest.v1+json" } else { "application/vnd.docker.distribution.manifest.v2+json" })))
-        .expect("push manifest");
+    rt.block_on(c.push_manifest_raw(
+        &reference,
+        manifest.clone(),
+        http::HeaderValue::from_static(if oci {
+            "application/vnd.oci.image.manifest.v1+json"
+        } else {
+            "application/vnd.docker.distribution.manifest.v2+json"
+        }),
+    ))
+    .expect("push manifest");
     Pushed {
         manifest_digest,
         config_digest,
@@ -444,7 +466,12 @@ impl FaultProxy {
         let rules = Arc::new(Mutex::new(rules));
         let hits = Arc::new(AtomicU32::new(0));
         let auth = Arc::new(Mutex::new(None));
-        let (r, h, a, up) = (rules.clone(), hits.clone(), auth.clone(), upstream.to_string());
+        let (r, h, a, up) = (
+            rules.clone(),
+            hits.clone(),
+            auth.clone(),
+            upstream.to_string(),
+        );
         let me = addr.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -455,7 +482,12 @@ impl FaultProxy {
                 });
             }
         });
-        FaultProxy { addr, hits, rules, auth }
+        FaultProxy {
+            addr,
+            hits,
+            rules,
+            auth,
+        }
     }
 
     pub fn set_auth(&self, auth: Option<ProxyAuth>) {
@@ -514,7 +546,8 @@ fn auth_reply(auth: &Option<ProxyAuth>, path: &str, head: &str, me: &str) -> Opt
             .then(|| format!("{} {}", scheme.to_ascii_lowercase(), cred.trim()))
     });
     let deny = |challenge: String| {
-        let b = "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}";
+        let b =
+            "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}";
         format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: {challenge}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}", b.len())
     };
     match auth {
@@ -538,7 +571,9 @@ fn auth_reply(auth: &Option<ProxyAuth>, path: &str, head: &str, me: &str) -> Opt
             if header.as_deref() == Some("bearer good-token") {
                 None
             } else {
-                Some(deny(format!("Bearer realm=\"http://{me}/token\",service=\"test\"")))
+                Some(deny(format!(
+                    "Bearer realm=\"http://{me}/token\",service=\"test\""
+                )))
             }
         }
     }
@@ -559,7 +594,11 @@ fn serve_one(
         let path = text.split_whitespace().nth(1).unwrap_or("").to_string();
         let content_length: usize = text
             .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
             .unwrap_or(0);
         let mut body = vec![0u8; content_length];
         c.read_exact(&mut body)?;
@@ -582,7 +621,9 @@ fn serve_one(
         }
         match fault {
             Some(Fault::Status(code, msg)) => {
-                let b = format!("{{\"errors\":[{{\"code\":\"{msg}\",\"message\":\"injected {code}\"}}]}}");
+                let b = format!(
+                    "{{\"errors\":[{{\"code\":\"{msg}\",\"message\":\"injected {code}\"}}]}}"
+                );
                 write!(c, "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}", b.len())?;
                 return Ok(());
             }
@@ -615,7 +656,11 @@ fn serve_one(
         up.write_all(&body)?;
         let mut resp = Vec::new();
         up.read_to_end(&mut resp)?;
-        let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4).unwrap_or(resp.len());
+        let split = resp
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|p| p + 4)
+            .unwrap_or(resp.len());
         match fault {
             Some(Fault::Truncate(n)) => {
                 let end = (split + n).min(resp.len());

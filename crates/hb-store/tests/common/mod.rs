@@ -20,8 +20,26 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// Deterministic compressible bytes (words from a small vocabulary).
 pub fn text(len: usize, seed: u64) -> Vec<u8> {
     const WORDS: &[&str] = &[
-        "layer", "image", "config", "the", "usr", "lib", "bin", "a", "of", "json", "{", "}",
-        "\"name\":", "=", "\n", "  ", "0", "42", "container", "digest",
+        "layer",
+        "image",
+        "config",
+        "the",
+        "usr",
+        "lib",
+        "bin",
+        "a",
+        "of",
+        "json",
+        "{",
+        "}",
+        "\"name\":",
+        "=",
+        "\n",
+        "  ",
+        "0",
+        "42",
+        "container",
+        "digest",
     ];
     let mut x = seed | 1;
     let mut out = Vec::with_capacity(len + 16);

@@ -1,0 +1,209 @@
+//! Validation: the one table of what every constrained key allows ([`RULES`]), checked against a
+//! [`Config`], with each failure located at its file line or environment variable.
+
+use std::net::SocketAddr;
+
+use crate::error::{Allowed, ConfigError, ValueOrigin};
+use crate::sections::{DaemonConfig, HashAlgorithm, PrewarmTechnique};
+use crate::Config;
+
+/// A key's current value, in the form its rule checks.
+pub(crate) enum Checked<'a> {
+    /// Any integer field, widened.
+    Int(i128),
+    /// A string or enumerated field.
+    Text(&'a str),
+}
+
+impl Checked<'_> {
+    /// The value as TOML would show it.
+    fn to_toml(&self) -> String {
+        match self {
+            Checked::Int(v) => v.to_string(),
+            Checked::Text(s) => toml::Value::String((*s).to_string()).to_string(),
+        }
+    }
+}
+
+/// One constrained key: its dotted name, what it allows, and how to read it from a [`Config`].
+pub(crate) struct Rule {
+    /// Dotted key, `section.key`.
+    pub(crate) key: &'static str,
+    /// What the key allows.
+    pub(crate) allowed: Allowed,
+    /// Reads the key's value.
+    read: for<'a> fn(&'a Config) -> Checked<'a>,
+}
+
+const fn range(min: i64, max: i64) -> Allowed {
+    Allowed::Range { min, max }
+}
+
+fn int(v: impl Into<i128>) -> Checked<'static> {
+    Checked::Int(v.into())
+}
+
+/// Every constrained key. Booleans, paths and the registry list take any value of their type.
+pub(crate) const RULES: &[Rule] = &[
+    Rule {
+        key: "daemon.listen_addr",
+        allowed: Allowed::SocketAddr,
+        read: |c| Checked::Text(&c.daemon.listen_addr),
+    },
+    Rule {
+        key: "daemon.log_level",
+        allowed: Allowed::OneOf(DaemonConfig::LOG_LEVELS),
+        read: |c| Checked::Text(&c.daemon.log_level),
+    },
+    Rule {
+        key: "daemon.max_concurrent_downloads",
+        allowed: range(1, 32),
+        read: |c| int(c.daemon.max_concurrent_downloads),
+    },
+    Rule {
+        key: "cache.size_mb",
+        allowed: range(128, 16000),
+        read: |c| int(c.cache.size_mb),
+    },
+    Rule {
+        key: "cache.compression_level",
+        allowed: range(1, 9),
+        read: |c| int(c.cache.compression_level),
+    },
+    Rule {
+        key: "cache.batch_size",
+        allowed: range(1, 1000),
+        read: |c| int(c.cache.batch_size),
+    },
+    Rule {
+        key: "cache.batch_timeout_ms",
+        allowed: range(0, 60000),
+        read: |c| int(c.cache.batch_timeout_ms),
+    },
+    Rule {
+        key: "deduplication.parallel_ops",
+        allowed: range(1, 64),
+        read: |c| int(c.deduplication.parallel_ops),
+    },
+    Rule {
+        key: "deduplication.hash_algorithm",
+        allowed: Allowed::OneOf(HashAlgorithm::NAMES),
+        read: |c| Checked::Text(c.deduplication.hash_algorithm.as_str()),
+    },
+    Rule {
+        key: "prediction.update_interval_secs",
+        allowed: range(1, 86400),
+        read: |c| int(c.prediction.update_interval_secs),
+    },
+    Rule {
+        key: "prediction.confidence_threshold",
+        allowed: range(0, 100),
+        read: |c| int(c.prediction.confidence_threshold),
+    },
+    Rule {
+        key: "prediction.history_retention_days",
+        allowed: range(1, 3650),
+        read: |c| int(c.prediction.history_retention_days),
+    },
+    Rule {
+        key: "prewarming.technique",
+        allowed: Allowed::OneOf(PrewarmTechnique::NAMES),
+        read: |c| Checked::Text(c.prewarming.technique.as_str()),
+    },
+    Rule {
+        key: "prewarming.parallel_ops",
+        allowed: range(1, 64),
+        read: |c| int(c.prewarming.parallel_ops),
+    },
+    Rule {
+        key: "prewarming.batch_size_layers",
+        allowed: range(1, 1000),
+        read: |c| int(c.prewarming.batch_size_layers),
+    },
+    Rule {
+        key: "prewarming.batch_delay_ms",
+        allowed: range(0, 60000),
+        read: |c| int(c.prewarming.batch_delay_ms),
+    },
+    Rule {
+        key: "networking.max_connections",
+        allowed: range(1, 1_000_000),
+        read: |c| int(c.networking.max_connections),
+    },
+    Rule {
+        key: "networking.connection_timeout_secs",
+        allowed: range(1, 3600),
+        read: |c| int(c.networking.connection_timeout_secs),
+    },
+    Rule {
+        key: "networking.tcp_keepalive_secs",
+        allowed: range(1, 7200),
+        read: |c| int(c.networking.tcp_keepalive_secs),
+    },
+    Rule {
+        key: "monitoring.metrics_addr",
+        allowed: Allowed::SocketAddr,
+        read: |c| Checked::Text(&c.monitoring.metrics_addr),
+    },
+    Rule {
+        key: "monitoring.history_buffer_mb",
+        allowed: range(1, 1024),
+        read: |c| int(c.monitoring.history_buffer_mb),
+    },
+];
+
+/// The rule for a dotted key, if the key is constrained.
+pub(crate) fn rule_for(key: &str) -> Option<&'static Rule> {
+    RULES.iter().find(|rule| rule.key == key)
+}
+
+impl Rule {
+    /// Reads this rule's key from `config`.
+    pub(crate) fn read<'a>(&self, config: &'a Config) -> Checked<'a> {
+        (self.read)(config)
+    }
+}
+
+impl Allowed {
+    /// Whether `value` satisfies this rule.
+    pub(crate) fn permits(&self, value: &Checked<'_>) -> bool {
+        match (self, value) {
+            (Allowed::Range { min, max }, Checked::Int(v)) => {
+                (i128::from(*min)..=i128::from(*max)).contains(v)
+            }
+            (Allowed::OneOf(names), Checked::Text(s)) => names.contains(s),
+            (Allowed::SocketAddr, Checked::Text(s)) => s.parse::<SocketAddr>().is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Whether a value of this TOML kind that fails to deserialize breaks this rule (rather than
+    /// being of the wrong type): an integer too large or negative for a ranged key, anything at
+    /// all for an enumerated key.
+    pub(crate) fn covers_kind(&self, value_is_integer: bool) -> bool {
+        match self {
+            Allowed::Range { .. } => value_is_integer,
+            Allowed::OneOf(_) => true,
+            Allowed::SocketAddr => false,
+        }
+    }
+}
+
+/// Checks every rule; the first failure is reported, located by `origin_of(key)`.
+pub(crate) fn check(
+    config: &Config,
+    origin_of: impl Fn(&str) -> ValueOrigin,
+) -> Result<(), ConfigError> {
+    for rule in RULES {
+        let value = rule.read(config);
+        if !rule.allowed.permits(&value) {
+            return Err(ConfigError::Invalid {
+                origin: origin_of(rule.key),
+                key: rule.key.to_string(),
+                value: value.to_toml(),
+                allowed: rule.allowed,
+            });
+        }
+    }
+    Ok(())
+}
