@@ -65,13 +65,17 @@ pub(crate) struct ChunkWorkers {
 }
 
 impl ChunkWorkers {
-    /// Starts `opts.parallel_ops` workers.
+    /// Starts `opts.parallel_ops` workers, but no more than the machine has cores: the
+    /// knob bounds the workers, and more CPU-bound threads than cores only add switching
+    /// (measured: parallel_ops 4 on 2 cores pulled hb/deb ~10% slower than 2).
     pub(crate) fn start(
         opts: &StoreOptions,
         db: Arc<Database>,
         hasher: Arc<dyn ChunkHasher>,
     ) -> Result<Self, StoreError> {
-        let (tx, rx) = mpsc::sync_channel::<ChunkJob>(opts.parallel_ops * 2);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = opts.parallel_ops.min(cores).max(1);
+        let (tx, rx) = mpsc::sync_channel::<ChunkJob>(workers * 2);
         let rx = Arc::new(Mutex::new(rx));
         let config = Arc::new(WorkerConfig {
             hash: opts.hash,
@@ -79,8 +83,8 @@ impl ChunkWorkers {
             db: opts.dedup.then_some(db),
             hasher,
         });
-        let mut threads = Vec::with_capacity(opts.parallel_ops);
-        for i in 0..opts.parallel_ops {
+        let mut threads = Vec::with_capacity(workers);
+        for i in 0..workers {
             let rx = Arc::clone(&rx);
             let config = Arc::clone(&config);
             let handle = std::thread::Builder::new()

@@ -460,7 +460,16 @@ impl Pipeline {
             None => format!("committing a batch of {} chunks", batch.len()),
         };
         let ctx = || what.clone();
-        let txn = self.inner.db.begin_write().index_ctx(ctx)?;
+        let mut txn = self.inner.db.begin_write().index_ctx(ctx)?;
+        if blob.is_none() {
+            // A batch in the middle of a blob is not acknowledged to anyone, so its redb commit
+            // need not reach the disk now (skipping redb's two fsyncs); the blob's final,
+            // durable commit persists it. Its pack bytes were synced above, so whatever the
+            // index holds after a crash points at bytes on disk; a lost batch only rolls the
+            // packs' committed lengths back, and recovery truncates the unreferenced tail.
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| StoreError::io(what.clone(), std::io::Error::other(e.to_string())))?;
+        }
         if let Some((digest, _)) = blob {
             let existing = {
                 let blobs = txn.open_table(BLOBS).index_ctx(ctx)?;
