@@ -29,7 +29,8 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     // vars() would panic on a variable that is not UTF-8; such a variable cannot be ours anyway.
-    let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
     let config = match Config::load(args.config.as_deref(), env) {
         Ok(c) => c,
         Err(e) => {
