@@ -28,7 +28,8 @@ copy_with_libs() {
   local f=$1
   [ -e "$f" ] || return 0
   mkdir -p "$root$(dirname "$f")"; cp -L "$f" "$root$f"
-  ldd "$f" 2>/dev/null | grep -o '/[^ )]*' | while read -r lib; do
+  # A static binary (busybox-static) has no libraries: ldd fails and grep finds nothing.
+  { ldd "$f" 2>/dev/null || true; } | { grep -o '/[^ )]*' || true; } | while read -r lib; do
     mkdir -p "$root$(dirname "$lib")"; cp -Ln "$lib" "$root$lib" 2>/dev/null || true
   done
 }
