@@ -9,4 +9,7 @@ command -v docker-registry >/dev/null || {
 }
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The integration tests drive the hyperboxd and hb binaries: build them first (cargo test only
+# builds the binaries of packages that have integration tests).
+cargo build --workspace --locked
 cargo test --workspace --locked

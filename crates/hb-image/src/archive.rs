@@ -104,6 +104,7 @@ fn blob_path(digest: &str) -> Result<String, ImageError> {
 
 /// Loads every image of an archive file into the catalog.
 pub fn load(catalog: &ImageCatalog, path: &Path) -> Result<Vec<LoadedImage>, ImageError> {
+    let _ingest = catalog.blocking_ingest_guard();
     let index = ArchiveIndex::scan(path)?;
     if index.has("manifest.json") {
         load_docker_archive(catalog, &index)

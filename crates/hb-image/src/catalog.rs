@@ -3,6 +3,7 @@
 //! record and its names change in one transaction.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -71,7 +72,14 @@ impl ImageRecord {
 #[derive(Clone)]
 pub struct ImageCatalog {
     store: Store,
+    /// Pulls and loads hold it shared while their blobs are not yet named by an image
+    /// record; pruning holds it exclusively, so it never deletes a blob an ingest is about
+    /// to reference.
+    ingest_lock: Arc<tokio::sync::RwLock<()>>,
 }
+
+/// Held by a pull or load from its first stored blob to its image record.
+pub type IngestGuard = tokio::sync::OwnedRwLockReadGuard<()>;
 
 impl ImageCatalog {
     /// Opens the catalog, creating its tables on first use.
@@ -80,7 +88,20 @@ impl ImageCatalog {
         txn.open_table(IMAGES)?;
         txn.open_table(NAMES)?;
         txn.commit()?;
-        Ok(ImageCatalog { store })
+        Ok(ImageCatalog {
+            store,
+            ingest_lock: Arc::new(tokio::sync::RwLock::new(())),
+        })
+    }
+
+    /// Shared hold for an async ingest (a pull).
+    pub async fn ingest_guard(&self) -> IngestGuard {
+        self.ingest_lock.clone().read_owned().await
+    }
+
+    /// Shared hold for a blocking ingest (a load); not for async contexts.
+    pub fn blocking_ingest_guard(&self) -> tokio::sync::RwLockReadGuard<'_, ()> {
+        self.ingest_lock.blocking_read()
     }
 
     /// The store this catalog describes.
@@ -255,6 +276,8 @@ impl ImageCatalog {
     /// Deletes store blobs no image needs (blobs of half-finished pulls included), then
     /// reclaims their chunks. Returns the number of blobs deleted.
     pub fn prune_blobs(&self) -> Result<(usize, hb_store::GcReport), ImageError> {
+        // Blocking: callers run this off the async threads.
+        let _no_ingest = self.ingest_lock.blocking_write();
         let live = self.live_blobs()?;
         let mut deleted = 0;
         for blob in self.store.list_blobs()? {

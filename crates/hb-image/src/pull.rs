@@ -289,6 +289,7 @@ impl Puller {
         platform: Option<&Platform>,
         progress: &(dyn Fn(PullEvent) + Send + Sync),
     ) -> Result<ImageRecord, ImageError> {
+        let _ingest = self.catalog.ingest_guard().await;
         let registry = reference.registry().to_string();
         let (client, auth) = self.client_for(&registry);
         let client = client.as_ref();

@@ -109,7 +109,7 @@ pub fn bin(name: &str) -> PathBuf {
     let p = hb.with_file_name(name);
     assert!(
         p.exists(),
-        "{} is missing: run the tests with `cargo test --workspace` (it builds hyperboxd)",
+        "{} is missing: `cargo build --workspace` first (scripts/test.sh does)",
         p.display()
     );
     p
