@@ -12,4 +12,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The integration tests drive the hyperboxd and hb binaries: build them first (cargo test only
 # builds the binaries of packages that have integration tests).
 cargo build --workspace --locked
-cargo test --workspace --locked
+log=$(mktemp)
+status=0
+cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+# One closing line over all test binaries (cargo's own last line is a doc-test run of 0).
+sum() { grep -E '^test result:' "$log" | grep -Eo "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
+echo "tests: $(sum passed) passed, $(sum failed) failed"
+rm -f "$log"
+exit "$status"
