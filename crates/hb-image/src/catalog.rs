@@ -182,6 +182,20 @@ impl ImageCatalog {
         }
     }
 
+    /// The names that point at image `id` (sorted).
+    pub fn names_of(&self, id: &str) -> Result<Vec<String>, ImageError> {
+        let txn = self.store.database().begin_read()?;
+        let names = txn.open_table(NAMES)?;
+        let mut out = Vec::new();
+        for item in names.iter()? {
+            let (k, v) = item?;
+            if v.value() == id {
+                out.push(k.value().to_string());
+            }
+        }
+        Ok(out)
+    }
+
     /// All images with the names that point at them (sorted).
     pub fn list(&self) -> Result<Vec<(ImageRecord, Vec<String>)>, ImageError> {
         let txn = self.store.database().begin_read()?;
@@ -233,12 +247,13 @@ impl ImageCatalog {
         let mut removal = Removal::default();
         {
             let mut names = txn.open_table(NAMES)?;
-            let mine: Vec<String> = names
-                .iter()?
-                .filter_map(Result::ok)
-                .filter(|(_, v)| v.value() == rec.id)
-                .map(|(k, _)| k.value().to_string())
-                .collect();
+            let mut mine = Vec::new();
+            for item in names.iter()? {
+                let (k, v) = item?;
+                if v.value() == rec.id {
+                    mine.push(k.value().to_string());
+                }
+            }
             let by_name = mine.iter().any(|n| n == key);
             let to_untag: Vec<String> = if by_name && !force {
                 vec![key.to_string()]

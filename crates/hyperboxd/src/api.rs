@@ -461,13 +461,7 @@ async fn inspect(d: Shared, name: String) -> ApiResult {
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("No such image: {name}")))?;
         let config: Value = serde_json::from_slice(&d.catalog.store().read_blob(&rec.id)?)
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("stored config of {}: {e}", rec.id)))?;
-        let names: Vec<String> = d
-            .catalog
-            .list()?
-            .into_iter()
-            .find(|(r, _)| r.id == rec.id)
-            .map(|(_, n)| n)
-            .unwrap_or_default();
+        let names = d.catalog.names_of(&rec.id)?;
         let mut v = image_summary(&rec, &names, None);
         let obj = v.as_object_mut().ok_or_else(|| ApiError::bad_request("internal"))?;
         obj.insert("Created".into(), json!(rec.created.clone().unwrap_or_default()));
