@@ -505,3 +505,54 @@ fn login_with_basic_and_bearer_auth() {
         assert!(err.contains("hb login"), "{scheme:?} after logout: {err}");
     }
 }
+
+#[test]
+fn rmi_during_a_pull_never_deletes_the_pulls_blobs() {
+    let reg = Registry::start();
+    // Layer 1 arrives at once, layer 2 slowly: a prune in between must not delete layer 1.
+    let a = push(
+        &reg.addr,
+        "hb/slow",
+        &image(
+            vec![
+                tar_of(&files(40, 4, 50_000)),
+                tar_of(&files(41, 8, 100_000)),
+            ],
+            "gzip",
+        ),
+    );
+    push(
+        &reg.addr,
+        "hb/other",
+        &image(vec![tar_of(&files(42, 2, 10_000))], "gzip"),
+    );
+    let proxy = FaultProxy::start(&reg.addr, vec![]);
+    let slow_layer: &'static str = Box::leak(a.layer_digests[1].clone().into_boxed_str());
+    proxy.set_rules(vec![Rule {
+        path_contains: slow_layer,
+        fault: Fault::Throttle(Duration::from_millis(40)),
+        times: 100,
+    }]);
+    let d = Daemon::start("");
+    d.hb_ok(&["pull", &format!("{}/hb/other", reg.addr)]);
+    let slow = format!("{}/hb/slow", proxy.addr);
+    std::thread::scope(|s| {
+        let puller = s.spawn(|| d.hb_ok(&["pull", &slow]));
+        // Wait until layer 1 is stored (its blob is in the store but no image names it yet).
+        let start = std::time::Instant::now();
+        while d.df_json()["store"]["blobs"].as_u64().unwrap_or(0) < 4
+            && start.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        d.hb_ok(&["rmi", &format!("{}/hb/other", reg.addr)]);
+        puller.join().unwrap();
+    });
+    let saved = d.dir.path().join("slow.tar");
+    d.hb_ok(&["save", "-o", saved.to_str().unwrap(), &slow]);
+    let check = d.hb_ok(&["system", "check"]);
+    assert!(
+        check.contains("\"problems\": []") && check.contains("\"broken_images\": []"),
+        "{check}"
+    );
+}

@@ -431,6 +431,8 @@ pub enum Fault {
     Delay(Duration),
     /// Forward untouched; only counted in `hits`.
     Count,
+    /// Forward, writing the response in 64 KiB pieces with this pause between them.
+    Throttle(Duration),
 }
 
 #[derive(Clone)]
@@ -665,6 +667,13 @@ fn serve_one(
             Some(Fault::Truncate(n)) => {
                 let end = (split + n).min(resp.len());
                 c.write_all(&resp[..end])?;
+                return Ok(());
+            }
+            Some(Fault::Throttle(pause)) => {
+                for piece in resp.chunks(64 * 1024) {
+                    c.write_all(piece)?;
+                    std::thread::sleep(pause);
+                }
                 return Ok(());
             }
             Some(Fault::Corrupt) if resp.len() > split => {
