@@ -175,7 +175,7 @@ pub struct Puller {
     /// keeps the first credential and its tokens for the client's lifetime.
     clients: Mutex<HashMap<String, RegistryClient>>,
     /// One lock per layer diff_id being fetched, so concurrent pulls fetch it once.
-    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    inflight: InflightMap,
 }
 
 impl Puller {
@@ -442,11 +442,8 @@ impl Puller {
     ) -> Result<LayerRecord, ImageError> {
         let compression = Compression::from_media_type(&desc.media_type)?;
         let id = short(&desc.digest);
-        let lock = {
-            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(diff_id.to_string()).or_default().clone()
-        };
-        let _guard = lock.lock().await;
+        let entry = InflightEntry::join(&self.inflight, diff_id);
+        let _guard = entry.lock.lock().await;
         let store = self.catalog.store().clone();
         let record = |size| LayerRecord {
             diff_id: diff_id.to_string(),
@@ -476,11 +473,6 @@ impl Puller {
             })
             .await?;
         progress(PullEvent::LayerDone { id });
-        drop(_guard);
-        self.inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(diff_id);
         Ok(record(info.size))
     }
 
@@ -523,6 +515,44 @@ impl Puller {
                     delay *= 2;
                 }
             }
+        }
+    }
+}
+
+/// Layer locks by diff_id: the first pull of a layer holds it while downloading, the others
+/// wait and then find the layer stored.
+type InflightMap = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+/// One pull's share of a layer lock; the map entry goes when its last holder does, on every
+/// path (stored already, downloaded, failed), so the map never outgrows the pulls under way.
+struct InflightEntry<'a> {
+    map: &'a InflightMap,
+    key: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl<'a> InflightEntry<'a> {
+    fn join(map: &'a InflightMap, key: &str) -> Self {
+        let lock = map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.to_string())
+            .or_default()
+            .clone();
+        InflightEntry {
+            map,
+            key: key.to_string(),
+            lock,
+        }
+    }
+}
+
+impl Drop for InflightEntry<'_> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        // Two references: the map's and ours. More means another pull still waits on it.
+        if Arc::strong_count(&self.lock) <= 2 {
+            map.remove(&self.key);
         }
     }
 }
