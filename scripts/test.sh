@@ -2,6 +2,9 @@
 # HyperBox's test command (README): formatting, lints, then every test of the workspace.
 # Integration tests start their own docker-registry and hyperboxd on loopback/temp sockets.
 set -euo pipefail
+# cargo clippy hands its stdin to a `rustc -` probe: a CI runner's non-empty stdin becomes
+# "source code" and fails the run. Nothing here reads input.
+exec </dev/null
 cd "$(dirname "$0")/.."
 command -v docker-registry >/dev/null || {
   echo "test: docker-registry is missing; run .ci/run (as root) or: apt-get install docker-registry" >&2
