@@ -1,0 +1,1 @@
+//! hb-monitor (skeleton; being written).

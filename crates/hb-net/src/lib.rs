@@ -1,0 +1,1 @@
+//! hb-net (skeleton; being written).

@@ -1,0 +1,1 @@
+//! hb-predict (skeleton; being written).

@@ -1,0 +1,1 @@
+//! hb-rootfs (skeleton; being written).

@@ -1,0 +1,1 @@
+//! hb-spawn (skeleton; being written).
