@@ -1,1 +1,3 @@
 //! hb-spawn (skeleton; being written).
+
+pub mod seccomp;
