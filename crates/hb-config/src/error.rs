@@ -121,6 +121,12 @@ pub enum Allowed {
     OneOf(&'static [&'static str]),
     /// A string that parses as a socket address (`ip:port`).
     SocketAddr,
+    /// A network interface name (1 to 15 of `[A-Za-z0-9_.-]`).
+    InterfaceName,
+    /// An IPv4 network in CIDR form with a prefix of 8 to 24 bits (`10.89.0.0/16`).
+    Ipv4Net,
+    /// A cgroup path component (`[A-Za-z0-9_.-]+`, not `.` or `..`).
+    CgroupName,
 }
 
 impl Allowed {
@@ -128,7 +134,7 @@ impl Allowed {
     fn verdict(&self) -> &'static str {
         match self {
             Allowed::Range { .. } => "out of range",
-            Allowed::OneOf(_) | Allowed::SocketAddr => "not allowed",
+            _ => "not allowed",
         }
     }
 }
@@ -139,6 +145,13 @@ impl fmt::Display for Allowed {
             Allowed::Range { min, max } => write!(f, "{min}..={max}"),
             Allowed::OneOf(names) => write!(f, "one of {}", names.join(", ")),
             Allowed::SocketAddr => f.write_str("an ip:port socket address such as 127.0.0.1:9999"),
+            Allowed::InterfaceName => {
+                f.write_str("an interface name of 1 to 15 letters, digits, '_', '.' or '-'")
+            }
+            Allowed::Ipv4Net => {
+                f.write_str("an IPv4 network with a /8 to /24 prefix such as 10.89.0.0/16")
+            }
+            Allowed::CgroupName => f.write_str("a name of letters, digits, '_', '.' or '-'"),
         }
     }
 }

@@ -51,6 +51,21 @@ pub(crate) const RULES: &[Rule] = &[
         read: |c| Checked::Text(&c.daemon.listen_addr),
     },
     Rule {
+        key: "daemon.cgroup_parent",
+        allowed: Allowed::CgroupName,
+        read: |c| Checked::Text(&c.daemon.cgroup_parent),
+    },
+    Rule {
+        key: "networking.bridge_name",
+        allowed: Allowed::InterfaceName,
+        read: |c| Checked::Text(&c.networking.bridge_name),
+    },
+    Rule {
+        key: "networking.bridge_subnet",
+        allowed: Allowed::Ipv4Net,
+        read: |c| Checked::Text(&c.networking.bridge_subnet),
+    },
+    Rule {
         key: "daemon.log_level",
         allowed: Allowed::OneOf(DaemonConfig::LOG_LEVELS),
         read: |c| Checked::Text(&c.daemon.log_level),
@@ -173,6 +188,16 @@ impl Allowed {
             }
             (Allowed::OneOf(names), Checked::Text(s)) => names.contains(s),
             (Allowed::SocketAddr, Checked::Text(s)) => s.parse::<SocketAddr>().is_ok(),
+            (Allowed::InterfaceName, Checked::Text(s)) => {
+                (1..=15).contains(&s.len()) && s.chars().all(name_char)
+            }
+            (Allowed::Ipv4Net, Checked::Text(s)) => s.split_once('/').is_some_and(|(ip, len)| {
+                ip.parse::<std::net::Ipv4Addr>().is_ok()
+                    && len.parse::<u8>().is_ok_and(|l| (8..=24).contains(&l))
+            }),
+            (Allowed::CgroupName, Checked::Text(s)) => {
+                !s.is_empty() && *s != "." && *s != ".." && s.chars().all(name_char)
+            }
             _ => false,
         }
     }
@@ -184,9 +209,16 @@ impl Allowed {
         match self {
             Allowed::Range { .. } => value_is_integer,
             Allowed::OneOf(_) => true,
-            Allowed::SocketAddr => false,
+            Allowed::SocketAddr
+            | Allowed::InterfaceName
+            | Allowed::Ipv4Net
+            | Allowed::CgroupName => false,
         }
     }
+}
+
+fn name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
 }
 
 /// Checks every rule; the first failure is reported, located by `origin_of(key)`.

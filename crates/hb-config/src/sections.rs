@@ -22,6 +22,8 @@ pub struct DaemonConfig {
     pub log_level: String,
     /// Layers downloaded at once per pull (1..=32).
     pub max_concurrent_downloads: u32,
+    /// cgroup under which containers get theirs (`<hierarchy>/<cgroup_parent>/<id>`).
+    pub cgroup_parent: String,
 }
 
 impl DaemonConfig {
@@ -38,6 +40,7 @@ impl Default for DaemonConfig {
             insecure_registries: Vec::new(),
             log_level: "info".into(),
             max_concurrent_downloads: 3,
+            cgroup_parent: "hyperbox".into(),
         }
     }
 }
@@ -215,6 +218,10 @@ pub struct NetworkingConfig {
     pub connection_timeout_secs: u64,
     /// TCP keepalive in seconds (1..=7200).
     pub tcp_keepalive_secs: u64,
+    /// Bridge of `--network bridge` containers.
+    pub bridge_name: String,
+    /// Addresses of bridge containers (the gateway takes the first).
+    pub bridge_subnet: String,
 }
 
 impl Default for NetworkingConfig {
@@ -223,6 +230,8 @@ impl Default for NetworkingConfig {
             max_connections: 1000,
             connection_timeout_secs: 30,
             tcp_keepalive_secs: 60,
+            bridge_name: "hb0".into(),
+            bridge_subnet: "10.89.0.0/16".into(),
         }
     }
 }

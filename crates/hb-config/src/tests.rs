@@ -454,6 +454,9 @@ fn every_rule_reads_the_key_it_names() {
             Allowed::Range { max, .. } => toml::Value::Integer(max),
             Allowed::OneOf(names) => toml::Value::String(names[names.len() - 1].to_string()),
             Allowed::SocketAddr => toml::Value::String("10.1.2.3:4567".into()),
+            Allowed::InterfaceName => toml::Value::String("probe0".into()),
+            Allowed::Ipv4Net => toml::Value::String("10.42.0.0/20".into()),
+            Allowed::CgroupName => toml::Value::String("probe-cg".into()),
         };
         assert!(slot.contains_key(key), "{} is not a key", rule.key);
         slot.insert(key.to_string(), probe.clone());
@@ -519,4 +522,20 @@ fn enum_names_match_their_toml_spelling() {
         );
     }
     assert_eq!(PrewarmTechnique::NAMES.len(), 3);
+}
+
+#[test]
+fn runtime_names_are_validated() {
+    let c = Config::from_toml_str("[networking]\nbridge_name = \"hbt1\"\nbridge_subnet = \"10.199.0.0/24\"\n[daemon]\ncgroup_parent = \"hb-test\"\n", "/etc/h.toml").unwrap();
+    assert_eq!(c.networking.bridge_name, "hbt1");
+    assert_eq!(c.daemon.cgroup_parent, "hb-test");
+    let err = file_error("[networking]\nbridge_name = \"much-too-long-name\"\n");
+    assert!(
+        err.contains("networking.bridge_name") && err.contains("15"),
+        "{err}"
+    );
+    let err = file_error("[networking]\nbridge_subnet = \"10.0.0.0/30\"\n");
+    assert!(err.contains("/8 to /24"), "{err}");
+    let err = file_error("[daemon]\ncgroup_parent = \"../x\"\n");
+    assert!(err.contains("daemon.cgroup_parent"), "{err}");
 }
