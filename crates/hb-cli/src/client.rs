@@ -106,6 +106,13 @@ pub async fn send(
         req = req.header(hyper::header::CONTENT_TYPE, ct);
     }
     let req = req.body(body).context("building the request")?;
+    send_request(addr, req).await
+}
+
+async fn send_request(
+    addr: &DaemonAddr,
+    req: Request<RequestBody>,
+) -> anyhow::Result<Response<Incoming>> {
     let not_running = |e: std::io::Error| {
         let hint = match addr {
             DaemonAddr::Unix(_) => "is hyperboxd running? start it with `hyperboxd` (as root, or with [daemon] socket and data_dir in your config), or point hb at it with -H / HYPERBOX_HOST",
@@ -138,7 +145,8 @@ where
         .await
         .context("HTTP handshake with the daemon")?;
     tokio::spawn(async move {
-        let _ = conn.await;
+        // with_upgrades: an attach hands the connection over to the raw stream.
+        let _ = conn.with_upgrades().await;
     });
     sender
         .send_request(req)
@@ -146,7 +154,27 @@ where
         .context("talking to the daemon (did it stop?)")
 }
 
-/// Reads a whole response; a non-2xx status becomes an error with the daemon's message.
+/// A request the daemon refused: its HTTP status, message and, for a failed container start,
+/// the exit code `hb run` ends with (Docker's 125 / 126 / 127).
+#[derive(Debug)]
+pub struct ApiFailure {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// The daemon's message.
+    pub message: String,
+    /// Exit code for `run`/`start`/`exec`.
+    pub exit_code: i32,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+/// Reads a whole response; a non-2xx status becomes an [`ApiFailure`] with the daemon's message.
 pub async fn read_ok(resp: Response<Incoming>) -> anyhow::Result<Bytes> {
     let status = resp.status();
     let body = resp
@@ -156,9 +184,49 @@ pub async fn read_ok(resp: Response<Incoming>) -> anyhow::Result<Bytes> {
         .context("reading the daemon's answer")?
         .to_bytes();
     if !status.is_success() {
-        bail!("{}", error_message(status, &body));
+        let exit_code = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("hyperbox_exit_code").and_then(|c| c.as_i64()))
+            .map_or(125, |c| c as i32);
+        return Err(ApiFailure {
+            status,
+            message: error_message(status, &body),
+            exit_code,
+        }
+        .into());
     }
     Ok(body)
+}
+
+/// Sends a request that hijacks the connection (attach, exec start) and returns the raw
+/// stream once the daemon has switched protocols.
+pub async fn upgrade(
+    addr: &DaemonAddr,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<hyper::upgrade::Upgraded> {
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(hyper::header::HOST, "hyperbox")
+        .header(hyper::header::CONNECTION, "Upgrade")
+        .header(hyper::header::UPGRADE, "tcp");
+    let body = match body {
+        Some(v) => {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+            json_body(v)
+        }
+        None => empty(),
+    };
+    let req = req.body(body).context("building the request")?;
+    let resp = send_request(addr, req).await?;
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        read_ok(resp).await?;
+        bail!("the daemon did not switch protocols for {path}");
+    }
+    hyper::upgrade::on(resp)
+        .await
+        .context("taking over the connection for the stream")
 }
 
 /// The daemon's `{"message": …}`, or the raw text.

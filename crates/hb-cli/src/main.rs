@@ -3,6 +3,7 @@
 //! It knows nothing but the API.
 
 mod client;
+mod containers;
 mod output;
 
 use std::io::{IsTerminal, Read};
@@ -65,6 +66,98 @@ enum Command {
     },
     /// Show client and daemon versions.
     Version,
+    /// Create and run a container.
+    Run(Box<containers::RunArgs>),
+    /// Create a container without starting it.
+    Create(Box<containers::RunArgs>),
+    /// List containers.
+    Ps(containers::PsArgs),
+    /// Print a container's output.
+    Logs(containers::LogsArgs),
+    /// Start containers.
+    Start {
+        /// Attach to its output.
+        #[arg(short = 'a', long)]
+        attach: bool,
+        /// Attach stdin too.
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop containers (stop signal, then SIGKILL after the timeout).
+    Stop {
+        /// Seconds to wait before SIGKILL.
+        #[arg(short = 't', long = "time")]
+        time: Option<i64>,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Send a signal to containers.
+    Kill {
+        /// Signal (name or number; default KILL).
+        #[arg(short = 's', long)]
+        signal: Option<String>,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove containers.
+    Rm {
+        /// Kill running ones first.
+        #[arg(short = 'f', long)]
+        force: bool,
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Wait for containers to stop; print their exit codes.
+    Wait {
+        /// Containers.
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Low-level information on containers or images.
+    Inspect {
+        /// Containers or images.
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Run a command in a running container.
+    Exec(containers::ExecArgs),
+    /// A container's processes.
+    Top {
+        /// Container.
+        container: String,
+    },
+    /// Containers' resource use.
+    Stats {
+        /// Print one reading and exit (the only mode offered).
+        #[arg(long = "no-stream")]
+        no_stream: bool,
+        /// `json` for the daemon's documents.
+        #[arg(long)]
+        format: Option<String>,
+        /// Containers (default: all running).
+        containers: Vec<String>,
+    },
+    /// Container commands.
+    #[command(subcommand)]
+    Container(ContainerCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ContainerCommand {
+    /// Remove all stopped containers.
+    Prune {
+        /// Do not ask (nothing is asked anyway).
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+    /// List containers.
+    Ls(containers::PsArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -109,15 +202,15 @@ enum SystemCommand {
 }
 
 #[derive(Args, Debug)]
-struct PullArgs {
+pub(crate) struct PullArgs {
     /// Image reference (alpine, 127.0.0.1:5000/hb/deb, host/o/r@sha256:…).
-    reference: String,
+    pub(crate) reference: String,
     /// os/arch[/variant] to pull from a multi-platform image.
     #[arg(long)]
-    platform: Option<String>,
+    pub(crate) platform: Option<String>,
     /// Print only the image id.
     #[arg(short, long)]
-    quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 #[derive(Args, Debug)]
@@ -200,7 +293,7 @@ fn main() -> ExitCode {
 }
 
 /// Percent-encodes a query value or path segment.
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
@@ -213,12 +306,16 @@ fn enc(s: &str) -> String {
     out
 }
 
-async fn get_json(addr: &DaemonAddr, path: &str) -> anyhow::Result<Value> {
+pub(crate) async fn get_json(addr: &DaemonAddr, path: &str) -> anyhow::Result<Value> {
     let body = read_ok(send(addr, Method::GET, path, empty(), None).await?).await?;
     serde_json::from_slice(&body).context("the daemon's answer is not JSON")
 }
 
-async fn post_json(addr: &DaemonAddr, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+pub(crate) async fn post_json(
+    addr: &DaemonAddr,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
     let (b, ct) = match &body {
         Some(v) => (json_body(v), Some("application/json")),
         None => (empty(), None),
@@ -342,6 +439,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("Removing login credentials for {server}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run(a) => containers::run(&addr, *a).await,
+        Command::Create(a) => containers::create(&addr, *a).await,
+        Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => {
+            containers::ps(&addr, a).await
+        }
+        Command::Logs(a) => containers::logs(&addr, a).await,
+        Command::Start {
+            attach,
+            interactive,
+            containers: c,
+        } => containers::start(&addr, attach, interactive, c).await,
+        Command::Stop {
+            time,
+            containers: c,
+        } => containers::stop(&addr, time, c).await,
+        Command::Kill {
+            signal,
+            containers: c,
+        } => containers::kill(&addr, signal, c).await,
+        Command::Rm {
+            force,
+            containers: c,
+        } => containers::rm(&addr, force, c).await,
+        Command::Wait { containers: c } => containers::wait(&addr, c).await,
+        Command::Inspect { names } => containers::inspect(&addr, names).await,
+        Command::Exec(a) => containers::exec(&addr, a).await,
+        Command::Top { container } => containers::top(&addr, container).await,
+        Command::Stats {
+            no_stream: _,
+            format,
+            containers: c,
+        } => containers::stats(&addr, c, format).await,
+        Command::Container(ContainerCommand::Prune { .. }) => containers::prune(&addr).await,
         Command::Version => {
             println!("Client:\n Version:    {}", env!("CARGO_PKG_VERSION"));
             let v = get_json(&addr, "/version").await?;
@@ -367,7 +497,7 @@ fn split_tag(s: &str) -> (&str, Option<&str>) {
     }
 }
 
-async fn pull(addr: &DaemonAddr, a: PullArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn pull(addr: &DaemonAddr, a: PullArgs) -> anyhow::Result<ExitCode> {
     let mut path = format!("/images/create?fromImage={}", enc(&a.reference));
     if let Some(p) = &a.platform {
         path.push_str(&format!("&platform={}", enc(p)));

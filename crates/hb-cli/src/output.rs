@@ -22,7 +22,8 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
-fn ago(unix: i64) -> String {
+/// "5 minutes ago" for a unix time.
+pub fn ago(unix: i64) -> String {
     if unix <= 0 {
         return "N/A".into();
     }
@@ -44,6 +45,45 @@ fn short(id: &str, no_trunc: bool) -> String {
         id.to_string()
     } else {
         id.trim_start_matches("sha256:").chars().take(12).collect()
+    }
+}
+
+/// `64MiB`-style sizes (Docker's stats use binary units).
+pub fn human_iec(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= (1u64 << 30) as f64 {
+        format!("{:.2}GiB", b / (1u64 << 30) as f64)
+    } else if b >= (1u64 << 20) as f64 {
+        format!("{:.2}MiB", b / (1u64 << 20) as f64)
+    } else if b >= 1024.0 {
+        format!("{:.2}KiB", b / 1024.0)
+    } else {
+        format!("{bytes}B")
+    }
+}
+
+/// Prints rows as columns padded to their widest cell, three spaces apart (Docker's look).
+pub fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let mut line = String::new();
+        for (c, cell) in r.iter().enumerate() {
+            line.push_str(cell);
+            if c + 1 < r.len() {
+                let pad = widths[c].saturating_sub(cell.chars().count()) + 3;
+                line.push_str(&" ".repeat(pad));
+            }
+        }
+        println!("{}", line.trim_end());
     }
 }
 
