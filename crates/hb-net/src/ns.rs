@@ -1,0 +1,123 @@
+//! Persistent network namespaces: created by a short-lived thread that unshares its network
+//! namespace, brings `lo` up and bind-mounts `/proc/thread-self/ns/net` onto a file, so the
+//! namespace lives without any process in it. The caller's threads never change namespace.
+
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use crate::NetError;
+
+fn cstr(p: &Path) -> Result<CString, NetError> {
+    CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| NetError::Config(format!("path {} has a NUL byte", p.display())))
+}
+
+/// Runs `f` on a fresh thread that has joined the namespace at `netns`.
+pub fn in_netns<T: Send + 'static>(
+    netns: &Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NetError> {
+    let file = std::fs::File::open(netns)
+        .map_err(|e| NetError::os(format!("opening netns {}", netns.display()), e))?;
+    let shown = netns.display().to_string();
+    std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, with an fd we hold open.
+        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(NetError::os(
+                format!("joining netns {shown}"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| NetError::Config("netns thread panicked".into()))?
+}
+
+/// Brings `lo` up in the calling thread's network namespace.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: a plain socket for the interface ioctls; closed below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: ifreq is plain data; the name fits.
+    let result = unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) != 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS, &req) != 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        }
+    };
+    // SAFETY: closing the socket we opened.
+    unsafe { libc::close(fd) };
+    result
+}
+
+/// Creates the namespace file at `path` (replacing a stale one).
+pub fn create(path: &Path) -> Result<(), NetError> {
+    let _ = delete(path);
+    std::fs::File::create(path)
+        .map_err(|e| NetError::os(format!("creating {}", path.display()), e))?;
+    let target = cstr(path)?;
+    let shown = path.display().to_string();
+    let made = std::thread::spawn(move || -> Result<(), NetError> {
+        // SAFETY: unshare affects only this thread, which ends right after.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(NetError::os(
+                "unshare(CLONE_NEWNET)",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        loopback_up().map_err(|e| NetError::os("bringing lo up", e))?;
+        let src = c"/proc/thread-self/ns/net";
+        // SAFETY: bind mount between two valid C strings.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(NetError::os(
+                format!("bind-mounting the netns onto {shown}"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| NetError::Config("netns thread panicked".into()))?;
+    if made.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    made
+}
+
+/// Unmounts and removes a namespace file. Idempotent.
+pub fn delete(path: &Path) -> Result<(), NetError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let c = cstr(path)?;
+    // SAFETY: umount2 of a path; MNT_DETACH so a busy namespace does not fail the release.
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(NetError::os(format!("removing {}", path.display()), e)),
+    }
+}
