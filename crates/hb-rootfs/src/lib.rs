@@ -1,1 +1,334 @@
-//! hb-rootfs (skeleton; being written).
+//! `hb-rootfs`: the hot tier. Layers unpacked from the content store into directories an
+//! overlay mount stacks (`<root>/<hex of diff_id>/`), with whiteouts converted to overlayfs's
+//! format, and the per-container writable directories (upper, work, merged).
+//!
+//! Unpacking is atomic (a temp dir renamed into place, so a `kill -9` never leaves a half layer
+//! that looks complete) and safe: entries with `..`, absolute paths, parents that go through a
+//! symlink out of the layer, and hardlinks to outside are refused by the `tar` crate's checks
+//! (it canonicalizes every parent inside the layer dir) and by ours for special files.
+
+#![warn(missing_docs)]
+
+mod dirs;
+mod unpack;
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+
+pub use dirs::ContainerDirs;
+
+/// Errors of the hot tier.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    /// A file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, on which path.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The store could not give the layer.
+    #[error("reading layer {diff_id} from the store: {source}")]
+    Store {
+        /// The layer.
+        diff_id: String,
+        /// The store's error.
+        source: hb_store::StoreError,
+    },
+    /// A tar entry could not be unpacked (malformed or hostile).
+    #[error("unpacking layer {diff_id}: entry {entry:?}: {why}")]
+    Entry {
+        /// The layer.
+        diff_id: String,
+        /// The entry's path as in the tar.
+        entry: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The layer is used by containers.
+    #[error("layer {diff_id} is in use by {users} container(s)")]
+    Busy {
+        /// The layer.
+        diff_id: String,
+        /// How many containers pin it.
+        users: usize,
+    },
+    /// Not a `sha256:<64 hex>` id.
+    #[error("invalid layer id {0:?}")]
+    BadId(String),
+}
+
+impl RootfsError {
+    pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> RootfsError {
+        RootfsError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Disk use of the hot tier.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HotUsage {
+    /// Bytes of all unpacked layers.
+    pub total_bytes: u64,
+    /// Per layer (diff_id → bytes).
+    pub layers: Vec<(String, u64)>,
+}
+
+struct Shared {
+    root: PathBuf,
+    store: hb_store::Store,
+    /// Layers being unpacked right now (others wait for them).
+    busy: Mutex<HashSet<String>>,
+    done: Condvar,
+}
+
+/// Unpacked layers under one root. Cheap to clone; thread-safe.
+#[derive(Clone)]
+pub struct LayerStore {
+    shared: Arc<Shared>,
+}
+
+fn hex_of(diff_id: &str) -> Result<&str, RootfsError> {
+    let hex = diff_id
+        .strip_prefix("sha256:")
+        .ok_or_else(|| RootfsError::BadId(diff_id.to_string()))?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(RootfsError::BadId(diff_id.to_string()));
+    }
+    Ok(hex)
+}
+
+impl LayerStore {
+    /// Opens the tier at `root`, removing temp dirs a crash left.
+    pub fn open(root: &Path, store: hb_store::Store) -> Result<LayerStore, RootfsError> {
+        for d in [root.to_path_buf(), root.join("pins")] {
+            std::fs::create_dir_all(&d)
+                .map_err(|e| RootfsError::io(format!("creating {}", d.display()), e))?;
+        }
+        let entries = std::fs::read_dir(root)
+            .map_err(|e| RootfsError::io(format!("listing {}", root.display()), e))?;
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                let _ = unpack::remove_tree(&e.path());
+            }
+        }
+        Ok(LayerStore {
+            shared: Arc::new(Shared {
+                root: root.to_path_buf(),
+                store,
+                busy: Mutex::new(HashSet::new()),
+                done: Condvar::new(),
+            }),
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.shared.root
+    }
+
+    /// Where the layer is (or would be) unpacked.
+    pub fn path(&self, diff_id: &str) -> PathBuf {
+        let hex = diff_id.strip_prefix("sha256:").unwrap_or(diff_id);
+        self.shared.root.join(hex)
+    }
+
+    /// Whether the layer is unpacked.
+    pub fn is_unpacked(&self, diff_id: &str) -> bool {
+        self.path(diff_id).is_dir()
+    }
+
+    /// Unpacks the layer unless it is there; returns its directory. Concurrent callers for the
+    /// same layer wait for one unpack.
+    pub fn ensure(&self, diff_id: &str) -> Result<PathBuf, RootfsError> {
+        let hex = hex_of(diff_id)?.to_string();
+        let dest = self.shared.root.join(&hex);
+        {
+            let mut busy = self.shared.busy.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if dest.is_dir() {
+                    return Ok(dest);
+                }
+                if !busy.contains(&hex) {
+                    busy.insert(hex.clone());
+                    break;
+                }
+                busy = self
+                    .shared
+                    .done
+                    .wait(busy)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        let result = self.unpack_now(diff_id, &hex, &dest);
+        let mut busy = self.shared.busy.lock().unwrap_or_else(|p| p.into_inner());
+        busy.remove(&hex);
+        self.shared.done.notify_all();
+        result.map(|()| dest)
+    }
+
+    fn unpack_now(&self, diff_id: &str, hex: &str, dest: &Path) -> Result<(), RootfsError> {
+        let tmp = self
+            .shared
+            .root
+            .join(format!(".tmp-{hex}-{}", std::process::id()));
+        let _ = unpack::remove_tree(&tmp);
+        std::fs::create_dir(&tmp)
+            .map_err(|e| RootfsError::io(format!("creating {}", tmp.display()), e))?;
+        let reader = self
+            .shared
+            .store
+            .open_blob(diff_id)
+            .map_err(|source| RootfsError::Store {
+                diff_id: diff_id.to_string(),
+                source,
+            })?;
+        let reader = std::io::BufReader::with_capacity(1 << 20, reader);
+        if let Err(e) = unpack::unpack_layer(reader, &tmp, diff_id) {
+            let _ = unpack::remove_tree(&tmp);
+            return Err(e);
+        }
+        // One syncfs for the whole layer instead of an fsync per file, then the rename that
+        // makes the layer visible.
+        unpack::syncfs(&tmp)?;
+        std::fs::rename(&tmp, dest).map_err(|e| {
+            let _ = unpack::remove_tree(&tmp);
+            RootfsError::io(format!("moving layer into {}", dest.display()), e)
+        })?;
+        Ok(())
+    }
+
+    /// Unpacks an image's layers (bottom first in), `parallel` at a time; returns their dirs
+    /// top first (overlay's lowerdir order).
+    pub fn ensure_image(
+        &self,
+        diff_ids: &[String],
+        parallel: usize,
+    ) -> Result<Vec<PathBuf>, RootfsError> {
+        let missing: Vec<&String> = diff_ids.iter().filter(|d| !self.is_unpacked(d)).collect();
+        if missing.len() > 1 && parallel > 1 {
+            let queue = Mutex::new(missing.into_iter());
+            let first_error: Mutex<Option<RootfsError>> = Mutex::new(None);
+            std::thread::scope(|s| {
+                for _ in 0..parallel.min(diff_ids.len()) {
+                    s.spawn(|| loop {
+                        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                        let Some(d) = next else { return };
+                        if let Err(e) = self.ensure(d) {
+                            first_error
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
+                            return;
+                        }
+                    });
+                }
+            });
+            if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                return Err(e);
+            }
+        }
+        let mut out = Vec::with_capacity(diff_ids.len());
+        for d in diff_ids.iter().rev() {
+            out.push(self.ensure(d)?);
+        }
+        Ok(out)
+    }
+
+    /// Bytes used by one unpacked layer.
+    pub fn layer_size(&self, diff_id: &str) -> Result<u64, RootfsError> {
+        Ok(unpack::tree_size(&self.path(diff_id)))
+    }
+
+    /// Usage of every unpacked layer.
+    pub fn usage(&self) -> Result<HotUsage, RootfsError> {
+        let mut u = HotUsage::default();
+        let entries = std::fs::read_dir(&self.shared.root)
+            .map_err(|e| RootfsError::io("listing unpacked layers", e))?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                let size = unpack::tree_size(&e.path());
+                u.total_bytes += size;
+                u.layers.push((format!("sha256:{name}"), size));
+            }
+        }
+        u.layers.sort();
+        Ok(u)
+    }
+
+    fn pins(&self) -> HashMap<String, Vec<String>> {
+        let mut out = HashMap::new();
+        if let Ok(entries) = std::fs::read_dir(self.shared.root.join("pins")) {
+            for e in entries.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                if id.starts_with('.') {
+                    continue;
+                }
+                if let Ok(text) = std::fs::read_to_string(e.path()) {
+                    out.insert(id, text.lines().map(str::to_string).collect());
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes an unpacked layer; refused while a container pins it.
+    pub fn remove(&self, diff_id: &str) -> Result<(), RootfsError> {
+        let users = self
+            .pins()
+            .values()
+            .filter(|l| l.iter().any(|d| d == diff_id))
+            .count();
+        if users > 0 {
+            return Err(RootfsError::Busy {
+                diff_id: diff_id.to_string(),
+                users,
+            });
+        }
+        let p = self.path(diff_id);
+        if !p.exists() {
+            return Ok(());
+        }
+        // Rename first so a crash mid-delete leaves a temp dir (cleaned at open), never a
+        // half layer under its real name.
+        let doomed = self
+            .shared
+            .root
+            .join(format!(".tmp-rm-{}", hex_of(diff_id)?));
+        std::fs::rename(&p, &doomed)
+            .map_err(|e| RootfsError::io(format!("removing {}", p.display()), e))?;
+        unpack::remove_tree(&doomed)
+    }
+
+    /// Records that container `id` uses these layers (persisted).
+    pub fn pin(&self, container_id: &str, diff_ids: &[String]) -> Result<(), RootfsError> {
+        let dir = self.shared.root.join("pins");
+        let tmp = dir.join(format!(".{container_id}.tmp"));
+        std::fs::write(&tmp, diff_ids.join("\n"))
+            .map_err(|e| RootfsError::io(format!("writing {}", tmp.display()), e))?;
+        std::fs::rename(&tmp, dir.join(container_id))
+            .map_err(|e| RootfsError::io(format!("pinning layers for {container_id}"), e))
+    }
+
+    /// Drops container `id`'s pins (no error if it has none).
+    pub fn unpin(&self, container_id: &str) -> Result<(), RootfsError> {
+        match std::fs::remove_file(self.shared.root.join("pins").join(container_id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(RootfsError::io(format!("unpinning {container_id}"), e)),
+        }
+    }
+
+    /// Containers that pin layers (for crash cleanup).
+    pub fn pinned_containers(&self) -> Vec<String> {
+        self.pins().into_keys().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
