@@ -602,4 +602,26 @@ fn measure_compile_and_install_time() {
         );
         assert!(compile_time < Duration::from_millis(100));
     }
+    // Baseline: installing a 6-instruction filter, to separate the kernel's fixed cost from
+    // the per-instruction cost (verifier and the per-syscall-number verdict cache).
+    let tiny: BpfProgram = seccompiler::SeccompFilter::new(
+        [(libc::SYS_keyctl, vec![])].into_iter().collect(),
+        seccompiler::SeccompAction::Allow,
+        seccompiler::SeccompAction::Errno(libc::EPERM as u32),
+        seccompiler::TargetArch::x86_64,
+    )
+    .and_then(BpfProgram::try_from)
+    .unwrap();
+    let tiny_ns = measure_in_child(&tiny, |program| {
+        let start = monotonic_ns();
+        if install(program).is_err() {
+            return u64::MAX;
+        }
+        monotonic_ns() - start
+    });
+    println!(
+        "baseline: {} BPF instructions install {:?}",
+        tiny.len(),
+        Duration::from_nanos(tiny_ns)
+    );
 }
