@@ -1,3 +1,821 @@
-//! hb-spawn (skeleton; being written).
+//! `hb-spawn`: turns a [`ContainerSpec`] into an isolated running process with Docker's default
+//! isolation: mount, pid, ipc, uts, network and cgroup namespaces; an overlay rootfs with /proc,
+//! a minimal /dev, /dev/pts, /dev/shm, /dev/mqueue and read-only /sys; pivot_root; Docker's
+//! masked and read-only paths; its default capabilities, no_new_privs and seccomp profile; the
+//! image's user, environment and working directory; cgroup limits (v1 or v2).
+//!
+//! It is called from a single-threaded process (the monitor): [`Spawner::spawn`] forks with
+//! `clone`, and the child only makes system calls prepared by the parent (`child.rs`), so a
+//! start costs little more than the kernel work. Failures before exec come back as errors
+//! carrying Docker's exit code (127 not found, 126 not executable, 125 otherwise).
 
+#![warn(missing_docs)]
+
+mod cgroup;
+mod child;
 pub mod seccomp;
+mod spec;
+mod user;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+pub use cgroup::{remove_stale_cgroups, Cgroup, CgroupStats};
+pub use spec::{ContainerSpec, MountSpec, NetworkMode, ProcessSpec, Resources, RootfsSpec};
+pub use user::ResolvedUser;
+
+use child::{MountCall, Plan, Step, UserMount};
+
+/// Docker's exit-code class of a failed start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpawnErrorKind {
+    /// The command was not found (127).
+    CommandNotFound,
+    /// It exists but cannot be executed (126).
+    NotExecutable,
+    /// Anything else (125).
+    Other,
+}
+
+/// A start that failed, worded for the user.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SpawnError {
+    kind: SpawnErrorKind,
+    message: String,
+}
+
+impl SpawnError {
+    pub(crate) fn setup(message: impl Into<String>) -> SpawnError {
+        SpawnError {
+            kind: SpawnErrorKind::Other,
+            message: message.into(),
+        }
+    }
+    pub(crate) fn user(message: impl Into<String>) -> SpawnError {
+        Self::setup(message)
+    }
+    pub(crate) fn io(what: impl Into<String>, e: std::io::Error) -> SpawnError {
+        Self::setup(format!("{}: {e}", what.into()))
+    }
+    /// Its class.
+    pub fn kind(&self) -> SpawnErrorKind {
+        self.kind
+    }
+    /// Docker's exit code for it.
+    pub fn exit_code(&self) -> i32 {
+        match self.kind {
+            SpawnErrorKind::CommandNotFound => 127,
+            SpawnErrorKind::NotExecutable => 126,
+            SpawnErrorKind::Other => 125,
+        }
+    }
+}
+
+/// The container's stdio (pipe ends or a pty slave), made by the caller.
+pub struct Stdio {
+    /// stdin.
+    pub stdin: OwnedFd,
+    /// stdout.
+    pub stdout: OwnedFd,
+    /// stderr.
+    pub stderr: OwnedFd,
+}
+
+/// A started container.
+#[derive(Debug)]
+pub struct Spawned {
+    /// Host pid of its first process (the caller reaps it).
+    pub pid: i32,
+    /// Its cgroup.
+    pub cgroup: Cgroup,
+}
+
+/// Capability names in kernel order.
+const CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Docker's masked paths.
+const MASKED: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+/// Docker's read-only paths.
+const READONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+fn cstr(s: impl AsRef<[u8]>) -> Result<CString, SpawnError> {
+    CString::new(s.as_ref().to_vec())
+        .map_err(|_| SpawnError::setup("a path or argument contains a NUL byte"))
+}
+
+fn cpath(p: &Path) -> Result<CString, SpawnError> {
+    use std::os::unix::ffi::OsStrExt;
+    cstr(p.as_os_str().as_bytes())
+}
+
+/// `root` joined with an absolute container path.
+fn inside(root: &Path, abs: &str) -> PathBuf {
+    root.join(abs.trim_start_matches('/'))
+}
+
+/// Prepared once per monitor: capability numbers, cgroup layout, compiled seccomp programs.
+pub struct Spawner {
+    last_cap: u32,
+    cgroup_ns: bool,
+    seccomp: RefCell<HashMap<Vec<String>, seccompiler::BpfProgram>>,
+}
+
+impl Spawner {
+    /// Reads what every start needs from the host.
+    pub fn new() -> Result<Spawner, SpawnError> {
+        cgroup::layout()?;
+        let last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(40u32)
+            .min(63);
+        let s = Spawner {
+            last_cap,
+            cgroup_ns: Path::new("/proc/self/ns/cgroup").exists(),
+            seccomp: RefCell::new(HashMap::new()),
+        };
+        // The common case compiled up front.
+        let default: Vec<String> = [
+            "CAP_CHOWN",
+            "CAP_DAC_OVERRIDE",
+            "CAP_FSETID",
+            "CAP_FOWNER",
+            "CAP_MKNOD",
+            "CAP_NET_RAW",
+            "CAP_SETGID",
+            "CAP_SETUID",
+            "CAP_SETFCAP",
+            "CAP_SETPCAP",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_SYS_CHROOT",
+            "CAP_KILL",
+            "CAP_AUDIT_WRITE",
+        ]
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+        s.seccomp_for(&default)?;
+        Ok(s)
+    }
+
+    fn seccomp_for(&self, caps: &[String]) -> Result<seccompiler::BpfProgram, SpawnError> {
+        let mut key: Vec<String> = caps.to_vec();
+        key.sort();
+        if let Some(p) = self.seccomp.borrow().get(&key) {
+            return Ok(p.clone());
+        }
+        let prog = seccomp::docker_default(&key)
+            .map_err(|e| SpawnError::setup(format!("seccomp: {e}")))?;
+        self.seccomp.borrow_mut().insert(key, prog.clone());
+        Ok(prog)
+    }
+
+    fn cap_mask(&self, spec: &ContainerSpec) -> Result<u64, SpawnError> {
+        if spec.privileged {
+            return Ok(if self.last_cap >= 63 {
+                u64::MAX
+            } else {
+                (1u64 << (self.last_cap + 1)) - 1
+            });
+        }
+        let mut mask = 0u64;
+        for c in &spec.capabilities {
+            let up = c.to_ascii_uppercase();
+            let name = if up.starts_with("CAP_") {
+                up
+            } else {
+                format!("CAP_{up}")
+            };
+            let n = CAPS
+                .iter()
+                .position(|x| *x == name)
+                .ok_or_else(|| SpawnError::setup(format!("unknown capability {c:?}")))?;
+            if n as u32 <= self.last_cap {
+                mask |= 1u64 << n;
+            }
+        }
+        Ok(mask)
+    }
+
+    /// Builds the process half of a plan (identity, caps, seccomp, argv, env, cwd).
+    fn process_plan(
+        &self,
+        spec: &ContainerSpec,
+        process: &ProcessSpec,
+        root_for_cwd: &Path,
+    ) -> Result<Plan, SpawnError> {
+        if process.args.is_empty() {
+            return Err(SpawnError::setup("no command specified"));
+        }
+        let user = user::resolve(&spec.rootfs, &process.user)?;
+        let mut env: Vec<String> = process.env.clone();
+        let has = |env: &[String], k: &str| env.iter().any(|e| e.split('=').next() == Some(k));
+        if !has(&env, "PATH") {
+            env.push(format!("PATH={}", user::DEFAULT_PATH));
+        }
+        if !has(&env, "HOSTNAME") {
+            env.push(format!("HOSTNAME={}", spec.hostname));
+        }
+        if !has(&env, "HOME") {
+            env.push(format!("HOME={}", user.home));
+        }
+        if process.tty && !has(&env, "TERM") {
+            env.push("TERM=xterm".into());
+        }
+        let candidates = user::exec_candidates(&process.args[0], &env);
+        let cwd = if process.cwd.is_empty() {
+            "/".to_string()
+        } else {
+            process.cwd.clone()
+        };
+        let keep_caps = self.cap_mask(spec)?;
+        let seccomp = if spec.seccomp && !spec.privileged {
+            let names: Vec<String> = (0..=self.last_cap)
+                .filter(|c| keep_caps & (1u64 << c) != 0)
+                .filter_map(|c| CAPS.get(c as usize).map(|s| s.to_string()))
+                .collect();
+            Some(self.seccomp_for(&names)?)
+        } else {
+            None
+        };
+        Ok(Plan {
+            stdio: [0, 1, 2],
+            tty: process.tty,
+            cgroup_procs: Vec::new(),
+            cgroup_ns: false,
+            netns_fd: None,
+            new_net: false,
+            hostname: cstr(&spec.hostname)?,
+            overlay_dir: None,
+            overlay: MountCall {
+                source: None,
+                target: cstr("/")?,
+                fstype: None,
+                flags: 0,
+                data: None,
+                make: 0,
+                readonly_remount: false,
+            },
+            system_mounts: Vec::new(),
+            symlinks: Vec::new(),
+            devices: Vec::new(),
+            user_mounts: Vec::new(),
+            merged: cstr("/")?,
+            masked: Vec::new(),
+            readonly_paths: Vec::new(),
+            readonly_rootfs: false,
+            cwd_prefixes: user::prefixes(root_for_cwd, &cwd)
+                .iter()
+                .map(|p| cpath(p))
+                .collect::<Result<_, _>>()?,
+            cwd: cstr(&cwd)?,
+            uid: user.uid,
+            gid: user.gid,
+            groups: user.groups.clone(),
+            keep_caps,
+            last_cap: self.last_cap,
+            no_new_privs: spec.no_new_privileges,
+            seccomp,
+            candidates: candidates.iter().map(cstr).collect::<Result<_, _>>()?,
+            argv: process.args.iter().map(cstr).collect::<Result<_, _>>()?,
+            envp: env.iter().map(cstr).collect::<Result<_, _>>()?,
+            join: Vec::new(),
+        })
+    }
+
+    fn mount_plan(&self, spec: &ContainerSpec, plan: &mut Plan) -> Result<(), SpawnError> {
+        let r = &spec.rootfs;
+        let merged = &r.merged_dir;
+        // Lower dirs usually share one parent (the layer store): mount from there with relative
+        // names so many layers still fit overlay's one-page option string.
+        let common = r
+            .lower_dirs
+            .first()
+            .and_then(|p| p.parent())
+            .filter(|parent| r.lower_dirs.iter().all(|l| l.parent() == Some(*parent)));
+        let lowers: Vec<String> = match common {
+            Some(_) => r
+                .lower_dirs
+                .iter()
+                .map(|l| {
+                    l.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                })
+                .collect(),
+            None => r
+                .lower_dirs
+                .iter()
+                .map(|l| l.display().to_string())
+                .collect(),
+        };
+        if lowers.is_empty() {
+            return Err(SpawnError::setup("the image has no layers"));
+        }
+        let data = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            lowers.join(":"),
+            r.upper_dir.display(),
+            r.work_dir.display()
+        );
+        if data.len() >= 4000 {
+            return Err(SpawnError::setup(format!(
+                "too many layers for one overlay mount ({} layers)",
+                lowers.len()
+            )));
+        }
+        plan.overlay_dir = common.map(cpath).transpose()?;
+        plan.overlay = MountCall {
+            source: Some(cstr("overlay")?),
+            target: cpath(merged)?,
+            fstype: Some(cstr("overlay")?),
+            flags: 0,
+            data: Some(cstr(data)?),
+            make: 0,
+            readonly_remount: false,
+        };
+        let m = |p: &str| cpath(&inside(merged, p));
+        let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+        let mut sys = vec![
+            MountCall {
+                source: Some(cstr("proc")?),
+                target: m("/proc")?,
+                fstype: Some(cstr("proc")?),
+                flags: nosuid_nodev_noexec,
+                data: None,
+                make: 1,
+                readonly_remount: false,
+            },
+            MountCall {
+                source: Some(cstr("tmpfs")?),
+                target: m("/dev")?,
+                fstype: Some(cstr("tmpfs")?),
+                flags: libc::MS_NOSUID | libc::MS_STRICTATIME,
+                data: Some(cstr("mode=755,size=65536k")?),
+                make: 1,
+                readonly_remount: false,
+            },
+            MountCall {
+                source: Some(cstr("devpts")?),
+                target: m("/dev/pts")?,
+                fstype: Some(cstr("devpts")?),
+                flags: libc::MS_NOSUID | libc::MS_NOEXEC,
+                data: Some(cstr("newinstance,ptmxmode=0666,mode=0620,gid=5")?),
+                make: 1,
+                readonly_remount: false,
+            },
+            MountCall {
+                source: Some(cstr("shm")?),
+                target: m("/dev/shm")?,
+                fstype: Some(cstr("tmpfs")?),
+                flags: nosuid_nodev_noexec,
+                data: Some(cstr("mode=1777,size=65536k")?),
+                make: 1,
+                readonly_remount: false,
+            },
+            MountCall {
+                source: Some(cstr("mqueue")?),
+                target: m("/dev/mqueue")?,
+                fstype: Some(cstr("mqueue")?),
+                flags: nosuid_nodev_noexec,
+                data: None,
+                make: 1,
+                readonly_remount: false,
+            },
+        ];
+        if matches!(spec.network, NetworkMode::Host) {
+            // sysfs can only be mounted by the owner of the network namespace: bind the host's.
+            sys.push(MountCall {
+                source: Some(cstr("/sys")?),
+                target: m("/sys")?,
+                fstype: None,
+                flags: libc::MS_BIND | libc::MS_REC,
+                data: None,
+                make: 1,
+                readonly_remount: !spec.privileged,
+            });
+        } else {
+            let ro = if spec.privileged { 0 } else { libc::MS_RDONLY };
+            sys.push(MountCall {
+                source: Some(cstr("sysfs")?),
+                target: m("/sys")?,
+                fstype: Some(cstr("sysfs")?),
+                flags: nosuid_nodev_noexec | ro,
+                data: None,
+                make: 1,
+                readonly_remount: false,
+            });
+        }
+        plan.system_mounts = sys;
+        for (name, major, minor) in [
+            ("null", 1, 3),
+            ("zero", 1, 5),
+            ("full", 1, 7),
+            ("random", 1, 8),
+            ("urandom", 1, 9),
+            ("tty", 5, 0),
+        ] {
+            plan.devices.push((
+                m(&format!("/dev/{name}"))?,
+                libc::S_IFCHR | 0o666,
+                libc::makedev(major, minor),
+            ));
+        }
+        for (target, link) in [
+            ("pts/ptmx", "/dev/ptmx"),
+            ("/proc/self/fd", "/dev/fd"),
+            ("/proc/self/fd/0", "/dev/stdin"),
+            ("/proc/self/fd/1", "/dev/stdout"),
+            ("/proc/self/fd/2", "/dev/stderr"),
+            ("/proc/kcore", "/dev/core"),
+        ] {
+            plan.symlinks.push((cstr(target)?, m(link)?));
+        }
+        for mount in &spec.mounts {
+            let (dest, call) = match mount {
+                MountSpec::Bind {
+                    source,
+                    destination,
+                    readonly,
+                } => {
+                    let meta = std::fs::metadata(source).map_err(|_| {
+                        SpawnError::setup(format!(
+                            "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                            source.display()
+                        ))
+                    })?;
+                    (
+                        destination,
+                        MountCall {
+                            source: Some(cpath(source)?),
+                            target: m(destination)?,
+                            fstype: None,
+                            flags: libc::MS_BIND | libc::MS_REC,
+                            data: None,
+                            make: if meta.is_dir() { 1 } else { 2 },
+                            readonly_remount: *readonly,
+                        },
+                    )
+                }
+                MountSpec::Tmpfs {
+                    destination,
+                    options,
+                } => {
+                    let data = if options.is_empty() {
+                        None
+                    } else {
+                        Some(cstr(options)?)
+                    };
+                    (
+                        destination,
+                        MountCall {
+                            source: Some(cstr("tmpfs")?),
+                            target: m(destination)?,
+                            fstype: Some(cstr("tmpfs")?),
+                            flags: libc::MS_NOSUID | libc::MS_NODEV,
+                            data,
+                            make: 1,
+                            readonly_remount: false,
+                        },
+                    )
+                }
+            };
+            if !dest.starts_with('/') || dest.split('/').any(|c| c == "..") {
+                return Err(SpawnError::setup(format!(
+                    "invalid mount destination {dest:?}: must be absolute, without .."
+                )));
+            }
+            plan.user_mounts.push(UserMount {
+                prefixes: user::prefixes(merged, dest)
+                    .iter()
+                    .map(|p| cpath(p))
+                    .collect::<Result<_, _>>()?,
+                call,
+            });
+        }
+        plan.merged = cpath(merged)?;
+        if !spec.privileged {
+            plan.masked = MASKED.iter().map(cstr).collect::<Result<_, _>>()?;
+            plan.readonly_paths = READONLY.iter().map(cstr).collect::<Result<_, _>>()?;
+        }
+        plan.readonly_rootfs = spec.readonly_rootfs;
+        Ok(())
+    }
+
+    /// Starts the container; returns after its process exec'd (or failed to).
+    pub fn spawn(&self, spec: &ContainerSpec, stdio: Stdio) -> Result<Spawned, SpawnError> {
+        let cgroup = Cgroup::create(
+            &spec.cgroup_parent,
+            &spec.id,
+            &spec.resources,
+            spec.privileged,
+        )?;
+        match self.spawn_in(spec, stdio, &cgroup) {
+            Ok(pid) => Ok(Spawned { pid, cgroup }),
+            Err(e) => {
+                let _ = cgroup.remove();
+                Err(e)
+            }
+        }
+    }
+
+    fn spawn_in(
+        &self,
+        spec: &ContainerSpec,
+        stdio: Stdio,
+        cgroup: &Cgroup,
+    ) -> Result<i32, SpawnError> {
+        let mut plan = self.process_plan(spec, &spec.process, Path::new("/"))?;
+        self.mount_plan(spec, &mut plan)?;
+        let procs = cgroup.procs_files()?;
+        plan.cgroup_procs = child::raw(&procs);
+        plan.cgroup_ns = self.cgroup_ns;
+        let netns_file = match &spec.network {
+            NetworkMode::Path(p) => Some(
+                std::fs::File::open(p)
+                    .map_err(|e| SpawnError::io(format!("opening netns {}", p.display()), e))?,
+            ),
+            _ => None,
+        };
+        plan.netns_fd = netns_file.as_ref().map(|f| f.as_raw_fd());
+        plan.new_net = matches!(spec.network, NetworkMode::None);
+        plan.stdio = [
+            stdio.stdin.as_raw_fd(),
+            stdio.stdout.as_raw_fd(),
+            stdio.stderr.as_raw_fd(),
+        ];
+        let (err_r, err_w) = pipe()?;
+        let mut flags =
+            libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+        if plan.new_net {
+            flags |= libc::CLONE_NEWNET;
+        }
+        // SAFETY: a fork-like clone (no CLONE_VM); the child runs only async-signal-safe code
+        // from the prepared plan and never returns.
+        let pid = unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (flags | libc::SIGCHLD) as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        };
+        if pid < 0 {
+            return Err(SpawnError::io("clone", std::io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            // SAFETY: in the child, see above.
+            unsafe { child::container_main(&plan, err_w.as_raw_fd()) }
+        }
+        let pid = pid as i32;
+        drop(err_w);
+        drop(stdio);
+        self.await_exec(pid, &err_r, spec, &spec.process)?;
+        Ok(pid)
+    }
+
+    /// Reads the error pipe: EOF with nothing means exec happened.
+    fn await_exec(
+        &self,
+        pid: i32,
+        err_r: &OwnedFd,
+        spec: &ContainerSpec,
+        process: &ProcessSpec,
+    ) -> Result<(), SpawnError> {
+        let mut rec = [0u8; 12];
+        let mut got = 0;
+        while got < rec.len() {
+            // SAFETY: reading into our buffer.
+            let n = unsafe {
+                libc::read(
+                    err_r.as_raw_fd(),
+                    rec[got..].as_mut_ptr().cast(),
+                    rec.len() - got,
+                )
+            };
+            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            if n <= 0 {
+                break;
+            }
+            got += n as usize;
+        }
+        if got == 0 {
+            return Ok(());
+        }
+        // The child exits after reporting: reap it so it never shows up as a container exit.
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        let step = u32::from_ne_bytes([rec[0], rec[1], rec[2], rec[3]]);
+        let errno = i32::from_ne_bytes([rec[4], rec[5], rec[6], rec[7]]);
+        let index = u32::from_ne_bytes([rec[8], rec[9], rec[10], rec[11]]);
+        Err(describe(Step::from_u32(step), errno, index, spec, process))
+    }
+
+    /// `docker exec`: a new process in the running container.
+    pub fn exec(
+        &self,
+        container: &Spawned,
+        spec: &ContainerSpec,
+        process: &ProcessSpec,
+        stdio: Stdio,
+    ) -> Result<i32, SpawnError> {
+        // The cwd is created inside the container's mount namespace: paths are container paths.
+        let mut plan = self.process_plan(spec, process, Path::new("/"))?;
+        let procs = container.cgroup.procs_files()?;
+        plan.cgroup_procs = child::raw(&procs);
+        let mut ns_files = Vec::new();
+        for (name, kind) in [
+            ("ipc", libc::CLONE_NEWIPC),
+            ("uts", libc::CLONE_NEWUTS),
+            ("net", libc::CLONE_NEWNET),
+            ("cgroup", libc::CLONE_NEWCGROUP),
+            ("pid", libc::CLONE_NEWPID),
+            ("mnt", libc::CLONE_NEWNS),
+        ] {
+            let p = format!("/proc/{}/ns/{name}", container.pid);
+            match std::fs::File::open(&p) {
+                Ok(f) => ns_files.push((f, kind)),
+                Err(e) if name == "cgroup" && e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(SpawnError::io(format!("container is not running ({p})"), e)),
+            }
+        }
+        plan.join = ns_files.iter().map(|(f, k)| (f.as_raw_fd(), *k)).collect();
+        plan.stdio = [
+            stdio.stdin.as_raw_fd(),
+            stdio.stdout.as_raw_fd(),
+            stdio.stderr.as_raw_fd(),
+        ];
+        let (err_r, err_w) = pipe()?;
+        let (pid_r, pid_w) = pipe()?;
+        // SAFETY: fork from the single-threaded caller; the child runs prepared code only.
+        let child = unsafe { libc::fork() };
+        if child < 0 {
+            return Err(SpawnError::io("fork", std::io::Error::last_os_error()));
+        }
+        if child == 0 {
+            // SAFETY: in the child.
+            unsafe { child::exec_main(&plan, err_w.as_raw_fd(), pid_w.as_raw_fd()) }
+        }
+        drop(err_w);
+        drop(pid_w);
+        drop(stdio);
+        let mut buf = [0u8; 4];
+        // SAFETY: reading the grandchild's pid into our buffer.
+        let n = unsafe { libc::read(pid_r.as_raw_fd(), buf.as_mut_ptr().cast(), 4) };
+        let mut status = 0;
+        // SAFETY: reaping the intermediate child.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        if n != 4 {
+            // The intermediate failed before forking: its record is in the error pipe.
+            self.await_exec(child, &err_r, spec, process)?;
+            return Err(SpawnError::setup("exec: the process could not be started"));
+        }
+        let pid = i32::from_ne_bytes(buf);
+        match self.await_exec(pid, &err_r, spec, process) {
+            Ok(()) => Ok(pid),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds is valid for two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(SpawnError::io("pipe", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fresh fds from pipe2.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Docker-like wording for a child's failure record.
+fn describe(
+    step: Option<Step>,
+    errno: i32,
+    index: u32,
+    spec: &ContainerSpec,
+    process: &ProcessSpec,
+) -> SpawnError {
+    let os = std::io::Error::from_raw_os_error(errno);
+    let arg0 = process.args.first().cloned().unwrap_or_default();
+    let (kind, message) = match step {
+        Some(Step::NotFound) if arg0.contains('/') => (
+            SpawnErrorKind::CommandNotFound,
+            format!("exec: \"{arg0}\": stat {arg0}: no such file or directory"),
+        ),
+        Some(Step::NotFound) => (
+            SpawnErrorKind::CommandNotFound,
+            format!("exec: \"{arg0}\": executable file not found in $PATH"),
+        ),
+        Some(Step::NotExecutable) => (
+            SpawnErrorKind::NotExecutable,
+            format!("exec: \"{arg0}\": permission denied"),
+        ),
+        Some(Step::Exec) => (SpawnErrorKind::NotExecutable, format!("exec {arg0}: {os}")),
+        Some(Step::UserMount) | Some(Step::MountTarget) => {
+            let m = spec.mounts.get(index as usize);
+            let dest = match m {
+                Some(MountSpec::Bind { destination, .. })
+                | Some(MountSpec::Tmpfs { destination, .. }) => destination.as_str(),
+                None => "?",
+            };
+            let why = if errno == libc::ELOOP {
+                "the destination is a symlink".to_string()
+            } else {
+                os.to_string()
+            };
+            (
+                SpawnErrorKind::Other,
+                format!("mounting {dest} in the container: {why}"),
+            )
+        }
+        Some(Step::Cwd) => (
+            SpawnErrorKind::Other,
+            format!(
+                "chdir to cwd (\"{}\") set in config.json failed: {os}",
+                process.cwd
+            ),
+        ),
+        Some(s) => (
+            SpawnErrorKind::Other,
+            format!("container setup failed at {s:?} (#{index}): {os}"),
+        ),
+        None => (
+            SpawnErrorKind::Other,
+            format!("container setup failed: {os}"),
+        ),
+    };
+    SpawnError { kind, message }
+}
+
+#[cfg(test)]
+mod tests;

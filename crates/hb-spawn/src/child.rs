@@ -1,0 +1,532 @@
+//! The forked child's side of a start: everything is prepared by the parent as C strings and
+//! file descriptors in a [`Plan`], so the child does only system calls (no allocation, no
+//! locks) between fork and exec. A failure is written to the error pipe as a fixed-size record
+//! (`step`, `errno`, `index`) that the parent turns into a message; exec closes the pipe
+//! (close-on-exec), which is how the parent learns of success.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+/// Which step failed (the parent words the message).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Step {
+    /// Joining the cgroup.
+    Cgroup = 1,
+    /// unshare(CLONE_NEWCGROUP).
+    CgroupNs,
+    /// setns into the network namespace.
+    NetNs,
+    /// Bringing lo up.
+    Loopback,
+    /// sethostname.
+    Hostname,
+    /// Making / private.
+    Private,
+    /// The overlay mount.
+    Overlay,
+    /// A system mount (index into the plan's list).
+    SystemMount,
+    /// A user mount destination escapes or cannot be made (index).
+    MountTarget,
+    /// A user mount (index).
+    UserMount,
+    /// pivot_root.
+    PivotRoot,
+    /// Masking or read-only paths.
+    Mask,
+    /// Read-only rootfs.
+    ReadOnly,
+    /// The working directory.
+    Cwd,
+    /// setgroups/setgid/setuid.
+    User,
+    /// Capabilities.
+    Caps,
+    /// no_new_privs.
+    NoNewPrivs,
+    /// seccomp.
+    Seccomp,
+    /// Executable not found (exit 127).
+    NotFound,
+    /// Not executable (exit 126).
+    NotExecutable,
+    /// exec failed otherwise.
+    Exec,
+    /// setns into the container (exec).
+    JoinNs,
+    /// fork.
+    Fork,
+    /// Controlling terminal.
+    Tty,
+}
+
+impl Step {
+    pub(crate) fn from_u32(v: u32) -> Option<Step> {
+        use Step::*;
+        [
+            Cgroup,
+            CgroupNs,
+            NetNs,
+            Loopback,
+            Hostname,
+            Private,
+            Overlay,
+            SystemMount,
+            MountTarget,
+            UserMount,
+            PivotRoot,
+            Mask,
+            ReadOnly,
+            Cwd,
+            User,
+            Caps,
+            NoNewPrivs,
+            Seccomp,
+            NotFound,
+            NotExecutable,
+            Exec,
+            JoinNs,
+            Fork,
+            Tty,
+        ]
+        .into_iter()
+        .find(|s| *s as u32 == v)
+    }
+}
+
+/// One mount(2) call.
+pub struct MountCall {
+    pub source: Option<CString>,
+    pub target: CString,
+    pub fstype: Option<CString>,
+    pub flags: libc::c_ulong,
+    pub data: Option<CString>,
+    /// Create the target first: 0 no, 1 directory, 2 file.
+    pub make: u8,
+    /// Remount read-only after (bind mounts).
+    pub readonly_remount: bool,
+}
+
+/// A user mount: its destination's path prefixes (to check for symlinks) and the call.
+pub struct UserMount {
+    pub prefixes: Vec<CString>,
+    pub call: MountCall,
+}
+
+/// Everything the child needs.
+pub struct Plan {
+    pub stdio: [RawFd; 3],
+    pub tty: bool,
+    pub cgroup_procs: Vec<RawFd>,
+    pub cgroup_ns: bool,
+    pub netns_fd: Option<RawFd>,
+    pub new_net: bool,
+    pub hostname: CString,
+    pub overlay_dir: Option<CString>,
+    pub overlay: MountCall,
+    pub system_mounts: Vec<MountCall>,
+    pub symlinks: Vec<(CString, CString)>,
+    pub devices: Vec<(CString, libc::mode_t, libc::dev_t)>,
+    pub user_mounts: Vec<UserMount>,
+    pub merged: CString,
+    pub masked: Vec<CString>,
+    pub readonly_paths: Vec<CString>,
+    pub readonly_rootfs: bool,
+    pub cwd_prefixes: Vec<CString>,
+    pub cwd: CString,
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+    pub groups: Vec<libc::gid_t>,
+    /// Capability numbers kept in the bounding set.
+    pub keep_caps: u64,
+    pub last_cap: u32,
+    pub no_new_privs: bool,
+    pub seccomp: Option<seccompiler::BpfProgram>,
+    pub candidates: Vec<CString>,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    /// For exec: namespace fds to join (in order), the container's root (for chroot-free join).
+    pub join: Vec<(RawFd, libc::c_int)>,
+}
+
+/// Writes the failure record and exits.
+pub fn fail(err_fd: RawFd, step: Step, errno: i32, index: u32, code: i32) -> ! {
+    let mut rec = [0u8; 12];
+    rec[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+    rec[4..8].copy_from_slice(&errno.to_ne_bytes());
+    rec[8..].copy_from_slice(&index.to_ne_bytes());
+    // SAFETY: write and _exit are async-signal-safe.
+    unsafe {
+        libc::write(err_fd, rec.as_ptr().cast(), rec.len());
+        libc::_exit(code)
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn ptr(c: &Option<CString>) -> *const libc::c_char {
+    c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr())
+}
+
+/// mount(2) for a planned call, creating the target if asked.
+unsafe fn do_mount(m: &MountCall) -> Result<(), i32> {
+    if m.make == 1 {
+        libc::mkdir(m.target.as_ptr(), 0o755);
+    } else if m.make == 2 {
+        let fd = libc::open(
+            m.target.as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+            0o644,
+        );
+        if fd >= 0 {
+            libc::close(fd);
+        }
+    }
+    if libc::mount(
+        ptr(&m.source),
+        m.target.as_ptr(),
+        ptr(&m.fstype),
+        m.flags,
+        ptr(&m.data).cast(),
+    ) != 0
+    {
+        return Err(errno());
+    }
+    if m.readonly_remount {
+        let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | (m.flags & libc::MS_REC);
+        if libc::mount(
+            std::ptr::null(),
+            m.target.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(errno());
+        }
+    }
+    Ok(())
+}
+
+unsafe fn loopback_up() -> Result<(), i32> {
+    let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+    if fd < 0 {
+        return Err(errno());
+    }
+    let mut req: libc::ifreq = std::mem::zeroed();
+    req.ifr_name[0] = b'l' as libc::c_char;
+    req.ifr_name[1] = b'o' as libc::c_char;
+    if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) != 0 {
+        libc::close(fd);
+        return Err(errno());
+    }
+    req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    let rc = libc::ioctl(fd, libc::SIOCSIFFLAGS, &req);
+    libc::close(fd);
+    if rc != 0 {
+        return Err(errno());
+    }
+    Ok(())
+}
+
+/// Common start: signals, session, stdio.
+unsafe fn reset_process(plan: &Plan, err: RawFd) {
+    let mut set: libc::sigset_t = std::mem::zeroed();
+    libc::sigemptyset(&mut set);
+    libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    for sig in 1..32 {
+        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+    libc::setsid();
+    for (i, fd) in plan.stdio.iter().enumerate() {
+        if *fd != i as RawFd && libc::dup2(*fd, i as RawFd) < 0 {
+            fail(err, Step::Exec, errno(), i as u32, 125);
+        }
+    }
+    if plan.tty && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
+        fail(err, Step::Tty, errno(), 0, 125);
+    }
+}
+
+/// The end of every start: working dir, identity, capabilities, no_new_privs, seccomp, exec.
+unsafe fn become_and_exec(plan: &Plan, err: RawFd) -> ! {
+    for p in &plan.cwd_prefixes {
+        libc::mkdir(p.as_ptr(), 0o755);
+    }
+    if libc::chdir(plan.cwd.as_ptr()) != 0 {
+        fail(err, Step::Cwd, errno(), 0, 125);
+    }
+    // Bounding set first (needs CAP_SETPCAP, which root has until setuid).
+    for cap in 0..=plan.last_cap {
+        if plan.keep_caps & (1u64 << cap) == 0
+            && libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0
+        {
+            fail(err, Step::Caps, errno(), cap, 125);
+        }
+    }
+    if libc::setgroups(plan.groups.len(), plan.groups.as_ptr()) != 0 {
+        fail(err, Step::User, errno(), 0, 125);
+    }
+    if libc::setresgid(plan.gid, plan.gid, plan.gid) != 0 {
+        fail(err, Step::User, errno(), 1, 125);
+    }
+    if libc::setresuid(plan.uid, plan.uid, plan.uid) != 0 {
+        fail(err, Step::User, errno(), 2, 125);
+    }
+    // As root the sets become exactly the kept ones; a non-root user's were cleared by setuid
+    // (Docker gives non-root users no effective capabilities either).
+    if plan.uid == 0 {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let h = Header {
+            version: 0x2008_0522,
+            pid: 0,
+        };
+        let lo = plan.keep_caps as u32;
+        let hi = (plan.keep_caps >> 32) as u32;
+        let d = [
+            Data {
+                effective: lo,
+                permitted: lo,
+                inheritable: 0,
+            },
+            Data {
+                effective: hi,
+                permitted: hi,
+                inheritable: 0,
+            },
+        ];
+        if libc::syscall(libc::SYS_capset, &h as *const Header, d.as_ptr()) != 0 {
+            fail(err, Step::Caps, errno(), 64, 125);
+        }
+    }
+    if plan.no_new_privs && libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+        fail(err, Step::NoNewPrivs, errno(), 0, 125);
+    }
+    if let Some(prog) = &plan.seccomp {
+        if crate::seccomp::install(prog).is_err() {
+            fail(err, Step::Seccomp, errno(), 0, 125);
+        }
+    }
+    let mut argv: [*const libc::c_char; 256] = [std::ptr::null(); 256];
+    for (i, a) in plan.argv.iter().take(255).enumerate() {
+        argv[i] = a.as_ptr();
+    }
+    let mut envp: [*const libc::c_char; 1024] = [std::ptr::null(); 1024];
+    for (i, e) in plan.envp.iter().take(1023).enumerate() {
+        envp[i] = e.as_ptr();
+    }
+    let mut denied = false;
+    for c in &plan.candidates {
+        libc::execve(c.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        match errno() {
+            libc::ENOENT | libc::ENOTDIR => {}
+            libc::EACCES | libc::EISDIR => denied = true,
+            e => fail(err, Step::Exec, e, 0, 126),
+        }
+    }
+    if denied {
+        fail(err, Step::NotExecutable, libc::EACCES, 0, 126);
+    }
+    fail(err, Step::NotFound, libc::ENOENT, 0, 127)
+}
+
+/// The container's first process (pid 1 of its namespace). Never returns.
+///
+/// # Safety
+/// Called right after clone in the child, with `plan` prepared by the parent.
+pub unsafe fn container_main(plan: &Plan, err: RawFd) -> ! {
+    reset_process(plan, err);
+    for (i, fd) in plan.cgroup_procs.iter().enumerate() {
+        if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+            fail(err, Step::Cgroup, errno(), i as u32, 125);
+        }
+    }
+    if plan.cgroup_ns && libc::unshare(libc::CLONE_NEWCGROUP) != 0 {
+        fail(err, Step::CgroupNs, errno(), 0, 125);
+    }
+    if let Some(fd) = plan.netns_fd {
+        if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+            fail(err, Step::NetNs, errno(), 0, 125);
+        }
+    }
+    if plan.new_net {
+        if let Err(e) = loopback_up() {
+            fail(err, Step::Loopback, e, 0, 125);
+        }
+    }
+    let h = plan.hostname.as_bytes();
+    if libc::sethostname(h.as_ptr().cast(), h.len()) != 0 {
+        fail(err, Step::Hostname, errno(), 0, 125);
+    }
+    if libc::mount(
+        std::ptr::null(),
+        c"/".as_ptr(),
+        std::ptr::null(),
+        libc::MS_REC | libc::MS_PRIVATE,
+        std::ptr::null(),
+    ) != 0
+    {
+        fail(err, Step::Private, errno(), 0, 125);
+    }
+    if let Some(d) = &plan.overlay_dir {
+        if libc::chdir(d.as_ptr()) != 0 {
+            fail(err, Step::Overlay, errno(), 1, 125);
+        }
+    }
+    if let Err(e) = do_mount(&plan.overlay) {
+        fail(err, Step::Overlay, e, 0, 125);
+    }
+    for (i, m) in plan.system_mounts.iter().enumerate() {
+        if let Err(e) = do_mount(m) {
+            fail(err, Step::SystemMount, e, i as u32, 125);
+        }
+    }
+    for (path, mode, dev) in &plan.devices {
+        if libc::mknod(path.as_ptr(), *mode, *dev) != 0 && errno() != libc::EEXIST {
+            fail(err, Step::SystemMount, errno(), 1000, 125);
+        }
+        libc::chmod(path.as_ptr(), *mode & 0o7777);
+    }
+    for (target, link) in &plan.symlinks {
+        libc::symlink(target.as_ptr(), link.as_ptr());
+    }
+    for (i, um) in plan.user_mounts.iter().enumerate() {
+        // Every component of the destination must be a real directory inside the rootfs (a
+        // symlink could point the mount anywhere on the host).
+        let n = um.prefixes.len();
+        for (k, p) in um.prefixes.iter().enumerate() {
+            let mut st: libc::stat = std::mem::zeroed();
+            if libc::lstat(p.as_ptr(), &mut st) == 0 {
+                if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                    fail(err, Step::MountTarget, libc::ELOOP, i as u32, 125);
+                }
+            } else if k + 1 < n && libc::mkdir(p.as_ptr(), 0o755) != 0 {
+                fail(err, Step::MountTarget, errno(), i as u32, 125);
+            }
+        }
+        if let Err(e) = do_mount(&um.call) {
+            fail(err, Step::UserMount, e, i as u32, 125);
+        }
+    }
+    if libc::chdir(plan.merged.as_ptr()) != 0
+        || libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) != 0
+    {
+        fail(err, Step::PivotRoot, errno(), 0, 125);
+    }
+    if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
+        fail(err, Step::PivotRoot, errno(), 1, 125);
+    }
+    for (i, p) in plan.masked.iter().enumerate() {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::stat(p.as_ptr(), &mut st) != 0 {
+            continue;
+        }
+        let rc = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                p.as_ptr(),
+                c"tmpfs".as_ptr(),
+                libc::MS_RDONLY,
+                std::ptr::null(),
+            )
+        } else {
+            libc::mount(
+                c"/dev/null".as_ptr(),
+                p.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            fail(err, Step::Mask, errno(), i as u32, 125);
+        }
+    }
+    for (i, p) in plan.readonly_paths.iter().enumerate() {
+        if libc::mount(
+            p.as_ptr(),
+            p.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        ) != 0
+        {
+            if errno() == libc::ENOENT {
+                continue;
+            }
+            fail(err, Step::Mask, errno(), 100 + i as u32, 125);
+        }
+        if libc::mount(
+            std::ptr::null(),
+            p.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_REC,
+            std::ptr::null(),
+        ) != 0
+        {
+            fail(err, Step::Mask, errno(), 100 + i as u32, 125);
+        }
+    }
+    if plan.readonly_rootfs
+        && libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+            std::ptr::null(),
+        ) != 0
+    {
+        fail(err, Step::ReadOnly, errno(), 0, 125);
+    }
+    become_and_exec(plan, err)
+}
+
+/// `docker exec`'s child: joins the container's namespaces, forks (a pid namespace applies to
+/// children), reports the grandchild's pid on `pid_fd` and exits; the grandchild execs.
+///
+/// # Safety
+/// Called right after fork in the child.
+pub unsafe fn exec_main(plan: &Plan, err: RawFd, pid_fd: RawFd) -> ! {
+    reset_process(plan, err);
+    for (i, fd) in plan.cgroup_procs.iter().enumerate() {
+        if libc::write(*fd, b"0".as_ptr().cast(), 1) != 1 {
+            fail(err, Step::Cgroup, errno(), i as u32, 125);
+        }
+    }
+    for (i, (fd, kind)) in plan.join.iter().enumerate() {
+        if libc::setns(*fd, *kind) != 0 {
+            fail(err, Step::JoinNs, errno(), i as u32, 125);
+        }
+    }
+    let pid = libc::fork();
+    if pid < 0 {
+        fail(err, Step::Fork, errno(), 0, 125);
+    }
+    if pid > 0 {
+        let bytes = pid.to_ne_bytes();
+        libc::write(pid_fd, bytes.as_ptr().cast(), bytes.len());
+        libc::_exit(0);
+    }
+    become_and_exec(plan, err)
+}
+
+/// Raw fds of owned fds (the plan borrows them while the parent keeps them open).
+pub fn raw(fds: &[OwnedFd]) -> Vec<RawFd> {
+    fds.iter().map(|f| f.as_raw_fd()).collect()
+}

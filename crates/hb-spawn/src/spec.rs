@@ -1,0 +1,108 @@
+//! What a container is, for the spawner: the serde types the daemon builds and the monitor
+//! hands to [`crate::Spawner`].
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything needed to start one container.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ContainerSpec {
+    /// Container id (64 hex digits).
+    pub id: String,
+    /// The overlay.
+    pub rootfs: RootfsSpec,
+    /// The main process.
+    pub process: ProcessSpec,
+    /// Hostname (UTS namespace).
+    pub hostname: String,
+    /// Bind and tmpfs mounts, in order (user mounts and /etc/hosts, hostname, resolv.conf).
+    pub mounts: Vec<MountSpec>,
+    /// Network namespace.
+    pub network: NetworkMode,
+    /// Capabilities held (`CAP_CHOWN`, …); ignored when privileged.
+    pub capabilities: Vec<String>,
+    /// Every capability, no seccomp, no masked or read-only paths, all devices.
+    pub privileged: bool,
+    /// Docker's default seccomp profile (unless privileged).
+    pub seccomp: bool,
+    /// `no_new_privs`.
+    pub no_new_privileges: bool,
+    /// cgroup limits.
+    pub resources: Resources,
+    /// cgroups live at `<hierarchy>/<cgroup_parent>/<id>`.
+    pub cgroup_parent: String,
+    /// Mount the rootfs read-only.
+    pub readonly_rootfs: bool,
+}
+
+/// The overlay a container runs on.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RootfsSpec {
+    /// Lower dirs, top layer first (overlay's order).
+    pub lower_dirs: Vec<PathBuf>,
+    /// Writable upper dir.
+    pub upper_dir: PathBuf,
+    /// Overlay work dir (same filesystem as upper).
+    pub work_dir: PathBuf,
+    /// Mount point.
+    pub merged_dir: PathBuf,
+}
+
+/// A process to run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// argv; `args[0]` is looked up in the container's PATH unless it has a `/`.
+    pub args: Vec<String>,
+    /// `KEY=VALUE` environment.
+    pub env: Vec<String>,
+    /// Working directory (created if missing, as Docker does).
+    pub cwd: String,
+    /// `""`, `name`, `uid`, `name:group`, `uid:gid`.
+    pub user: String,
+    /// stdio is a pty slave: make it the controlling terminal.
+    pub tty: bool,
+}
+
+/// A mount inside the container.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum MountSpec {
+    /// A host path bound in.
+    Bind {
+        /// Host path.
+        source: PathBuf,
+        /// Path inside the container.
+        destination: String,
+        /// Read-only.
+        readonly: bool,
+    },
+    /// A tmpfs.
+    Tmpfs {
+        /// Path inside the container.
+        destination: String,
+        /// tmpfs options (`size=64m,mode=1777`).
+        options: String,
+    },
+}
+
+/// The container's network namespace.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// The host's.
+    Host,
+    /// A new one with only `lo` up.
+    None,
+    /// Join the namespace bind-mounted at this path.
+    Path(PathBuf),
+}
+
+/// cgroup limits.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Resources {
+    /// Memory limit in bytes.
+    pub memory_bytes: Option<u64>,
+    /// CPUs in billionths (`--cpus 0.5` = 500 000 000).
+    pub nano_cpus: Option<u64>,
+    /// Most processes (-1: unlimited).
+    pub pids_limit: Option<i64>,
+}
