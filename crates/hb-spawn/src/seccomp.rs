@@ -2,10 +2,17 @@
 //! `profiles/seccomp/default.json` rewritten as Rust tables, compiled to classic BPF with
 //! `seccompiler`, and the async-signal-safe installer the spawner calls right before exec.
 //!
-//! What is included (x86_64, matching moby's profile on a kernel >= 4.8):
+//! Architectures: x86_64 (tables of libc's `SYS_*` names) and aarch64 (asm-generic numbers,
+//! written as (name, number) and checked by a unit test against asm-generic/unistd.h and, for
+//! the numbers every architecture shares since 424, against the x86_64 table). Only x86_64 is
+//! run against a kernel here; the aarch64 program is checked in a BPF interpreter. Other
+//! architectures get [`SeccompError::UnsupportedArch`].
+//!
+//! What is included (matching moby's profile on a kernel >= 4.8):
 //! - default action `ERRNO(EPERM)` (moby's `defaultErrnoRet: 1`);
-//! - the unconditional allowlist (moby's big `names` list, the names that exist on x86_64),
-//!   plus `arch_prctl` and `modify_ldt` (moby's amd64-only entries);
+//! - the unconditional allowlist (moby's big `names` list, the names that exist on the arch),
+//!   plus `arch_prctl` and `modify_ldt` on x86_64 (moby's amd64-only entries; its arm64
+//!   entries exist only in the 32-bit arm ABI);
 //! - `ptrace`, `process_vm_readv`, `process_vm_writev` allowed when the running kernel is >= 4.8
 //!   (moby's `minKernel: 4.8`; before 4.8 ptrace could bypass seccomp);
 //! - `socket` allowed for every domain except `AF_ALG` (38) and `AF_VSOCK` (40);
@@ -17,15 +24,17 @@
 //! - the cap-gated groups (`CAP_SYS_ADMIN`, `CAP_DAC_READ_SEARCH`, `CAP_SYS_BOOT`,
 //!   `CAP_SYS_CHROOT`, `CAP_SYS_MODULE`, `CAP_SYS_PACCT`, `CAP_SYS_PTRACE`, `CAP_SYS_RAWIO`,
 //!   `CAP_SYS_TIME`, `CAP_SYS_TTY_CONFIG`, `CAP_SYS_NICE`, `CAP_SYSLOG`, `CAP_BPF`,
-//!   `CAP_PERFMON`), each allowed when the container holds the capability.
+//!   `CAP_PERFMON`), each allowed when the container holds the capability (aarch64 has no
+//!   `iopl`/`ioperm`, so `CAP_SYS_RAWIO` unlocks nothing there).
 //!
 //! Differences from Docker (libseccomp):
-//! - only the native x86_64 ABI is allowed: an i386 syscall (`int 0x80`, another audit arch)
-//!   kills the process, an x32 number (bit 30 set) matches nothing and gets EPERM, where Docker
-//!   allows i386 and x32 binaries;
+//! - only the native ABI is allowed: an i386 syscall (`int 0x80`, another audit arch) or a
+//!   32-bit arm one on aarch64 kills the process, an x32 number (bit 30 set) matches nothing and
+//!   gets EPERM, where Docker allows i386, x32 and arm binaries;
 //! - arguments are compared on their low 32 bits (`Dword`): every argument moby inspects
 //!   (`socket` domain, `personality` persona, `clone` flags mask) is 32 bits wide in the kernel;
-//! - names of moby's list that do not exist on x86_64 (`chown32`, `_llseek`, ...) are left out,
+//! - names of moby's list that do not exist on the architecture (`chown32`, `_llseek`, and on
+//!   aarch64 also `open`, `fork`, `iopl`, ...) are left out,
 //!   as libseccomp does; syscalls newer than moby's list get EPERM, as in Docker.
 //!
 //! Layout: `seccompiler` compiles rules into a linear list of comparisons with one match and
@@ -51,8 +60,8 @@ const BPF_MAX_LEN: usize = 4096;
 /// Errors of this module (own type so the two engineers' code doesn't collide; the spawner wraps it).
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
-    /// The profile tables exist only for x86_64.
-    #[error("docker default seccomp profile is only written for x86_64, not {arch}")]
+    /// The profile tables exist only for x86_64 and aarch64.
+    #[error("docker default seccomp profile is only written for x86_64 and aarch64, not {arch}")]
     UnsupportedArch {
         /// The architecture this binary was built for.
         arch: &'static str,
@@ -105,16 +114,20 @@ pub const CLONE_NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWNET
     | libc::CLONE_NEWCGROUP) as u64;
 
-/// Docker's default profile for this architecture (x86_64), given the capabilities the
+/// Docker's default profile for this architecture (x86_64 or aarch64), given the capabilities the
 /// container will hold (names like "CAP_SYS_ADMIN"; the `CAP_` prefix and case are optional):
 /// the cap-conditional rules of moby's profile apply when the cap is granted. Compiled once per
 /// distinct cap set (the spawner caches it).
 pub fn docker_default(granted_caps: &[String]) -> Result<BpfProgram, SeccompError> {
     #[cfg(target_arch = "x86_64")]
     {
-        compile_x86_64(granted_caps)
+        compile_profile(&X86_64_TABLES, granted_caps)
     }
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    {
+        compile_profile(&AARCH64_TABLES, granted_caps)
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     {
         let _ = granted_caps;
         Err(SeccompError::UnsupportedArch {
@@ -182,9 +195,9 @@ impl RuleSet {
         self.verdicts.insert(syscall, Verdict::Allow);
     }
 
-    fn allow_all(&mut self, syscalls: &[i64]) {
-        for &syscall in syscalls {
-            self.allow(syscall);
+    fn allow_all<S: SyscallEntry>(&mut self, syscalls: &[S]) {
+        for syscall in syscalls {
+            self.allow(syscall.number());
         }
     }
 
@@ -417,14 +430,84 @@ fn dispatch_tree(ranges: &[(u32, Leaf)]) -> Vec<Pending> {
     tree
 }
 
+/// One architecture's syscall numbers for moby's profile.
+struct ProfileTables<S: 'static> {
+    /// seccompiler's name for the architecture (its blocks check it).
+    target_arch: TargetArch,
+    /// `AUDIT_ARCH_*` of linux/audit.h the dispatcher checks first.
+    audit_arch: u32,
+    /// moby's unconditional allowlist.
+    allowed: &'static [S],
+    /// moby's `minKernel: 4.8` group.
+    allowed_since_4_8: &'static [S],
+    /// moby's `includes: caps` groups.
+    cap_gated: &'static [(&'static str, &'static [S])],
+    socket: i64,
+    personality: i64,
+    clone: i64,
+    clone3: i64,
+}
+
+/// An entry of a syscall table: a bare number (x86_64, checked by libc's names) or a
+/// (name, number) pair (aarch64, whose numbers a unit test checks against asm-generic).
+trait SyscallEntry {
+    fn number(&self) -> i64;
+}
+
+impl SyscallEntry for i64 {
+    fn number(&self) -> i64 {
+        *self
+    }
+}
+
+impl SyscallEntry for Syscall {
+    fn number(&self) -> i64 {
+        self.1
+    }
+}
+
+/// A syscall by name (as moby's profile spells it) and number.
+type Syscall = (&'static str, i64);
+
 #[cfg(target_arch = "x86_64")]
-fn compile_x86_64(granted_caps: &[String]) -> Result<BpfProgram, SeccompError> {
+const X86_64_TABLES: ProfileTables<i64> = ProfileTables {
+    target_arch: TargetArch::x86_64,
+    audit_arch: AUDIT_ARCH_X86_64,
+    allowed: x86_64::ALLOWED,
+    allowed_since_4_8: x86_64::ALLOWED_SINCE_4_8,
+    cap_gated: x86_64::CAP_GATED,
+    socket: libc::SYS_socket,
+    personality: libc::SYS_personality,
+    clone: libc::SYS_clone,
+    clone3: libc::SYS_clone3,
+};
+
+/// Compiled on every architecture under test so x86_64 CI checks the aarch64 tables too.
+#[cfg(any(target_arch = "aarch64", test))]
+const AARCH64_TABLES: ProfileTables<Syscall> = ProfileTables {
+    target_arch: TargetArch::aarch64,
+    audit_arch: AUDIT_ARCH_AARCH64,
+    allowed: aarch64::ALLOWED,
+    allowed_since_4_8: aarch64::ALLOWED_SINCE_4_8,
+    cap_gated: aarch64::CAP_GATED,
+    socket: aarch64::SOCKET,
+    personality: aarch64::PERSONALITY,
+    clone: aarch64::CLONE,
+    clone3: aarch64::CLONE3,
+};
+
+/// Normalizes the cap names, builds the verdicts and compiles them.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", test))]
+fn compile_profile<S: SyscallEntry>(
+    tables: &ProfileTables<S>,
+    granted_caps: &[String],
+) -> Result<BpfProgram, SeccompError> {
     let caps: Vec<String> = granted_caps.iter().map(|cap| normalize_cap(cap)).collect();
-    let rules = x86_64_rules(&caps)?;
+    let rules = profile_rules(tables, &caps)?;
     compile_program(
         rules.verdicts,
-        TargetArch::x86_64,
-        AUDIT_ARCH_X86_64,
+        tables.target_arch,
+        tables.audit_arch,
         &caps.join(","),
     )
 }
@@ -433,23 +516,30 @@ fn compile_x86_64(granted_caps: &[String]) -> Result<BpfProgram, SeccompError> {
 #[cfg(target_arch = "x86_64")]
 const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
 
-/// moby's profile for x86_64 as verdicts, for normalized cap names.
-#[cfg(target_arch = "x86_64")]
-fn x86_64_rules(caps: &[String]) -> Result<RuleSet, SeccompError> {
+/// `AUDIT_ARCH_AARCH64` of linux/audit.h: EM_AARCH64 | 64-bit | little-endian.
+#[cfg(any(target_arch = "aarch64", test))]
+const AUDIT_ARCH_AARCH64: u32 = 183 | 0x8000_0000 | 0x4000_0000;
+
+/// moby's profile as verdicts for one architecture, for normalized cap names.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", test))]
+fn profile_rules<S: SyscallEntry>(
+    tables: &ProfileTables<S>,
+    caps: &[String],
+) -> Result<RuleSet, SeccompError> {
     let has = |cap: &str| caps.iter().any(|granted| granted == cap);
     let mut rules = RuleSet::default();
 
-    rules.allow_all(x86_64::ALLOWED);
+    rules.allow_all(tables.allowed);
     if kernel_at_least(4, 8) {
-        rules.allow_all(x86_64::ALLOWED_SINCE_4_8);
+        rules.allow_all(tables.allowed_since_4_8);
     }
-    for &(cap, syscalls) in x86_64::CAP_GATED {
+    for &(cap, syscalls) in tables.cap_gated {
         if has(cap) {
             rules.allow_all(syscalls);
         }
     }
 
-    let socket = libc::SYS_socket;
+    let socket = tables.socket;
     let what = "socket: every domain but AF_ALG and AF_VSOCK";
     rules.allow_if(
         socket,
@@ -485,7 +575,7 @@ fn x86_64_rules(caps: &[String]) -> Result<RuleSet, SeccompError> {
         )?],
     )?;
 
-    let personality = libc::SYS_personality;
+    let personality = tables.personality;
     let what = "personality: linux, linux32, uname26 and query";
     for persona in PERSONALITIES_ALLOWED {
         rules.allow_if(
@@ -496,7 +586,7 @@ fn x86_64_rules(caps: &[String]) -> Result<RuleSet, SeccompError> {
     }
 
     if !has("CAP_SYS_ADMIN") {
-        let clone = libc::SYS_clone;
+        let clone = tables.clone;
         let what = "clone: no namespace flags without CAP_SYS_ADMIN";
         rules.allow_if(
             clone,
@@ -510,7 +600,7 @@ fn x86_64_rules(caps: &[String]) -> Result<RuleSet, SeccompError> {
             )?],
         )?;
         // Its flags live in a struct the filter cannot read: ENOSYS makes libc fall back to clone.
-        rules.refuse_with(libc::SYS_clone3, libc::ENOSYS);
+        rules.refuse_with(tables.clone3, libc::ENOSYS);
     }
 
     Ok(rules)
@@ -931,6 +1021,367 @@ mod x86_64 {
     ];
 }
 
+/// moby's profile as aarch64 syscall numbers (asm-generic's table with arm64's
+/// `__ARCH_WANT_RENAMEAT`, `_NEW_STAT`, `_SET_GET_RLIMIT`, `_SYS_CLONE3` and `_MEMFD_SECRET`),
+/// written as (name, number) so a unit test can check them against asm-generic/unistd.h.
+/// moby's arm64-only entries (`arm_fadvise64_64`, `breakpoint`, `cacheflush`, `set_tls`, ...)
+/// exist only in the 32-bit arm ABI, so none applies here.
+#[cfg(any(target_arch = "aarch64", test))]
+mod aarch64 {
+    use super::Syscall;
+
+    pub(super) const SOCKET: i64 = 198;
+    pub(super) const PERSONALITY: i64 = 92;
+    pub(super) const CLONE: i64 = 220;
+    pub(super) const CLONE3: i64 = 435;
+
+    /// moby's unconditional allowlist, the names that exist on aarch64.
+    pub(super) const ALLOWED: &[Syscall] = &[
+        ("accept", 202),
+        ("accept4", 242),
+        ("adjtimex", 171),
+        ("bind", 200),
+        ("brk", 214),
+        ("cachestat", 451),
+        ("capget", 90),
+        ("capset", 91),
+        ("chdir", 49),
+        ("clock_adjtime", 266),
+        ("clock_getres", 114),
+        ("clock_gettime", 113),
+        ("clock_nanosleep", 115),
+        ("close", 57),
+        ("close_range", 436),
+        ("connect", 203),
+        ("copy_file_range", 285),
+        ("dup", 23),
+        ("dup3", 24),
+        ("epoll_create1", 20),
+        ("epoll_ctl", 21),
+        ("epoll_pwait", 22),
+        ("epoll_pwait2", 441),
+        ("eventfd2", 19),
+        ("execve", 221),
+        ("execveat", 281),
+        ("exit", 93),
+        ("exit_group", 94),
+        ("faccessat", 48),
+        ("faccessat2", 439),
+        ("fadvise64", 223),
+        ("fallocate", 47),
+        ("fanotify_mark", 263),
+        ("fchdir", 50),
+        ("fchmod", 52),
+        ("fchmodat", 53),
+        ("fchmodat2", 452),
+        ("fchown", 55),
+        ("fchownat", 54),
+        ("fcntl", 25),
+        ("fdatasync", 83),
+        ("fgetxattr", 10),
+        ("flistxattr", 13),
+        ("flock", 32),
+        ("fremovexattr", 16),
+        ("fsetxattr", 7),
+        ("fstat", 80),
+        ("fstatfs", 44),
+        ("fsync", 82),
+        ("ftruncate", 46),
+        ("futex", 98),
+        ("futex_requeue", 456),
+        ("futex_wait", 455),
+        ("futex_waitv", 449),
+        ("futex_wake", 454),
+        ("getcpu", 168),
+        ("getcwd", 17),
+        ("getdents64", 61),
+        ("getegid", 177),
+        ("geteuid", 175),
+        ("getgid", 176),
+        ("getgroups", 158),
+        ("getitimer", 102),
+        ("getpeername", 205),
+        ("getpgid", 155),
+        ("getpid", 172),
+        ("getppid", 173),
+        ("getpriority", 141),
+        ("getrandom", 278),
+        ("getresgid", 150),
+        ("getresuid", 148),
+        ("getrlimit", 163),
+        ("get_robust_list", 100),
+        ("getrusage", 165),
+        ("getsid", 156),
+        ("getsockname", 204),
+        ("getsockopt", 209),
+        ("gettid", 178),
+        ("gettimeofday", 169),
+        ("getuid", 174),
+        ("getxattr", 8),
+        ("getxattrat", 464),
+        ("inotify_add_watch", 27),
+        ("inotify_init1", 26),
+        ("inotify_rm_watch", 28),
+        ("io_cancel", 3),
+        ("ioctl", 29),
+        ("io_destroy", 1),
+        ("io_getevents", 4),
+        ("io_pgetevents", 292),
+        ("ioprio_get", 31),
+        ("ioprio_set", 30),
+        ("io_setup", 0),
+        ("io_submit", 2),
+        ("kill", 129),
+        ("landlock_add_rule", 445),
+        ("landlock_create_ruleset", 444),
+        ("landlock_restrict_self", 446),
+        ("lgetxattr", 9),
+        ("linkat", 37),
+        ("listen", 201),
+        ("listmount", 458),
+        ("listxattr", 11),
+        ("listxattrat", 465),
+        ("llistxattr", 12),
+        ("lremovexattr", 15),
+        ("lseek", 62),
+        ("lsetxattr", 6),
+        ("madvise", 233),
+        ("map_shadow_stack", 453),
+        ("membarrier", 283),
+        ("memfd_create", 279),
+        ("memfd_secret", 447),
+        ("mincore", 232),
+        ("mkdirat", 34),
+        ("mknodat", 33),
+        ("mlock", 228),
+        ("mlock2", 284),
+        ("mlockall", 230),
+        ("mmap", 222),
+        ("mprotect", 226),
+        ("mq_getsetattr", 185),
+        ("mq_notify", 184),
+        ("mq_open", 180),
+        ("mq_timedreceive", 183),
+        ("mq_timedsend", 182),
+        ("mq_unlink", 181),
+        ("mremap", 216),
+        ("mseal", 462),
+        ("msgctl", 187),
+        ("msgget", 186),
+        ("msgrcv", 188),
+        ("msgsnd", 189),
+        ("msync", 227),
+        ("munlock", 229),
+        ("munlockall", 231),
+        ("munmap", 215),
+        ("name_to_handle_at", 264),
+        ("nanosleep", 101),
+        ("newfstatat", 79),
+        ("openat", 56),
+        ("openat2", 437),
+        ("pidfd_open", 434),
+        ("pidfd_send_signal", 424),
+        ("pipe2", 59),
+        ("pkey_alloc", 289),
+        ("pkey_free", 290),
+        ("pkey_mprotect", 288),
+        ("ppoll", 73),
+        ("prctl", 167),
+        ("pread64", 67),
+        ("preadv", 69),
+        ("preadv2", 286),
+        ("prlimit64", 261),
+        ("process_mrelease", 448),
+        ("pselect6", 72),
+        ("pwrite64", 68),
+        ("pwritev", 70),
+        ("pwritev2", 287),
+        ("read", 63),
+        ("readahead", 213),
+        ("readlinkat", 78),
+        ("readv", 65),
+        ("recvfrom", 207),
+        ("recvmmsg", 243),
+        ("recvmsg", 212),
+        ("remap_file_pages", 234),
+        ("removexattr", 14),
+        ("removexattrat", 466),
+        ("renameat", 38),
+        ("renameat2", 276),
+        ("restart_syscall", 128),
+        ("rseq", 293),
+        ("rt_sigaction", 134),
+        ("rt_sigpending", 136),
+        ("rt_sigprocmask", 135),
+        ("rt_sigqueueinfo", 138),
+        ("rt_sigreturn", 139),
+        ("rt_sigsuspend", 133),
+        ("rt_sigtimedwait", 137),
+        ("rt_tgsigqueueinfo", 240),
+        ("sched_getaffinity", 123),
+        ("sched_getattr", 275),
+        ("sched_getparam", 121),
+        ("sched_get_priority_max", 125),
+        ("sched_get_priority_min", 126),
+        ("sched_getscheduler", 120),
+        ("sched_rr_get_interval", 127),
+        ("sched_setaffinity", 122),
+        ("sched_setattr", 274),
+        ("sched_setparam", 118),
+        ("sched_setscheduler", 119),
+        ("sched_yield", 124),
+        ("seccomp", 277),
+        ("semctl", 191),
+        ("semget", 190),
+        ("semop", 193),
+        ("semtimedop", 192),
+        ("sendfile", 71),
+        ("sendmmsg", 269),
+        ("sendmsg", 211),
+        ("sendto", 206),
+        ("setfsgid", 152),
+        ("setfsuid", 151),
+        ("setgid", 144),
+        ("setgroups", 159),
+        ("setitimer", 103),
+        ("setpgid", 154),
+        ("setpriority", 140),
+        ("setregid", 143),
+        ("setresgid", 149),
+        ("setresuid", 147),
+        ("setreuid", 145),
+        ("setrlimit", 164),
+        ("set_robust_list", 99),
+        ("setsid", 157),
+        ("setsockopt", 208),
+        ("set_tid_address", 96),
+        ("setuid", 146),
+        ("setxattr", 5),
+        ("setxattrat", 463),
+        ("shmat", 196),
+        ("shmctl", 195),
+        ("shmdt", 197),
+        ("shmget", 194),
+        ("shutdown", 210),
+        ("sigaltstack", 132),
+        ("signalfd4", 74),
+        ("socketpair", 199),
+        ("splice", 76),
+        ("statfs", 43),
+        ("statmount", 457),
+        ("statx", 291),
+        ("symlinkat", 36),
+        ("sync", 81),
+        ("sync_file_range", 84),
+        ("syncfs", 267),
+        ("sysinfo", 179),
+        ("tee", 77),
+        ("tgkill", 131),
+        ("timer_create", 107),
+        ("timer_delete", 111),
+        ("timer_getoverrun", 109),
+        ("timer_gettime", 108),
+        ("timer_settime", 110),
+        ("timerfd_create", 85),
+        ("timerfd_gettime", 87),
+        ("timerfd_settime", 86),
+        ("times", 153),
+        ("tkill", 130),
+        ("truncate", 45),
+        ("umask", 166),
+        ("uname", 160),
+        ("unlinkat", 35),
+        ("utimensat", 88),
+        ("vmsplice", 75),
+        ("wait4", 260),
+        ("waitid", 95),
+        ("write", 64),
+        ("writev", 66),
+    ];
+
+    /// moby's `minKernel: 4.8` group.
+    pub(super) const ALLOWED_SINCE_4_8: &[Syscall] = &[
+        ("process_vm_readv", 270),
+        ("process_vm_writev", 271),
+        ("ptrace", 117),
+    ];
+
+    /// moby's `includes: caps` groups (the names that exist on aarch64).
+    pub(super) const CAP_GATED: &[(&str, &[Syscall])] = &[
+        ("CAP_DAC_READ_SEARCH", &[("open_by_handle_at", 265)]),
+        (
+            "CAP_SYS_ADMIN",
+            &[
+                ("bpf", 280),
+                ("clone", 220),
+                ("clone3", 435),
+                ("fanotify_init", 262),
+                ("fsconfig", 431),
+                ("fsmount", 432),
+                ("fsopen", 430),
+                ("fspick", 433),
+                ("lookup_dcookie", 18),
+                ("lsm_get_self_attr", 459),
+                ("lsm_list_modules", 461),
+                ("lsm_set_self_attr", 460),
+                ("mount", 40),
+                ("mount_setattr", 442),
+                ("move_mount", 429),
+                ("open_tree", 428),
+                ("perf_event_open", 241),
+                ("quotactl", 60),
+                ("quotactl_fd", 443),
+                ("setdomainname", 162),
+                ("sethostname", 161),
+                ("setns", 268),
+                ("syslog", 116),
+                ("umount2", 39),
+                ("unshare", 97),
+            ],
+        ),
+        ("CAP_SYS_BOOT", &[("reboot", 142)]),
+        ("CAP_SYS_CHROOT", &[("chroot", 51)]),
+        (
+            "CAP_SYS_MODULE",
+            &[
+                ("delete_module", 106),
+                ("init_module", 105),
+                ("finit_module", 273),
+            ],
+        ),
+        ("CAP_SYS_PACCT", &[("acct", 89)]),
+        (
+            "CAP_SYS_PTRACE",
+            &[
+                ("kcmp", 272),
+                ("pidfd_getfd", 438),
+                ("process_madvise", 440),
+                ("process_vm_readv", 270),
+                ("process_vm_writev", 271),
+                ("ptrace", 117),
+            ],
+        ),
+        // CAP_SYS_RAWIO: iopl, ioperm do not exist on aarch64.
+        (
+            "CAP_SYS_TIME",
+            &[("settimeofday", 170), ("clock_settime", 112)],
+        ),
+        ("CAP_SYS_TTY_CONFIG", &[("vhangup", 58)]),
+        (
+            "CAP_SYS_NICE",
+            &[
+                ("get_mempolicy", 236),
+                ("mbind", 235),
+                ("set_mempolicy", 237),
+                ("set_mempolicy_home_node", 450),
+            ],
+        ),
+        ("CAP_SYSLOG", &[("syslog", 116)]),
+        ("CAP_BPF", &[("bpf", 280)]),
+        ("CAP_PERFMON", &[("perf_event_open", 241)]),
+    ];
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1010,11 +1461,21 @@ mod tests {
         }
     }
 
+    /// Syscall numbers of one architecture the spot checks need.
+    struct SpotNumbers {
+        read: i64,
+        keyctl: i64,
+        mount: i64,
+    }
+
     /// The dispatch tree must answer exactly like seccompiler's own linear layout of the same
-    /// rules, for every syscall number and a spread of first arguments.
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn tree_layout_matches_seccompilers_linear_layout() {
+    /// rules, for every syscall number and a spread of first arguments; plus spot checks of the
+    /// profile itself. Returns the program lengths for the caller to print.
+    fn check_against_linear<S: SyscallEntry>(
+        tables: &ProfileTables<S>,
+        spot: &SpotNumbers,
+        caps: &[String],
+    ) -> (usize, usize, usize) {
         let perm = u32::from(SeccompAction::Errno(libc::EPERM as u32));
         let first_args: [u64; 14] = [
             0,
@@ -1032,80 +1493,234 @@ mod tests {
             (libc::CLONE_NEWNET | libc::CLONE_VM) as u64,
             0x1_0000_0000,
         ];
-        for caps in [vec![], vec!["CAP_SYS_ADMIN".to_string()]] {
-            let rules = x86_64_rules(&caps).unwrap();
-            let program = docker_default(&caps).unwrap();
-            let mut errnos = BTreeMap::new();
-            let mut linear_rules = BTreeMap::new();
-            for (&nr, verdict) in &rules.verdicts {
-                match verdict {
-                    Verdict::Allow => {
-                        linear_rules.insert(nr, vec![]);
-                    }
-                    Verdict::AllowIf(rules) => {
-                        linear_rules.insert(nr, rules.clone());
-                    }
-                    Verdict::Errno(errno) => {
-                        errnos.insert(nr as u32, *errno);
-                    }
+        let audit_arch = tables.audit_arch;
+        let rules = profile_rules(tables, caps).unwrap();
+        let program = compile_profile(tables, caps).unwrap();
+        let mut errnos = BTreeMap::new();
+        let mut linear_rules = BTreeMap::new();
+        for (&nr, verdict) in &rules.verdicts {
+            match verdict {
+                Verdict::Allow => {
+                    linear_rules.insert(nr, vec![]);
+                }
+                Verdict::AllowIf(rules) => {
+                    linear_rules.insert(nr, rules.clone());
+                }
+                Verdict::Errno(errno) => {
+                    errnos.insert(nr as u32, *errno);
                 }
             }
-            let linear: BpfProgram = SeccompFilter::new(
-                linear_rules,
-                SeccompAction::Errno(libc::EPERM as u32),
-                SeccompAction::Allow,
-                TargetArch::x86_64,
-            )
-            .and_then(BpfProgram::try_from)
-            .unwrap();
-            let mut longest = 0;
-            let numbers = (0..1100u32).chain([0x4000_0000, 0x4000_0027, u32::MAX]);
-            for nr in numbers {
-                for first in first_args {
-                    let args = [first, 0, 0, 0, 0, 0];
-                    let (action, steps) = run_bpf(&program, nr, AUDIT_ARCH_X86_64, args);
-                    longest = longest.max(steps);
-                    let expected = match errnos.get(&nr) {
-                        Some(&errno) => u32::from(SeccompAction::Errno(u32::from(errno))),
-                        None => run_bpf(&linear, nr, AUDIT_ARCH_X86_64, args).0,
-                    };
-                    assert_eq!(action, expected, "caps {caps:?}, nr {nr}, arg0 {first:#x}");
-                }
+        }
+        let linear: BpfProgram = SeccompFilter::new(
+            linear_rules,
+            SeccompAction::Errno(libc::EPERM as u32),
+            SeccompAction::Allow,
+            tables.target_arch,
+        )
+        .and_then(BpfProgram::try_from)
+        .unwrap();
+        let mut longest = 0;
+        let numbers = (0..1100u32).chain([0x4000_0000, 0x4000_0027, u32::MAX]);
+        for nr in numbers {
+            for first in first_args {
+                let args = [first, 0, 0, 0, 0, 0];
+                let (action, steps) = run_bpf(&program, nr, audit_arch, args);
+                longest = longest.max(steps);
+                let expected = match errnos.get(&nr) {
+                    Some(&errno) => u32::from(SeccompAction::Errno(u32::from(errno))),
+                    None => run_bpf(&linear, nr, audit_arch, args).0,
+                };
+                assert_eq!(action, expected, "caps {caps:?}, nr {nr}, arg0 {first:#x}");
             }
-            // Spot checks of the profile itself.
-            let answer = |nr: i64, arg0: u64| {
-                run_bpf(
-                    &program,
-                    nr as u32,
-                    AUDIT_ARCH_X86_64,
-                    [arg0, 0, 0, 0, 0, 0],
-                )
-                .0
-            };
-            assert_eq!(answer(libc::SYS_read, 0), libc::SECCOMP_RET_ALLOW);
-            assert_eq!(answer(libc::SYS_keyctl, 0), perm);
-            assert_eq!(answer(libc::SYS_socket, libc::AF_VSOCK as u64), perm);
-            assert_eq!(answer(libc::SYS_socket, libc::AF_INET6 as u64), 0x7fff_0000);
-            assert_eq!(answer(libc::SYS_personality, 0x4_0000), perm);
-            let clone_newuser = answer(libc::SYS_clone, libc::CLONE_NEWUSER as u64);
-            let clone3 = answer(libc::SYS_clone3, 0);
-            if caps.is_empty() {
-                assert_eq!(clone_newuser, perm);
-                assert_eq!(clone3, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32);
-            } else {
-                assert_eq!(clone_newuser, libc::SECCOMP_RET_ALLOW);
-                assert_eq!(clone3, libc::SECCOMP_RET_ALLOW);
-            }
-            // A foreign arch (i386) is killed before any dispatch.
-            let (action, _) = run_bpf(&program, 20, 0x4000_0003, [0; 6]);
-            assert_eq!(action, libc::SECCOMP_RET_KILL_PROCESS);
-            // Binary search: a few dozen instructions at most, not hundreds.
-            assert!(longest < 40, "longest path {longest} instructions");
-            println!(
-                "caps {caps:?}: {} instructions (linear layout {}), longest path {longest}",
-                program.len(),
-                linear.len()
+        }
+        let answer =
+            |nr: i64, arg0: u64| run_bpf(&program, nr as u32, audit_arch, [arg0, 0, 0, 0, 0, 0]).0;
+        assert_eq!(answer(spot.read, 0), libc::SECCOMP_RET_ALLOW);
+        assert_eq!(answer(spot.keyctl, 0), perm);
+        assert_eq!(answer(tables.socket, libc::AF_VSOCK as u64), perm);
+        assert_eq!(answer(tables.socket, libc::AF_INET6 as u64), 0x7fff_0000);
+        assert_eq!(answer(tables.personality, 0x4_0000), perm);
+        assert_eq!(
+            answer(tables.personality, 0xffff_ffff),
+            libc::SECCOMP_RET_ALLOW
+        );
+        let clone_newuser = answer(tables.clone, libc::CLONE_NEWUSER as u64);
+        let clone3 = answer(tables.clone3, 0);
+        let mount = answer(spot.mount, 0);
+        if caps.is_empty() {
+            assert_eq!(clone_newuser, perm);
+            assert_eq!(
+                answer(tables.clone, libc::SIGCHLD as u64),
+                libc::SECCOMP_RET_ALLOW
             );
+            assert_eq!(clone3, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32);
+            assert_eq!(mount, perm);
+        } else {
+            assert_eq!(clone_newuser, libc::SECCOMP_RET_ALLOW);
+            assert_eq!(clone3, libc::SECCOMP_RET_ALLOW);
+            assert_eq!(mount, libc::SECCOMP_RET_ALLOW);
+        }
+        // A foreign arch (i386, and the other of x86_64/aarch64) is killed before dispatch.
+        for foreign in [0x4000_0003, audit_arch ^ AUDIT_ARCH_FLIP] {
+            let (action, _) = run_bpf(&program, 20, foreign, [0; 6]);
+            assert_eq!(action, libc::SECCOMP_RET_KILL_PROCESS);
+        }
+        // Binary search: a few dozen instructions at most, not hundreds.
+        assert!(longest < 40, "longest path {longest} instructions");
+        (program.len(), linear.len(), longest)
+    }
+
+    /// XORed with one audit arch gives the other (aarch64 <-> x86_64): EM_AARCH64 ^ EM_X86_64.
+    const AUDIT_ARCH_FLIP: u32 = 183 ^ 62;
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn tree_layout_matches_seccompilers_linear_layout() {
+        let spot = SpotNumbers {
+            read: libc::SYS_read,
+            keyctl: libc::SYS_keyctl,
+            mount: libc::SYS_mount,
+        };
+        for caps in [vec![], vec!["CAP_SYS_ADMIN".to_string()]] {
+            let (len, linear, longest) = check_against_linear(&X86_64_TABLES, &spot, &caps);
+            println!(
+                "x86_64 caps {caps:?}: {len} instructions (linear layout {linear}), longest path {longest}"
+            );
+        }
+    }
+
+    #[test]
+    fn aarch64_tree_layout_matches_seccompilers_linear_layout() {
+        let spot = SpotNumbers {
+            read: 63,
+            keyctl: 219,
+            mount: 40,
+        };
+        for caps in [vec![], vec!["CAP_SYS_ADMIN".to_string()]] {
+            let (len, linear, longest) = check_against_linear(&AARCH64_TABLES, &spot, &caps);
+            println!(
+                "aarch64 caps {caps:?}: {len} instructions (linear layout {linear}), longest path {longest}"
+            );
+        }
+    }
+
+    /// The aarch64 numbers against the kernel's asm-generic table (installed with the kernel
+    /// headers); syscalls newer than the installed headers (>= 451) share one number on every
+    /// architecture and are checked against the x86_64 table instead.
+    #[test]
+    fn aarch64_numbers_match_asm_generic() {
+        let header = "/usr/include/asm-generic/unistd.h";
+        let Ok(text) = std::fs::read_to_string(header) else {
+            println!("skipped: {header} missing (install the kernel headers)");
+            return;
+        };
+        let mut defined: BTreeMap<String, i64> = BTreeMap::new();
+        for line in text.lines() {
+            let mut words = line.split_whitespace();
+            if words.next() != Some("#define") {
+                continue;
+            }
+            let (Some(name), Some(value)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Some(name) = name
+                .strip_prefix("__NR3264_")
+                .or_else(|| name.strip_prefix("__NR_"))
+            else {
+                continue;
+            };
+            if let Ok(number) = value.parse::<i64>() {
+                defined.insert(name.to_string(), number);
+            }
+        }
+        // Not syscalls: the table's size and the start of the per-arch range.
+        defined.remove("syscalls");
+        defined.remove("arch_specific_syscall");
+        // asm-generic spells the 64-bit fstatat `fstatat` (newfstatat is an alias).
+        defined.insert("newfstatat".to_string(), defined["fstatat"]);
+        let newest_in_header = defined.values().copied().max().unwrap();
+        let all = aarch64::ALLOWED
+            .iter()
+            .chain(aarch64::ALLOWED_SINCE_4_8)
+            .chain(
+                aarch64::CAP_GATED
+                    .iter()
+                    .flat_map(|(_, group)| group.iter()),
+            );
+        let mut seen = std::collections::BTreeSet::new();
+        for &(name, number) in all.clone() {
+            match defined.get(name) {
+                Some(&expected) => assert_eq!(number, expected, "aarch64 {name}"),
+                None => assert!(
+                    number > newest_in_header && number >= 451,
+                    "aarch64 {name} ({number}) is not in {header}"
+                ),
+            }
+        }
+        for &(name, number) in aarch64::ALLOWED {
+            assert!(seen.insert(number), "aarch64 {name} listed twice");
+            assert!(
+                ![
+                    "mount",
+                    "umount2",
+                    "unshare",
+                    "setns",
+                    "keyctl",
+                    "add_key",
+                    "request_key",
+                    "kexec_load",
+                    "init_module",
+                    "reboot",
+                    "bpf",
+                    "clone",
+                    "clone3",
+                    "socket",
+                    "personality",
+                    "open_by_handle_at",
+                    "ptrace",
+                ]
+                .contains(&name),
+                "aarch64 {name} must not be unconditional"
+            );
+        }
+        for (name, number) in [
+            ("socket", aarch64::SOCKET),
+            ("personality", aarch64::PERSONALITY),
+            ("clone", aarch64::CLONE),
+            ("clone3", aarch64::CLONE3),
+        ] {
+            assert_eq!(defined.get(name), Some(&number), "aarch64 {name}");
+        }
+        // Since 424 (pidfd_send_signal) every architecture shares one numbering: the newest
+        // entries must be the same numbers in both tables, group by group.
+        #[cfg(target_arch = "x86_64")]
+        {
+            let unified = |numbers: &mut dyn Iterator<Item = i64>| {
+                numbers
+                    .filter(|&number| number >= 424)
+                    .collect::<std::collections::BTreeSet<i64>>()
+            };
+            assert_eq!(
+                unified(&mut aarch64::ALLOWED.iter().map(|entry| entry.1)),
+                unified(&mut x86_64::ALLOWED.iter().copied()),
+                "unconditional allowlists"
+            );
+            for (&(cap, arm), &(x86_cap, x86)) in aarch64::CAP_GATED
+                .iter()
+                .filter(|(_, group)| !group.is_empty())
+                .zip(
+                    x86_64::CAP_GATED
+                        .iter()
+                        .filter(|(cap, _)| *cap != "CAP_SYS_RAWIO"),
+                )
+            {
+                assert_eq!(cap, x86_cap);
+                assert_eq!(
+                    unified(&mut arm.iter().map(|entry| entry.1)),
+                    unified(&mut x86.iter().copied()),
+                    "{cap}"
+                );
+            }
         }
     }
 
