@@ -2,7 +2,7 @@
 //! Docker's default isolation and NetworkMode::None, waits for each, removes its cgroup, and
 //! prints median and p99 of each phase, wall-clock and CPU (the child's own CPU from wait4's
 //! rusage, the caller's from getrusage: CPU time is what stays meaningful on a loaded machine).
-//! Run as root: `cargo run --release -p hb-spawn --example spawn_loop -- [N] [none|host]`.
+//! Run as root: `[HB_NET=host] cargo run --release -p hb-spawn --example spawn_loop -- [N]`.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -75,10 +75,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(200);
-    let network = match std::env::args().nth(2).as_deref() {
-        Some("host") => NetworkMode::Host,
-        _ => NetworkMode::None,
-    };
     let dir = tempfile::tempdir()?;
     let lower = dir.path().join("layers/base");
     for d in ["bin", "etc", "proc", "sys", "dev", "tmp"] {
