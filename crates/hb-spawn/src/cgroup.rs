@@ -93,7 +93,7 @@ pub struct CgroupStats {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cgroup {
     /// Controller (or "unified") → directory.
-    dirs: Vec<(String, PathBuf)>,
+    pub(crate) dirs: Vec<(String, PathBuf)>,
 }
 
 fn write(path: &Path, value: &str) -> Result<(), SpawnError> {
@@ -143,7 +143,7 @@ impl Cgroup {
         Ok(Cgroup { dirs })
     }
 
-    fn dir(&self, controller: &str) -> Option<&Path> {
+    pub(crate) fn dir(&self, controller: &str) -> Option<&Path> {
         self.dirs
             .iter()
             .find(|(c, _)| c == controller || c == "unified")

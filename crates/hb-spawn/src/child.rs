@@ -114,6 +114,14 @@ pub struct UserMount {
     pub call: MountCall,
 }
 
+/// An overlay with too many layers for one page of mount options, mounted with the new mount
+/// API one `lowerdir+` at a time (Linux 6.8+).
+pub struct LayeredOverlay {
+    pub lowers: Vec<CString>,
+    pub upper: CString,
+    pub work: CString,
+}
+
 /// Everything the child needs.
 pub struct Plan {
     pub stdio: [RawFd; 3],
@@ -125,6 +133,8 @@ pub struct Plan {
     pub hostname: CString,
     pub overlay_dir: Option<CString>,
     pub overlay: MountCall,
+    /// Set when the options do not fit a page: `overlay` then only names the target.
+    pub layered_overlay: Option<LayeredOverlay>,
     pub system_mounts: Vec<MountCall>,
     pub symlinks: Vec<(CString, CString)>,
     pub devices: Vec<(CString, libc::mode_t, libc::dev_t)>,
@@ -207,6 +217,67 @@ unsafe fn do_mount(m: &MountCall) -> Result<(), i32> {
         {
             return Err(errno());
         }
+    }
+    Ok(())
+}
+
+// Kernel ABI constants of the new mount API (not all in libc).
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+/// fsopen/fsconfig/fsmount/move_mount for an overlay whose options exceed a page.
+unsafe fn mount_layered_overlay(o: &LayeredOverlay, target: &CString) -> Result<(), i32> {
+    let fs = libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) as RawFd;
+    if fs < 0 {
+        return Err(errno());
+    }
+    let set = |key: &std::ffi::CStr, value: &CString| {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs,
+            FSCONFIG_SET_STRING,
+            key.as_ptr(),
+            value.as_ptr(),
+            0,
+        ) == 0
+    };
+    let configured = o.lowers.iter().all(|l| set(c"lowerdir+", l))
+        && set(c"upperdir", &o.upper)
+        && set(c"workdir", &o.work)
+        && libc::syscall(
+            libc::SYS_fsconfig,
+            fs,
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        ) == 0;
+    if !configured {
+        let e = errno();
+        libc::close(fs);
+        return Err(e);
+    }
+    let mnt = libc::syscall(libc::SYS_fsmount, fs, FSMOUNT_CLOEXEC, 0) as RawFd;
+    let e = errno();
+    libc::close(fs);
+    if mnt < 0 {
+        return Err(e);
+    }
+    let rc = libc::syscall(
+        libc::SYS_move_mount,
+        mnt,
+        c"".as_ptr(),
+        libc::AT_FDCWD,
+        target.as_ptr(),
+        MOVE_MOUNT_F_EMPTY_PATH,
+    );
+    let e = errno();
+    libc::close(mnt);
+    if rc != 0 {
+        return Err(e);
     }
     Ok(())
 }
@@ -389,7 +460,11 @@ pub unsafe fn container_main(plan: &Plan, err: RawFd) -> ! {
             fail(err, Step::Overlay, errno(), 1, 125);
         }
     }
-    if let Err(e) = do_mount(&plan.overlay) {
+    let overlay = match &plan.layered_overlay {
+        Some(o) => mount_layered_overlay(o, &plan.overlay.target),
+        None => do_mount(&plan.overlay),
+    };
+    if let Err(e) = overlay {
         fail(err, Step::Overlay, e, 0, 125);
     }
     for (i, m) in plan.system_mounts.iter().enumerate() {

@@ -27,7 +27,7 @@ pub use cgroup::{remove_stale_cgroups, Cgroup, CgroupStats};
 pub use spec::{ContainerSpec, MountSpec, NetworkMode, ProcessSpec, Resources, RootfsSpec};
 pub use user::ResolvedUser;
 
-use child::{MountCall, Plan, Step, UserMount};
+use child::{LayeredOverlay, MountCall, Plan, Step, UserMount};
 
 /// Docker's exit-code class of a failed start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +139,9 @@ const CAPS: &[&str] = &[
     "CAP_CHECKPOINT_RESTORE",
 ];
 
+/// Longest overlay option string mount(2) accepts (one page, with its NUL).
+const PAGE_OPTIONS: usize = 4095;
+
 /// Docker's masked paths.
 const MASKED: &[&str] = &[
     "/proc/asound",
@@ -180,6 +183,9 @@ fn inside(root: &Path, abs: &str) -> PathBuf {
 /// Prepared once per monitor: capability numbers, cgroup layout, compiled seccomp programs.
 pub struct Spawner {
     last_cap: u32,
+    /// Our own permitted set: "all capabilities" for a privileged container means these (root
+    /// here may lack some, e.g. CAP_SYS_RESOURCE, and capset cannot grant more).
+    own_caps: u64,
     cgroup_ns: bool,
     seccomp: RefCell<HashMap<Vec<String>, seccompiler::BpfProgram>>,
 }
@@ -195,6 +201,7 @@ impl Spawner {
             .min(63);
         let s = Spawner {
             last_cap,
+            own_caps: own_permitted_caps()?,
             cgroup_ns: Path::new("/proc/self/ns/cgroup").exists(),
             seccomp: RefCell::new(HashMap::new()),
         };
@@ -236,11 +243,7 @@ impl Spawner {
 
     fn cap_mask(&self, spec: &ContainerSpec) -> Result<u64, SpawnError> {
         if spec.privileged {
-            return Ok(if self.last_cap >= 63 {
-                u64::MAX
-            } else {
-                (1u64 << (self.last_cap + 1)) - 1
-            });
+            return Ok(self.own_caps);
         }
         let mut mask = 0u64;
         for c in &spec.capabilities {
@@ -320,6 +323,7 @@ impl Spawner {
                 make: 0,
                 readonly_remount: false,
             },
+            layered_overlay: None,
             system_mounts: Vec::new(),
             symlinks: Vec::new(),
             devices: Vec::new(),
@@ -382,22 +386,39 @@ impl Spawner {
             r.upper_dir.display(),
             r.work_dir.display()
         );
-        if data.len() >= 4000 {
-            return Err(SpawnError::setup(format!(
-                "too many layers for one overlay mount ({} layers)",
-                lowers.len()
-            )));
+        // mount(2) copies at most one page of options; past that (about 60 layers with
+        // 64-hex names) the new mount API takes the layers one by one.
+        if data.len() >= PAGE_OPTIONS {
+            plan.layered_overlay = Some(LayeredOverlay {
+                lowers: r
+                    .lower_dirs
+                    .iter()
+                    .map(|l| cpath(l))
+                    .collect::<Result<_, _>>()?,
+                upper: cpath(&r.upper_dir)?,
+                work: cpath(&r.work_dir)?,
+            });
+            plan.overlay = MountCall {
+                source: None,
+                target: cpath(merged)?,
+                fstype: None,
+                flags: 0,
+                data: None,
+                make: 0,
+                readonly_remount: false,
+            };
+        } else {
+            plan.overlay_dir = common.map(cpath).transpose()?;
+            plan.overlay = MountCall {
+                source: Some(cstr("overlay")?),
+                target: cpath(merged)?,
+                fstype: Some(cstr("overlay")?),
+                flags: 0,
+                data: Some(cstr(data)?),
+                make: 0,
+                readonly_remount: false,
+            };
         }
-        plan.overlay_dir = common.map(cpath).transpose()?;
-        plan.overlay = MountCall {
-            source: Some(cstr("overlay")?),
-            target: cpath(merged)?,
-            fstype: Some(cstr("overlay")?),
-            flags: 0,
-            data: Some(cstr(data)?),
-            make: 0,
-            readonly_remount: false,
-        };
         let m = |p: &str| cpath(&inside(merged, p));
         let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
         let mut sys = vec![
@@ -747,6 +768,35 @@ impl Spawner {
     }
 }
 
+/// The calling process's permitted capabilities (capget, version 3).
+fn own_permitted_caps() -> Result<u64, SpawnError> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut h = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut d = [Data::default(); 2];
+    // SAFETY: capget with a v3 header and room for two data structs.
+    if unsafe { libc::syscall(libc::SYS_capget, &mut h as *mut Header, d.as_mut_ptr()) } != 0 {
+        return Err(SpawnError::io(
+            "capget (reading our own capabilities)",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(u64::from(d[0].permitted) | (u64::from(d[1].permitted) << 32))
+}
+
 fn pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: fds is valid for two ints.
@@ -798,6 +848,14 @@ fn describe(
                 format!("mounting {dest} in the container: {why}"),
             )
         }
+        Some(Step::Overlay) => (
+            SpawnErrorKind::Other,
+            format!(
+                "mounting the rootfs overlay ({} layers) on {}: {os}",
+                spec.rootfs.lower_dirs.len(),
+                spec.rootfs.merged_dir.display()
+            ),
+        ),
         Some(Step::Cwd) => (
             SpawnErrorKind::Other,
             format!(

@@ -144,6 +144,9 @@ impl Bed {
         let oom = s.cgroup.oom_killed();
         s.cgroup.remove().unwrap();
         assert!(!s.cgroup.exists(), "cgroup left behind");
+        let merged = spec.rootfs.merged_dir.to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(&merged), "a mount leaked to the host");
         Ok((code, out, err, oom))
     }
 }
@@ -366,4 +369,269 @@ fn exec_joins_a_running_container() {
     // SAFETY: reaping our child.
     unsafe { libc::waitpid(running.pid, &mut status, 0) };
     running.cgroup.remove().unwrap();
+}
+
+/// Not a test of its own: the entry point of the probe that `syscalls_blocked_inside` runs
+/// *inside* containers (this test binary, bound in with the host's /usr for its libraries).
+/// Without `HB_SPAWN_PROBE` it does nothing.
+#[test]
+fn probe_entry() {
+    if std::env::var_os("HB_SPAWN_PROBE").is_none() {
+        return;
+    }
+    let errno = |rc: libc::c_long| {
+        if rc < 0 {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        } else {
+            0
+        }
+    };
+    let host_pid: i32 = std::env::var("HB_HOST_PID").unwrap().parse().unwrap();
+    // SAFETY: probing system calls with harmless arguments (null module image, no keyring
+    // creation, a namespace for this short-lived process only, signal 0).
+    let results = unsafe {
+        [
+            (
+                "init_module",
+                errno(libc::syscall(
+                    libc::SYS_init_module,
+                    std::ptr::null::<u8>(),
+                    0usize,
+                    c"".as_ptr(),
+                )),
+            ),
+            (
+                "keyctl",
+                errno(libc::syscall(libc::SYS_keyctl, 0, -3i32, 0)),
+            ),
+            ("unshare", errno(libc::unshare(libc::CLONE_NEWNS) as _)),
+            (
+                "mount",
+                errno(libc::mount(
+                    c"tmpfs".as_ptr(),
+                    c"/tmp".as_ptr(),
+                    c"tmpfs".as_ptr(),
+                    0,
+                    std::ptr::null(),
+                ) as _),
+            ),
+            ("kill_host", errno(libc::kill(host_pid, 0) as _)),
+            ("kill_init", errno(libc::kill(1, 0) as _)),
+        ]
+    };
+    for (name, e) in results {
+        println!("PROBE {name} {e}");
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    for l in status.lines().filter(|l| l.starts_with("Cap")) {
+        println!("PROBE {}", l.replace(":\t", " "));
+    }
+}
+
+#[test]
+fn syscalls_blocked_inside_and_privileged_gets_all() {
+    if !root() {
+        return;
+    }
+    let b = bed();
+    let lower = b.dir.path().join("layers/base");
+    std::os::unix::fs::symlink("usr/lib", lower.join("lib")).unwrap();
+    std::os::unix::fs::symlink("usr/lib64", lower.join("lib64")).unwrap();
+    let probe = |privileged: bool| -> std::collections::HashMap<String, String> {
+        let mut s = b.spec(&[
+            "/probe",
+            "--exact",
+            "tests::probe_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ]);
+        s.privileged = privileged;
+        s.process.env.push("HB_SPAWN_PROBE=1".into());
+        s.process
+            .env
+            .push(format!("HB_HOST_PID={}", std::process::id()));
+        s.mounts.push(MountSpec::Bind {
+            source: "/usr".into(),
+            destination: "/usr".into(),
+            readonly: true,
+        });
+        s.mounts.push(MountSpec::Bind {
+            source: std::env::current_exe().unwrap(),
+            destination: "/probe".into(),
+            readonly: true,
+        });
+        let (code, out, err, _) = b.run(&s).unwrap();
+        assert_eq!(code, 0, "{out} {err}");
+        out.lines()
+            // libtest's "test … " prefix may share the first line.
+            .filter_map(|l| l.split_once("PROBE ").map(|(_, rest)| rest))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let eperm = libc::EPERM.to_string();
+    let esrch = libc::ESRCH.to_string();
+    let d = probe(false);
+    assert_eq!(d.get("init_module"), Some(&eperm), "{d:?}");
+    assert_eq!(d.get("keyctl"), Some(&eperm), "{d:?}");
+    assert_eq!(d.get("unshare"), Some(&eperm), "{d:?}");
+    assert_eq!(d.get("mount"), Some(&eperm), "{d:?}");
+    assert_eq!(d.get("kill_host"), Some(&esrch), "{d:?}");
+    assert_eq!(d.get("kill_init").map(String::as_str), Some("0"), "{d:?}");
+    assert_eq!(
+        d.get("CapEff").map(String::as_str),
+        Some("00000000a80425fb")
+    );
+    assert_eq!(
+        d.get("CapBnd").map(String::as_str),
+        Some("00000000a80425fb")
+    );
+    assert_eq!(
+        d.get("CapInh").map(String::as_str),
+        Some("0000000000000000")
+    );
+    // The control: privileged, the same calls get past seccomp and capabilities.
+    let p = probe(true);
+    assert_ne!(p.get("init_module"), Some(&eperm), "{p:?}");
+    assert_ne!(p.get("keyctl"), Some(&eperm), "{p:?}");
+    assert_eq!(p.get("unshare").map(String::as_str), Some("0"), "{p:?}");
+    assert_eq!(p.get("mount").map(String::as_str), Some("0"), "{p:?}");
+    assert_eq!(
+        p.get("kill_host"),
+        Some(&esrch),
+        "pid namespace even when privileged"
+    );
+    // Every capability we hold ourselves (root here may lack some).
+    let own = std::fs::read_to_string("/proc/self/status").unwrap();
+    let full = own
+        .lines()
+        .find_map(|l| l.strip_prefix("CapPrm:\t"))
+        .unwrap()
+        .to_string();
+    let bits = u64::from_str_radix(&full, 16).unwrap();
+    assert!(bits & (1 << 21) != 0 && bits & (1 << 16) != 0, "{full}");
+    assert_eq!(p.get("CapEff"), Some(&full), "{p:?}");
+}
+
+#[test]
+fn limits_show_in_the_cgroup_and_cleanup_leaves_nothing() {
+    if !root() {
+        return;
+    }
+    let b = bed();
+    let mut spec = b.spec(&["sleep", "30"]);
+    spec.resources = Resources {
+        memory_bytes: Some(32 << 20),
+        nano_cpus: Some(500_000_000),
+        pids_limit: Some(50),
+    };
+    let null = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+    let s = b
+        .spawner
+        .spawn(
+            &spec,
+            Stdio {
+                stdin: null(),
+                stdout: null(),
+                stderr: null(),
+            },
+        )
+        .unwrap();
+    let read = |c: &str, f: &str| {
+        std::fs::read_to_string(s.cgroup.dir(c).unwrap().join(f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let v2 = matches!(cgroup::layout().unwrap(), cgroup::Layout::V2(_));
+    if v2 {
+        assert_eq!(read("memory", "memory.max"), (32u64 << 20).to_string());
+        assert_eq!(read("cpu", "cpu.max"), "50000 100000");
+    } else {
+        assert_eq!(
+            read("memory", "memory.limit_in_bytes"),
+            (32u64 << 20).to_string()
+        );
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpu", "cpu.cfs_period_us"), "100000");
+    }
+    assert_eq!(read("pids", "pids.max"), "50");
+    let stats = s.cgroup.stats().unwrap();
+    assert_eq!(stats.memory_limit, 32 << 20);
+    assert_eq!(stats.pids_current, 1);
+    assert_eq!(s.cgroup.pids().unwrap(), vec![s.pid]);
+    // The process is in every hierarchy's directory before it runs (it was placed before exec).
+    let own = std::fs::read_to_string(format!("/proc/{}/cgroup", s.pid)).unwrap();
+    let mine = format!("/{PARENT}/{}", spec.id);
+    assert!(
+        own.lines()
+            .any(|l| l.contains(":memory:") && l.ends_with(&mine)),
+        "{own}"
+    );
+    // Cgroup::open re-attaches to the same directories.
+    assert_eq!(Cgroup::open(PARENT, &spec.id).unwrap(), s.cgroup);
+    s.cgroup.kill_all(libc::SIGKILL).unwrap();
+    let mut status = 0;
+    // SAFETY: reaping our child.
+    unsafe { libc::waitpid(s.pid, &mut status, 0) };
+    assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL);
+    s.cgroup.remove().unwrap();
+    s.cgroup.remove().unwrap(); // idempotent
+    for (_, d) in &s.cgroup.dirs {
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(spec.rootfs.merged_dir.to_str().unwrap()));
+    // Impossible limits are refused before any process exists.
+    let mut bad = b.spec(&["true"]);
+    bad.resources.memory_bytes = Some(5 << 20);
+    assert_eq!(b.run(&bad).unwrap_err().exit_code(), 125);
+    assert!(!Cgroup::open(PARENT, &bad.id).unwrap().exists());
+}
+
+#[test]
+fn stale_cgroups_are_removed() {
+    if !root() {
+        return;
+    }
+    let keep = id();
+    let stale = id();
+    let k = Cgroup::create(PARENT, &keep, &Resources::default(), false).unwrap();
+    let s = Cgroup::create(PARENT, &stale, &Resources::default(), false).unwrap();
+    let removed = remove_stale_cgroups(PARENT, std::slice::from_ref(&keep)).unwrap();
+    // Other tests run in parallel under the same parent: only check our two.
+    assert!(removed.contains(&stale) && !removed.contains(&keep));
+    assert!(!s.exists() && k.exists());
+    k.remove().unwrap();
+}
+
+#[test]
+fn many_layers_exceed_one_page_of_mount_options() {
+    if !root() {
+        return;
+    }
+    let b = bed();
+    let mut spec = b.spec(&["sh", "-c", "ls /m | wc -l; cat /order"]);
+    let n = 90;
+    let mut lowers = Vec::new();
+    for i in 0..n {
+        // Layers in different parents with long names, as no store lays them out.
+        let l = b
+            .dir
+            .path()
+            .join(format!("store-{i:03}"))
+            .join(format!("{i:064x}"));
+        std::fs::create_dir_all(l.join("m")).unwrap();
+        std::fs::write(l.join("m").join(i.to_string()), "").unwrap();
+        lowers.push(l);
+    }
+    std::fs::write(lowers[0].join("order"), "top\n").unwrap();
+    std::fs::write(lowers[n - 1].join("order"), "bottom\n").unwrap();
+    lowers.push(b.dir.path().join("layers/base"));
+    let total: usize = lowers.iter().map(|l| l.as_os_str().len() + 1).sum();
+    assert!(total > 4096, "the test must exceed a page ({total})");
+    spec.rootfs.lower_dirs = lowers;
+    let (code, out, err, _) = b.run(&spec).unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, format!("{n}\ntop\n"));
 }
