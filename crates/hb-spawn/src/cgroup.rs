@@ -162,27 +162,29 @@ impl Cgroup {
         r: &crate::Resources,
         privileged: bool,
     ) -> Result<Cgroup, SpawnError> {
+        validate(r)?;
         let cg = Cgroup::open(parent, id)?;
         let v2 = matches!(layout()?, Layout::V2(_));
         for (c, d) in &cg.dirs {
-            let p = d.parent().unwrap_or(d);
-            if !p.exists() {
-                std::fs::create_dir_all(p)
-                    .map_err(|e| SpawnError::io(format!("creating {}", p.display()), e))?;
-                if v2 {
-                    // Delegate controllers to children of the parent.
-                    let _ = std::fs::write(p.join("cgroup.subtree_control"), "+memory +pids +cpu");
-                }
+            let parent_dir = d.parent().unwrap_or(d);
+            let mut inherits_cpuset = prepare_parent(c, parent_dir, v2)?;
+            let mut made = std::fs::create_dir(d);
+            if matches!(&made, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+                // The parent was removed behind our back since we prepared it: make it again.
+                std::fs::create_dir_all(parent_dir)
+                    .map_err(|e| SpawnError::io(format!("creating {}", parent_dir.display()), e))?;
                 if c == "cpuset" {
-                    copy_cpuset(p)?;
+                    copy_cpuset(parent_dir)?;
                 }
+                inherits_cpuset = false;
+                made = std::fs::create_dir(d);
             }
-            match std::fs::create_dir(d) {
+            match made {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(SpawnError::io(format!("creating {}", d.display()), e)),
             }
-            if c == "cpuset" {
+            if c == "cpuset" && !inherits_cpuset {
                 copy_cpuset(d)?;
             }
         }
@@ -195,9 +197,6 @@ impl Cgroup {
 
     fn apply(&self, r: &crate::Resources, privileged: bool, v2: bool) -> Result<(), SpawnError> {
         if let Some(m) = r.memory_bytes {
-            if m < 6 * 1024 * 1024 {
-                return Err(SpawnError::setup("Minimum memory limit allowed is 6MB"));
-            }
             if let Some(d) = self.dir("memory") {
                 if v2 {
                     write(&d.join("memory.max"), &m.to_string())?;
@@ -236,21 +235,16 @@ impl Cgroup {
         if !privileged && !v2 {
             if let Some(d) = self.dir("devices") {
                 write(&d.join("devices.deny"), "a")?;
-                for rule in [
-                    "c *:* m",
-                    "b *:* m",
-                    "c 1:3 rwm",
-                    "c 1:5 rwm",
-                    "c 1:7 rwm",
-                    "c 1:8 rwm",
-                    "c 1:9 rwm",
-                    "c 5:0 rwm",
-                    "c 5:1 rwm",
-                    "c 5:2 rwm",
-                    "c 136:* rwm",
-                    "c 10:200 rwm",
-                ] {
-                    write(&d.join("devices.allow"), rule)?;
+                // One open file for all rules: the kernel takes one rule per write.
+                let path = d.join("devices.allow");
+                let mut allow = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| SpawnError::io(format!("opening {}", path.display()), e))?;
+                for rule in DEVICE_RULES {
+                    std::io::Write::write_all(&mut allow, rule.as_bytes()).map_err(|e| {
+                        SpawnError::io(format!("writing {rule:?} to {}", path.display()), e)
+                    })?;
                 }
             }
         }
@@ -259,8 +253,15 @@ impl Cgroup {
 
     /// `cgroup.procs` files, opened for writing, so a forked child can join with write("0").
     pub fn procs_files(&self) -> Result<Vec<OwnedFd>, SpawnError> {
+        let mut seen: Vec<&Path> = Vec::new();
         self.dirs
             .iter()
+            // Co-mounted controllers (cpu,cpuacct) share one directory: join it once.
+            .filter(|(_, d)| {
+                let first = !seen.contains(&d.as_path());
+                seen.push(d);
+                first
+            })
             .map(|(_, d)| {
                 let p = d.join("cgroup.procs");
                 std::fs::OpenOptions::new()
@@ -364,6 +365,65 @@ impl Cgroup {
         }
         last.map_or(Ok(()), Err)
     }
+}
+
+/// Devices a container may use (v1 devices cgroup): mknod of anything, plus the nodes its /dev
+/// has (null, zero, full, random, urandom, tty, console, ptmx, pts).
+const DEVICE_RULES: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+    "c 10:200 rwm",
+];
+
+/// Refuses limits Docker refuses, before anything is created.
+fn validate(r: &crate::Resources) -> Result<(), SpawnError> {
+    if let Some(m) = r.memory_bytes {
+        if m < 6 * 1024 * 1024 {
+            return Err(SpawnError::setup("Minimum memory limit allowed is 6MB"));
+        }
+    }
+    if let Some(n) = r.nano_cpus {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        if !(10_000_000..=cpus * 1_000_000_000).contains(&n) {
+            return Err(SpawnError::setup(format!(
+                "range of CPUs is from 0.01 to {cpus}.00, as there are only {cpus} CPUs available"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Creates `cgroup_parent` in a hierarchy once per process (delegating v2 controllers, and on
+/// v1 making new cpuset children copy the parent's cpus/mems). Returns whether cpuset
+/// children inherit by themselves (else the caller copies).
+fn prepare_parent(controller: &str, parent: &Path, v2: bool) -> Result<bool, SpawnError> {
+    static PREPARED: std::sync::Mutex<Vec<(PathBuf, bool)>> = std::sync::Mutex::new(Vec::new());
+    let mut prepared = PREPARED.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, inherits)) = prepared.iter().find(|(p, _)| p == parent) {
+        return Ok(*inherits);
+    }
+    std::fs::create_dir_all(parent)
+        .map_err(|e| SpawnError::io(format!("creating {}", parent.display()), e))?;
+    if v2 {
+        // Best effort: a controller the root does not offer is simply not limited.
+        let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+memory +pids +cpu");
+    }
+    let mut inherits = false;
+    if controller == "cpuset" {
+        copy_cpuset(parent)?;
+        inherits = std::fs::write(parent.join("cgroup.clone_children"), "1").is_ok();
+    }
+    prepared.push((parent.to_path_buf(), inherits));
+    Ok(inherits)
 }
 
 /// A new cpuset cgroup starts with empty cpus/mems: copy the parent's.

@@ -162,7 +162,7 @@ fn runs_isolated_with_docker_defaults() {
         .iter()
         .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
         .expect("a maskable file");
-    let script = "echo $$; hostname; ls /proc | grep -c '^[0-9]'; grep CapEff /proc/self/status; grep Seccomp: /proc/self/status; mount -t tmpfs x /tmp 2>/dev/null && echo MOUNTED; echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo WROTE; wc -c < MASKED; ls /sys/class/net; echo hi > /tmp/f; exit 5".replace("MASKED", masked);
+    let script = "echo $$; hostname; ls /proc | grep -c '^[0-9]'; grep CapEff /proc/self/status; grep Seccomp: /proc/self/status; mount -t tmpfs x /tmp 2>/dev/null && echo MOUNTED; echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo WROTE; wc -c < MASKED; ls /sys/class/net; echo hi > /tmp/f; wc -c < /proc/interrupts; exit 5".replace("MASKED", masked);
     let spec = b.spec(&["sh", "-c", &script]);
     let (code, out, err, _) = b.run(&spec).unwrap();
     assert_eq!(code, 5, "{out} {err}");
@@ -175,6 +175,7 @@ fn runs_isolated_with_docker_defaults() {
     assert!(!out.contains("MOUNTED") && !out.contains("WROTE"), "{out}");
     assert_eq!(l[5].trim(), "0");
     assert_eq!(l[6], "lo");
+    assert_eq!(l[7].trim(), "0", "/proc/interrupts not masked");
     // The write went to the upper dir; the lower dir is untouched.
     assert!(spec.rootfs.upper_dir.join("tmp/f").exists());
     assert!(!b.dir.path().join("layers/base/tmp/f").exists());
@@ -220,6 +221,11 @@ fn failures_map_to_docker_exit_codes() {
         .unwrap_err()
         .to_string()
         .contains("Minimum memory"));
+    let mut s = b.spec(&["true"]);
+    s.resources.nano_cpus = Some(10_000 * 1_000_000_000);
+    let e = b.run(&s).unwrap_err();
+    assert!(e.to_string().contains("range of CPUs"), "{e}");
+    assert!(!Cgroup::open(PARENT, &s.id).unwrap().exists());
 }
 
 #[test]
