@@ -641,3 +641,90 @@ fn many_layers_exceed_one_page_of_mount_options() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, format!("{n}\ntop\n"));
 }
+
+/// A fresh pty: (master, slave).
+fn pty() -> (OwnedFd, OwnedFd) {
+    // SAFETY: posix_openpt/grantpt/unlockpt/ptsname_r on a fd we own, into our buffer.
+    unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(m >= 0);
+        assert_eq!(libc::grantpt(m), 0);
+        assert_eq!(libc::unlockpt(m), 0);
+        let mut name = [0 as libc::c_char; 64];
+        assert_eq!(libc::ptsname_r(m, name.as_mut_ptr(), name.len()), 0);
+        let s = libc::open(
+            name.as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        );
+        assert!(s >= 0);
+        (OwnedFd::from_raw_fd(m), OwnedFd::from_raw_fd(s))
+    }
+}
+
+#[test]
+fn tty_becomes_the_controlling_terminal() {
+    if !root() {
+        return;
+    }
+    let b = bed();
+    // Field 7 of /proc/self/stat is the controlling terminal (0: none).
+    let script =
+        "read a b c d e f tty rest < /proc/self/stat; [ -t 0 ] && echo ISATTY; echo tty=$tty";
+    for tty in [true, false] {
+        let (master, slave) = pty();
+        let mut spec = b.spec(&["sh", "-c", script]);
+        spec.process.tty = tty;
+        let s = b
+            .spawner
+            .spawn(
+                &spec,
+                Stdio {
+                    stdin: slave.try_clone().unwrap(),
+                    stdout: slave.try_clone().unwrap(),
+                    stderr: slave,
+                },
+            )
+            .unwrap();
+        let mut status = 0;
+        // SAFETY: reaping our child.
+        unsafe { libc::waitpid(s.pid, &mut status, 0) };
+        s.cgroup.remove().unwrap();
+        let mut buf = [0u8; 4096];
+        // SAFETY: reading the pty master into our buffer (the output is already buffered).
+        let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let out = String::from_utf8_lossy(&buf[..n.max(0) as usize]).into_owned();
+        assert!(out.contains("ISATTY"), "{out}");
+        let nr = out
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("tty="))
+            .unwrap_or_default()
+            .to_string();
+        assert_eq!(nr != "0", tty, "tty={tty}: {out}");
+        assert_eq!(spec.process.tty, tty);
+    }
+}
+
+#[test]
+fn env_defaults_like_docker() {
+    if !root() {
+        return;
+    }
+    let b = bed();
+    let mut s = b.spec(&[
+        "/bin/sh",
+        "-c",
+        "echo $FOO; echo $PATH; echo $HOME; echo $HOSTNAME",
+    ]);
+    s.process.env = vec!["FOO=bar baz".into()];
+    s.process.user = "app".into();
+    let (code, out, err, _) = b.run(&s).unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!("bar baz\n{}\n/home/app\nbox\n", user::DEFAULT_PATH)
+    );
+    // An image's own PATH and HOME win.
+    s.process.env = vec!["PATH=/bin".into(), "HOME=/x".into()];
+    let (_, out, _, _) = b.run(&s).unwrap();
+    assert_eq!(out, "\n/bin\n/x\nbox\n");
+}
