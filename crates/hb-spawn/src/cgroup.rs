@@ -251,8 +251,16 @@ impl Cgroup {
         Ok(())
     }
 
-    /// `cgroup.procs` files, opened for writing, so a forked child can join with write("0").
+    /// The files a forked, single-threaded child writes "0" to in order to join, opened for
+    /// writing. On v1 these are `tasks`, not `cgroup.procs`: moving only the calling thread
+    /// lets the kernel skip the global threadgroup rwsem, whose write side waits for an RCU
+    /// grace period (measured here: several ms per start under load). The child has one
+    /// thread, so moving it moves the process.
     pub fn procs_files(&self) -> Result<Vec<OwnedFd>, SpawnError> {
+        let file = match layout()? {
+            Layout::V1(_) => "tasks",
+            Layout::V2(_) => "cgroup.procs",
+        };
         let mut seen: Vec<&Path> = Vec::new();
         self.dirs
             .iter()
@@ -263,7 +271,7 @@ impl Cgroup {
                 first
             })
             .map(|(_, d)| {
-                let p = d.join("cgroup.procs");
+                let p = d.join(file);
                 std::fs::OpenOptions::new()
                     .write(true)
                     .open(&p)
