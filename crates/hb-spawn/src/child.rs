@@ -572,8 +572,9 @@ pub unsafe fn container_main(plan: &Plan, err: RawFd) -> ! {
     become_and_exec(plan, err)
 }
 
-/// `docker exec`'s child: joins the container's namespaces, forks (a pid namespace applies to
-/// children), reports the grandchild's pid on `pid_fd` and exits; the grandchild execs.
+/// `docker exec`'s child: joins the container's namespaces, clones (a pid namespace applies to
+/// children) a sibling of itself (CLONE_PARENT: the caller's child), reports its pid on
+/// `pid_fd` and exits; the new process execs.
 ///
 /// # Safety
 /// Called right after fork in the child.
@@ -589,7 +590,17 @@ pub unsafe fn exec_main(plan: &Plan, err: RawFd, pid_fd: RawFd) -> ! {
             fail(err, Step::JoinNs, errno(), i as u32, 125);
         }
     }
-    let pid = libc::fork();
+    // CLONE_PARENT makes the caller (the monitor) the new process's parent, so it can reap it
+    // and learn its exit code; a plain fork would leave it to the container's init once we exit
+    // (orphans are not reparented across a pid namespace boundary to a subreaper).
+    let pid = libc::syscall(
+        libc::SYS_clone,
+        (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
+        0usize,
+        0usize,
+        0usize,
+        0usize,
+    ) as libc::pid_t;
     if pid < 0 {
         fail(err, Step::Fork, errno(), 0, 125);
     }

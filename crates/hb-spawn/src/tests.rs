@@ -322,7 +322,7 @@ fn exec_joins_a_running_container() {
         args: vec![
             "sh".into(),
             "-c".into(),
-            "hostname; ls /proc | grep -c '^[0-9]'; pwd".into(),
+            "hostname; ls /proc | grep -c '^[0-9]'; pwd; exit 7".into(),
         ],
         env: vec![],
         cwd: "/tmp".into(),
@@ -345,8 +345,9 @@ fn exec_joins_a_running_container() {
     let mut out = String::new();
     std::fs::File::from(r).read_to_string(&mut out).unwrap();
     let mut status = 0;
-    // SAFETY: the exec'd process is reparented to us only if we are a subreaper; wait may fail.
-    unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    // SAFETY: the exec'd process is our child (CLONE_PARENT): reap it for its exit code.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 7);
     assert_eq!(out.lines().next(), Some("box"), "{out}");
     let n: u32 = out.lines().nth(1).unwrap().trim().parse().unwrap();
     assert!(
