@@ -150,6 +150,14 @@ impl Cgroup {
             .map(|(_, d)| d.as_path())
     }
 
+    /// Its one directory on a v2 host (None on v1).
+    pub(crate) fn unified_dir(&self) -> Option<&Path> {
+        match self.dirs.as_slice() {
+            [(c, d)] if c == "unified" => Some(d),
+            _ => None,
+        }
+    }
+
     /// Whether it exists.
     pub fn exists(&self) -> bool {
         self.dirs.iter().any(|(_, d)| d.is_dir())

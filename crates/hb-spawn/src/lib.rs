@@ -616,8 +616,17 @@ impl Spawner {
     ) -> Result<i32, SpawnError> {
         let mut plan = self.process_plan(spec, &spec.process, Path::new("/"))?;
         self.mount_plan(spec, &mut plan)?;
-        let procs = cgroup.procs_files()?;
-        plan.cgroup_procs = child::raw(&procs);
+        // v2: the child is born in its cgroup (clone3 CLONE_INTO_CGROUP), which takes no global
+        // lock; elsewhere (v1, or a kernel without it) it joins by writing to the procs files.
+        let cgroup_dir = match cgroup.unified_dir() {
+            Some(d) => Some(open_dir_path(d)?),
+            None => None,
+        };
+        let mut procs = Vec::new();
+        if cgroup_dir.is_none() {
+            procs = cgroup.procs_files()?;
+            plan.cgroup_procs = child::raw(&procs);
+        }
         plan.cgroup_ns = self.cgroup_ns;
         let netns_file = match &spec.network {
             NetworkMode::Path(p) => Some(
@@ -639,26 +648,33 @@ impl Spawner {
         if plan.new_net {
             flags |= libc::CLONE_NEWNET;
         }
-        // SAFETY: a fork-like clone (no CLONE_VM); the child runs only async-signal-safe code
-        // from the prepared plan and never returns.
-        let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                (flags | libc::SIGCHLD) as libc::c_ulong,
-                0usize,
-                0usize,
-                0usize,
-                0usize,
-            )
+        let mut pid = match &cgroup_dir {
+            Some(dir) => clone_child(flags, Some(dir.as_raw_fd())),
+            None => Err(libc::ENOSYS),
         };
-        if pid < 0 {
-            return Err(SpawnError::io("clone", std::io::Error::last_os_error()));
+        if cgroup_dir.is_some() && matches!(pid, Err(libc::ENOSYS | libc::E2BIG | libc::EINVAL)) {
+            // No clone3 or CLONE_INTO_CGROUP here: join through cgroup.procs instead.
+            procs = cgroup.procs_files()?;
+            plan.cgroup_procs = child::raw(&procs);
         }
-        if pid == 0 {
-            // SAFETY: in the child, see above.
-            unsafe { child::container_main(&plan, err_w.as_raw_fd()) }
+        if cgroup_dir.is_none() || matches!(pid, Err(libc::ENOSYS | libc::E2BIG | libc::EINVAL)) {
+            pid = clone_child(flags, None);
         }
-        let pid = pid as i32;
+        let pid = match pid {
+            Ok(0) => {
+                // SAFETY: in the child: it runs only async-signal-safe code from the prepared
+                // plan and never returns.
+                unsafe { child::container_main(&plan, err_w.as_raw_fd()) }
+            }
+            Ok(pid) => pid,
+            Err(e) => {
+                return Err(SpawnError::io(
+                    "clone",
+                    std::io::Error::from_raw_os_error(e),
+                ))
+            }
+        };
+        drop(procs);
         drop(err_w);
         drop(stdio);
         self.await_exec(pid, &err_r, spec, &spec.process)?;
@@ -770,6 +786,88 @@ impl Spawner {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Linux's CLONE_INTO_CGROUP (clone3 only; not in every libc).
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// clone3's argument, version 2 (with `cgroup`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// A fork-like clone (no CLONE_VM: the child gets a copy of our memory and stack) with
+/// namespace `flags`, born in the cgroup directory `cgroup_dir` when given (clone3). Returns
+/// 0 in the child, its pid in the parent, or the errno.
+fn clone_child(flags: libc::c_int, cgroup_dir: Option<RawFd>) -> Result<i32, i32> {
+    let rc = match cgroup_dir {
+        Some(dir) => {
+            let args = CloneArgs {
+                flags: flags as u64 | CLONE_INTO_CGROUP,
+                exit_signal: libc::SIGCHLD as u64,
+                cgroup: dir as u64,
+                ..CloneArgs::default()
+            };
+            // SAFETY: clone3 without CLONE_VM and without a stack behaves as fork; args is a
+            // valid version-2 struct of the size passed.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_clone3,
+                    &args as *const CloneArgs,
+                    std::mem::size_of::<CloneArgs>(),
+                )
+            }
+        }
+        // SAFETY: a fork-like clone (no CLONE_VM, no stack).
+        None => unsafe {
+            libc::syscall(
+                libc::SYS_clone,
+                (flags | libc::SIGCHLD) as libc::c_ulong,
+                0usize,
+                0usize,
+                0usize,
+                0usize,
+            )
+        },
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL));
+    }
+    Ok(rc as i32)
+}
+
+/// An O_PATH descriptor of a directory (for CLONE_INTO_CGROUP).
+fn open_dir_path(dir: &Path) -> Result<OwnedFd, SpawnError> {
+    let c = cpath(dir)?;
+    // SAFETY: open with a valid C path; the fd is owned right away.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(SpawnError::io(
+            format!("opening {}", dir.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: a fresh fd from open.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// [`MASKED`] and the host's `/sys/devices/system/cpu/cpuN/thermal_throttle` directories.

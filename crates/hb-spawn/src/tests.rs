@@ -729,3 +729,50 @@ fn env_defaults_like_docker() {
     let (_, out, _, _) = b.run(&s).unwrap();
     assert_eq!(out, "\n/bin\n/x\nbox\n");
 }
+
+#[test]
+fn clone3_puts_the_child_in_a_v2_cgroup() {
+    if !root() {
+        return;
+    }
+    // Any v2 hierarchy works for CLONE_INTO_CGROUP: the pure one, or the hybrid's unified.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let Some(v2) = mountinfo.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        right
+            .starts_with("cgroup2 ")
+            .then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+    }) else {
+        eprintln!("skipping: no cgroup2 mount");
+        return;
+    };
+    let name = format!("hb-spawn-test-{}", id());
+    let dir = v2.join(&name);
+    std::fs::create_dir(&dir).unwrap();
+    struct Rmdir(PathBuf);
+    impl Drop for Rmdir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _guard = Rmdir(dir.clone());
+    let fd = open_dir_path(&dir).unwrap();
+    let pid = clone_child(0, Some(fd.as_raw_fd())).unwrap();
+    if pid == 0 {
+        // SAFETY: in the child: only async-signal-safe calls.
+        unsafe {
+            libc::pause();
+            libc::_exit(0)
+        }
+    }
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    // SAFETY: killing and reaping our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
+    }
+    assert!(
+        own.lines().any(|l| l == format!("0::/{name}")),
+        "born elsewhere: {own}"
+    );
+}
