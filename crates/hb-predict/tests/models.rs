@@ -1,0 +1,332 @@
+//! Behaviour tests of hb-predict: the three models, the hot-tier policy, history bounds, trace
+//! parsing, replay determinism and a hand-checked LRU replay.
+
+use hb_predict::*;
+
+fn ev(ts: f64, image: &str, size_mb: f64, project: Option<&str>) -> StartEvent {
+    StartEvent {
+        ts,
+        image: image.into(),
+        size_mb,
+        project: project.map(Into::into),
+    }
+}
+
+fn engine(technique: Technique, cache_mb: f64) -> Engine {
+    Engine::new(EngineConfig {
+        technique,
+        cache_mb,
+        ..EngineConfig::default()
+    })
+    .unwrap()
+}
+
+fn start(e: &mut Engine, event: StartEvent) -> (StartOutcome, Vec<Action>) {
+    let (outcome, _) = e.on_start(&event);
+    (outcome, e.observe(event))
+}
+
+const T0: f64 = 1_763_942_400.0;
+
+#[test]
+fn frequency_counts_decay() {
+    let mut e = engine(Technique::Frequency, 4096.0);
+    for i in 0..20 {
+        start(&mut e, ev(T0 + f64::from(i) * 60.0, "a:1", 100.0, None));
+    }
+    let conf = |e: &Engine, now: f64| {
+        e.predictions(now, 0.0)
+            .iter()
+            .find(|p| p.image == "a:1")
+            .map_or(0.0, |p| p.confidence)
+    };
+    let soon = conf(&e, T0 + 1200.0 + 60.0);
+    let day_later = conf(&e, T0 + 1200.0 + 86_400.0);
+    let week_later = conf(&e, T0 + 1200.0 + 7.0 * 86_400.0);
+    assert!(soon >= 65.0, "fresh heavy use should be confident: {soon}");
+    assert!(day_later < soon, "{day_later} !< {soon}");
+    assert!(
+        week_later < 5.0,
+        "a week of silence should decay: {week_later}"
+    );
+}
+
+#[test]
+fn markov_learns_a_then_b() {
+    let mut e = engine(Technique::Predictive, 4096.0);
+    let mut t = T0;
+    for _ in 0..3 {
+        start(&mut e, ev(t, "a:1", 100.0, Some("shop")));
+        start(&mut e, ev(t + 5.0, "b:1", 200.0, Some("shop")));
+        t += 3600.0;
+    }
+    // Make room pressure irrelevant but B cold: a fresh engine fed the same history.
+    let history = e.history().clone();
+    let mut fresh = Engine::with_history(
+        EngineConfig {
+            technique: Technique::Predictive,
+            cache_mb: 4096.0,
+            ..EngineConfig::default()
+        },
+        &history,
+    )
+    .unwrap();
+    let (outcome_a, actions) = start(&mut fresh, ev(t, "a:1", 100.0, Some("shop")));
+    assert_eq!(outcome_a, StartOutcome::Miss);
+    let prewarm = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Prewarm {
+                image, confidence, ..
+            } if image == "b:1" => Some(*confidence),
+            _ => None,
+        })
+        .expect("B is prewarmed after A");
+    assert!(prewarm >= 65.0, "confidence {prewarm}");
+    let (outcome_b, _) = start(&mut fresh, ev(t + 5.0, "b:1", 200.0, Some("shop")));
+    assert_eq!(outcome_b, StartOutcome::Hit);
+    assert_eq!(fresh.cache().stats().prewarm_used, 1);
+}
+
+#[test]
+fn markov_one_sighting_is_below_threshold() {
+    let mut e = engine(Technique::Predictive, 4096.0);
+    start(&mut e, ev(T0, "a:1", 100.0, Some("p")));
+    start(&mut e, ev(T0 + 5.0, "b:1", 100.0, Some("p")));
+    let (_, actions) = start(&mut e, ev(T0 + 7200.0, "a:1", 100.0, Some("p")));
+    assert!(
+        actions.iter().all(|a| !matches!(a, Action::Prewarm { .. })),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn statistical_learns_a_periodic_image() {
+    let mut e = engine(Technique::Statistical, 4096.0);
+    let period = 1200.0;
+    let mut last = T0;
+    for i in 0..30 {
+        last = T0 + f64::from(i) * period;
+        start(&mut e, ev(last, "cron:1", 50.0, None));
+    }
+    let conf = |now: f64| {
+        e.predictions(now, 0.0)
+            .iter()
+            .find(|p| p.image == "cron:1")
+            .map_or(0.0, |p| p.confidence)
+    };
+    // The default interval (300 s) gives a 600 s horizon: from 12 min after the last start the
+    // next one (at 20 min) is inside it; right after the last start it is not.
+    let early = conf(last + 60.0);
+    let due = conf(last + 720.0);
+    assert!(due >= 65.0, "due soon: {due}");
+    assert!(early < due, "{early} !< {due}");
+}
+
+#[test]
+fn lru_order_and_size_bound() {
+    let mut c = HotCache::new(300.0);
+    let never = |_: &str| false;
+    for (i, img) in ["a", "b", "c"].iter().enumerate() {
+        assert_eq!(c.start(img, 100.0, i as f64, &never).0, StartOutcome::Miss);
+    }
+    assert_eq!(c.start("a", 100.0, 3.0, &never).0, StartOutcome::Hit);
+    let (_, evicted) = c.start("d", 100.0, 4.0, &never);
+    assert_eq!(evicted, vec!["b".to_string()]);
+    assert_eq!(c.images_lru(), vec!["c", "a", "d"]);
+    // Random mixed sizes: the bound holds after every operation.
+    let mut c = HotCache::new(1000.0);
+    let mut x: u64 = 7;
+    for step in 0..5000 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let image = format!("i{}", (x >> 33) % 40);
+        let size = 5.0 + ((x >> 20) % 800) as f64;
+        if step % 3 == 0 {
+            c.prewarm(
+                &image,
+                size,
+                f64::from(step),
+                f64::from(step) + 50.0,
+                &never,
+            );
+        } else {
+            c.start(&image, size, f64::from(step), &never);
+        }
+        assert!(
+            c.used_mb() <= 1000.0 + 1e-6,
+            "{} > 1000 at {step}",
+            c.used_mb()
+        );
+    }
+}
+
+#[test]
+fn prediction_aware_eviction_keeps_predicted() {
+    let mut c = HotCache::new(300.0);
+    let never = |_: &str| false;
+    c.start("a", 100.0, 0.0, &never);
+    c.start("b", 100.0, 1.0, &never);
+    c.start("c", 100.0, 2.0, &never);
+    // "a" is the LRU entry but predicted until t=100.
+    c.prewarm("a", 100.0, 3.0, 100.0, &never);
+    let (_, evicted) = c.start("d", 100.0, 4.0, &never);
+    assert_eq!(evicted, vec!["b".to_string()]);
+    // What the model calls done goes before plain LRU.
+    let (_, evicted) = c.start("e", 100.0, 5.0, &|i: &str| i == "d");
+    assert_eq!(evicted, vec!["d".to_string()]);
+}
+
+#[test]
+fn hand_checked_lru_replay() {
+    // Cache of 250 MB holds two 100 MB images. A miss, B miss, A hit, C miss (evicts B),
+    // B miss (evicts A), A miss (evicts C), B hit: 2 hits of 7.
+    let trace: Vec<StartEvent> = ["a", "b", "a", "c", "b", "a", "b"]
+        .iter()
+        .enumerate()
+        .map(|(i, img)| ev(T0 + i as f64, img, 100.0, None))
+        .collect();
+    let r = replay(
+        &trace,
+        &ReplayConfig {
+            technique: Technique::None,
+            cache_mb: 250.0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!((r.starts, r.hits, r.cold_starts, r.prewarmed), (7, 2, 5, 0));
+    assert!((r.hit_ratio - 2.0 / 7.0).abs() < 1e-12);
+    assert_eq!(r.prediction_accuracy, None);
+}
+
+#[test]
+fn keepalive_drops_idle_images() {
+    let trace = vec![
+        ev(T0, "a", 10.0, None),
+        ev(T0 + 300.0, "a", 10.0, None),
+        ev(T0 + 1000.0, "a", 10.0, None),
+    ];
+    let r = replay(
+        &trace,
+        &ReplayConfig {
+            technique: Technique::KeepAlive(600.0),
+            cache_mb: 1000.0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!((r.hits, r.cold_starts), (1, 2));
+}
+
+#[test]
+fn replay_is_deterministic() {
+    let params = GenParams {
+        days: 7,
+        ..GenParams::default()
+    };
+    for family in Family::ALL {
+        let a = gen_trace(family, 42, &params);
+        let b = gen_trace(family, 42, &params);
+        assert_eq!(a, b);
+        assert!(!a.is_empty());
+        assert!(a.windows(2).all(|w| w[0].ts <= w[1].ts));
+        assert!(
+            a.iter().all(|e| (5.0..=800.0).contains(&e.size_mb)),
+            "sizes in 5..800"
+        );
+        assert_ne!(a, gen_trace(family, 43, &params));
+        let config = ReplayConfig {
+            technique: Technique::Predictive,
+            ..Default::default()
+        };
+        assert_eq!(replay(&a, &config).unwrap(), replay(&b, &config).unwrap());
+    }
+}
+
+#[test]
+fn trace_roundtrip_and_errors() {
+    let trace = gen_trace(
+        Family::Dev,
+        1,
+        &GenParams {
+            days: 3,
+            ..GenParams::default()
+        },
+    );
+    let mut buf = Vec::new();
+    write_trace(&mut buf, &trace).unwrap();
+    assert_eq!(parse_trace(&buf[..]).unwrap(), trace);
+
+    let good =
+        r#"{"ts": 1764000000.5, "image": "postgres:16", "size_mb": 150.0, "project": "shop"}"#;
+    let err = parse_trace_str(&format!("{good}\n{{\"ts\": oops}}\n")).unwrap_err();
+    assert!(
+        matches!(err, PredictError::TraceLine { line: 2, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with("trace line 2"), "{err}");
+    let early = r#"{"ts": 1763999999, "image": "redis:7", "size_mb": 10}"#;
+    let err = parse_trace_str(&format!("{good}\n\n{early}\n")).unwrap_err();
+    assert!(
+        matches!(err, PredictError::TraceUnsorted { line: 3, .. }),
+        "{err}"
+    );
+    let err = parse_trace_str(r#"{"ts": 1, "image": "x", "size_mb": -1}"#).unwrap_err();
+    assert!(
+        matches!(err, PredictError::TraceLine { line: 1, .. }),
+        "{err}"
+    );
+    assert!("bogus".parse::<Technique>().is_err());
+    assert_eq!(
+        "keepalive:600".parse::<Technique>().unwrap(),
+        Technique::KeepAlive(600.0)
+    );
+}
+
+#[test]
+fn history_is_bounded_and_serializable() {
+    let mut h = History::new(1, 5);
+    for i in 0..10 {
+        h.push(ev(T0 + f64::from(i), "a", 1.0, None));
+    }
+    assert_eq!(h.len(), 5);
+    h.push(ev(T0 + 2.0 * 86_400.0, "b", 1.0, None));
+    assert_eq!(h.len(), 1, "a day's retention drops the old ones");
+    let json = serde_json::to_string(&h).unwrap();
+    let back: History = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, h);
+}
+
+#[test]
+fn tune_proposes_from_the_sweep() {
+    let trace = gen_trace(
+        Family::Dev,
+        3,
+        &GenParams {
+            days: 7,
+            ..GenParams::default()
+        },
+    );
+    let current = TuneConfig {
+        technique: Technique::None,
+        ..TuneConfig::default()
+    };
+    let result = tune(&trace, &current, 2).unwrap();
+    assert_eq!(result.rows.first().unwrap().parameter, "current");
+    assert_eq!(result.rows.last().unwrap().parameter, "proposed");
+    let current_cold = result.rows[0].report.cold_starts;
+    assert!(result.rows.last().unwrap().report.cold_starts <= current_cold);
+    assert_eq!(
+        result.cpu,
+        CpuTableRow {
+            cores: 2,
+            parallel_ops: 1,
+            batch_delay_ms: 20,
+            expected_ops_per_sec: 50
+        }
+    );
+    assert_eq!(cpu_table_row(12).parallel_ops, 4);
+    assert_eq!(cpu_table_row(64).batch_delay_ms, 2);
+}
