@@ -6,8 +6,8 @@ set -euo pipefail
 # "source code" and fails the run. Nothing here reads input.
 exec </dev/null
 cd "$(dirname "$0")/.."
-command -v docker-registry >/dev/null || {
-  echo "test: docker-registry is missing; run .ci/run (as root) or: apt-get install docker-registry" >&2
+command -v docker-registry >/dev/null && [ -x /bin/busybox ] || {
+  echo "test: docker-registry or busybox-static is missing; run .ci/run (as root) or: apt-get install docker-registry busybox-static" >&2
   exit 1
 }
 cargo fmt --all -- --check

@@ -28,7 +28,7 @@ pub const MIN_API_VERSION: &str = "1.24";
 /// Largest JSON request body accepted.
 const MAX_JSON_BODY: usize = 1 << 20;
 
-type Shared = Arc<Daemon>;
+pub(crate) type Shared = Arc<Daemon>;
 
 /// The API router over shared daemon state.
 pub fn router(daemon: Shared) -> Router {
@@ -40,16 +40,26 @@ pub fn router(daemon: Shared) -> Router {
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// The exit code `hb run` / `docker run` should end with (125/126/127), when it is not 125.
+    exit_code: Option<i32>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),
+            exit_code: None,
         }
     }
-    fn bad_request(message: impl Into<String>) -> Self {
+    pub(crate) fn with_exit_code(status: StatusCode, message: impl Into<String>, code: i32) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            exit_code: (code != 125).then_some(code),
+        }
+    }
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 }
@@ -79,11 +89,16 @@ impl From<hb_store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(json!({ "message": self.message }))).into_response()
+        let body = match self.exit_code {
+            // An extra field Docker clients ignore; `hb run` exits with it.
+            Some(code) => json!({ "message": self.message, "hyperbox_exit_code": code }),
+            None => json!({ "message": self.message }),
+        };
+        (self.status, axum::Json(body)).into_response()
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 /// Runs blocking store work off the async threads.
 async fn blocking<T: Send + 'static>(
@@ -98,7 +113,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Query parameters, repeated keys kept in order.
-struct Query(Vec<(String, String)>);
+pub(crate) struct Query(Vec<(String, String)>);
 
 impl Query {
     fn parse(raw: Option<&str>) -> Result<Query, ApiError> {
@@ -108,7 +123,7 @@ impl Query {
         };
         Ok(Query(pairs))
     }
-    fn get(&self, key: &str) -> Option<&str> {
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == key)
@@ -121,7 +136,7 @@ impl Query {
             .map(|(_, v)| v.clone())
             .collect()
     }
-    fn flag(&self, key: &str) -> bool {
+    pub(crate) fn flag(&self, key: &str) -> bool {
         matches!(self.get(key), Some("1" | "true" | "True" | "yes"))
     }
 }
@@ -164,7 +179,18 @@ fn strip_version(path: &str) -> Result<&str, ApiError> {
 async fn dispatch(State(d): State<Shared>, req: Request) -> Response {
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let result = route(d, method.clone(), uri.path(), uri.query(), req.into_body()).await;
+    let path = strip_version(uri.path()).unwrap_or("");
+    let result = if path.starts_with("/containers/") || path.starts_with("/exec/") {
+        let path = path.to_string();
+        match Query::parse(uri.query()) {
+            Ok(q) => crate::container_api::route(d, &method, &path, &q, req)
+                .await
+                .unwrap_or_else(|| Err(ApiError::new(StatusCode::NOT_FOUND, "page not found"))),
+            Err(e) => Err(e),
+        }
+    } else {
+        route(d, method.clone(), uri.path(), uri.query(), req.into_body()).await
+    };
     let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
@@ -596,7 +622,7 @@ async fn docker_df(d: Shared) -> ApiResult {
     Ok(axum::Json(v).into_response())
 }
 
-async fn read_json_body(body: Body) -> Result<Value, ApiError> {
+pub(crate) async fn read_json_body(body: Body) -> Result<Value, ApiError> {
     let bytes = axum::body::to_bytes(body, MAX_JSON_BODY)
         .await
         .map_err(|e| ApiError::bad_request(format!("request body: {e}")))?;

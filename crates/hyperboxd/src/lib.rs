@@ -3,6 +3,8 @@
 //! (`main.rs`) only parses arguments and config.
 
 pub mod api;
+mod container_api;
+pub mod containers;
 pub mod socket;
 
 use std::path::Path;
@@ -23,6 +25,8 @@ pub struct Daemon {
     pub catalog: ImageCatalog,
     /// Registry pulls.
     pub puller: Puller,
+    /// Containers (records, lifecycle through the monitor).
+    pub containers: Arc<containers::Containers>,
 }
 
 /// Store options from the `[cache]` and `[deduplication]` sections.
@@ -44,9 +48,79 @@ pub fn store_options(config: &Config) -> StoreOptions {
     }
 }
 
+/// Where the monitor's socket and runtime files go: beside the API socket (on /run by default,
+/// so a reboot clears them).
+pub fn run_dir(config: &Config) -> std::path::PathBuf {
+    config
+        .daemon
+        .socket
+        .parent()
+        .map_or_else(|| std::path::PathBuf::from("/run/hyperbox"), Path::to_path_buf)
+}
+
+/// The arguments after `hyperboxd --monitor` for this config.
+pub fn monitor_args(config: &Config) -> Vec<String> {
+    let run = run_dir(config);
+    vec![
+        "--monitor-socket".into(),
+        run.join("monitor.sock").to_string_lossy().into_owned(),
+        "--cgroup-parent".into(),
+        config.daemon.cgroup_parent.clone(),
+        "--bridge".into(),
+        config.networking.bridge_name.clone(),
+        "--subnet".into(),
+        config.networking.bridge_subnet.clone(),
+        "--net-run-dir".into(),
+        run.join("net").to_string_lossy().into_owned(),
+        "--net-state-dir".into(),
+        config.daemon.data_dir.join("net").to_string_lossy().into_owned(),
+        "--log-level".into(),
+        config.daemon.log_level.clone(),
+    ]
+}
+
+/// The store, catalog and puller, opened before the async parts.
+struct Opened {
+    catalog: ImageCatalog,
+    puller: Puller,
+}
+
 impl Daemon {
-    /// Opens (and recovers) the store under `data_dir` and builds the daemon's parts.
-    pub fn open(config: Config) -> anyhow::Result<Daemon> {
+    /// Opens (and recovers) the store under `data_dir`, the containers and the monitor.
+    pub async fn open(config: Config) -> anyhow::Result<Daemon> {
+        let c = config.clone();
+        let opened = tokio::task::spawn_blocking(move || Daemon::open_store(&c))
+            .await
+            .context("opening the daemon's state")??;
+        let run = run_dir(&config);
+        std::fs::create_dir_all(&run).with_context(|| format!("creating {}", run.display()))?;
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let resolv = container_resolv_conf(&resolv);
+        let containers = containers::Containers::open(
+            opened.catalog.clone(),
+            containers::ContainersConfig {
+                root: config.daemon.data_dir.join("containers"),
+                layers_root: config.daemon.data_dir.join("layers"),
+                monitor_socket: run.join("monitor.sock"),
+                monitor_args: monitor_args(&config),
+                monitor_log: config.daemon.data_dir.join("monitor.log"),
+                parallel: config.prewarming.parallel_ops as usize,
+                resolv_conf: resolv,
+                cgroup_parent: config.daemon.cgroup_parent.clone(),
+            },
+        )
+        .await
+        .context("starting the container runtime")?;
+        Ok(Daemon {
+            config,
+            catalog: opened.catalog,
+            puller: opened.puller,
+            containers,
+        })
+    }
+
+    fn open_store(config: &Config) -> anyhow::Result<Opened> {
+        let config = config.clone();
         let data = config.daemon.data_dir.clone();
         std::fs::create_dir_all(&data)
             .with_context(|| format!("creating data_dir {}", data.display()))?;
@@ -66,11 +140,7 @@ impl Daemon {
                 ..PullerConfig::default()
             },
         );
-        Ok(Daemon {
-            config,
-            catalog,
-            puller,
-        })
+        Ok(Opened { catalog, puller })
     }
 
     /// Where temporary files (uploads for `load`) go: inside data_dir, so a rename or a
@@ -85,9 +155,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let socket_path = config.daemon.socket.clone();
     // Refuse before touching the store, so a second daemon says why it cannot start.
     socket::refuse_if_served(&socket_path)?;
-    let daemon = tokio::task::spawn_blocking(move || Daemon::open(config))
-        .await
-        .context("opening the daemon's state")??;
+    let daemon = Daemon::open(config).await?;
     clean_tmp(&daemon.tmp_dir())?;
     let listener = socket::bind_unix(&socket_path)?;
     tracing::info!(socket = %socket_path.display(), data_dir = %daemon.config.daemon.data_dir.display(), "hyperboxd ready");
@@ -122,4 +190,28 @@ fn clean_tmp(dir: &Path) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(())
+}
+
+/// resolv.conf for containers: the host's, without loopback nameservers (a resolver on the
+/// host's 127.0.0.x is not reachable from a container's own network namespace); Google's and
+/// Cloudflare's public resolvers when none remain, as Docker does.
+pub fn container_resolv_conf(host: &str) -> String {
+    let mut out = String::new();
+    let mut servers = 0;
+    for line in host.lines() {
+        let t = line.trim();
+        if let Some(ns) = t.strip_prefix("nameserver") {
+            let ns = ns.trim();
+            if ns.starts_with("127.") || ns == "::1" {
+                continue;
+            }
+            servers += 1;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if servers == 0 {
+        out.push_str("nameserver 8.8.8.8\nnameserver 1.1.1.1\n");
+    }
+    out
 }

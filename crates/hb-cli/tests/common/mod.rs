@@ -116,6 +116,8 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// A running hyperboxd with its own data dir and socket, killed on drop.
+static NEXT_NET: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 pub struct Daemon {
     pub dir: tempfile::TempDir,
     /// Where the daemon keeps its data (inside `dir` unless a test moves it).
@@ -149,17 +151,41 @@ impl Daemon {
 
     /// (Re)starts the daemon on the same data dir.
     pub fn spawn(&mut self) {
+        // Each test daemon gets its own cgroup parent, so one daemon's stale-cgroup cleanup
+        // never touches another's containers.
+        let tag = self
+            .dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().replace('.', ""))
+            .unwrap_or_default();
         let ours = format!(
-            "data_dir = \"{}\"\nsocket = \"{}\"\n",
+            "data_dir = \"{}\"\nsocket = \"{}\"\ncgroup_parent = \"hbtest-{tag}\"\n",
             self.data_dir.display(),
             self.socket.display()
         );
-        // Keys of ours go into the test's [daemon] section when it has one (a key appears once).
-        let config = if self.extra_config.contains("[daemon]") {
-            self.extra_config
-                .replacen("[daemon]\n", &format!("[daemon]\n{ours}"), 1)
+        // And its own bridge and subnet, so parallel tests never share addresses.
+        let n = NEXT_NET.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let net = format!(
+            "[networking]\nbridge_name = \"hbt{:x}x{n}\"\nbridge_subnet = \"10.{}.{}.0/24\"\n",
+            std::process::id() % 0xffff,
+            200 + std::process::id() % 50,
+            n % 250
+        );
+        let extra = if self.extra_config.contains("[networking]") {
+            self.extra_config.replacen(
+                "[networking]\n",
+                &net,
+                1,
+            )
         } else {
-            format!("[daemon]\n{ours}{}\n", self.extra_config)
+            format!("{}\n{net}", self.extra_config)
+        };
+        // Keys of ours go into the test's [daemon] section when it has one (a key appears once).
+        let config = if extra.contains("[daemon]") {
+            extra.replacen("[daemon]\n", &format!("[daemon]\n{ours}"), 1)
+        } else {
+            format!("[daemon]\n{ours}{extra}\n")
         };
         std::fs::write(self.config_path(), config).expect("write config");
         let log = std::fs::File::create(self.dir.path().join("daemon.log")).expect("log file");
@@ -248,12 +274,41 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// The monitor's pid, from the pid file it writes beside its socket.
+    pub fn monitor_pid(&self) -> Option<i32> {
+        let p = self.dir.path().join("monitor.pid");
+        std::fs::read_to_string(p).ok()?.trim().parse().ok()
+    }
+
+    /// Stops the monitor (SIGTERM: it kills its containers and releases what they hold).
+    pub fn stop_monitor(&self) {
+        if let Some(pid) = self.monitor_pid() {
+            // SAFETY: kill with a pid read from the monitor's own pid file.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let start = Instant::now();
+            while std::path::Path::new(&format!("/proc/{pid}")).exists()
+                && start.elapsed() < Duration::from_secs(10)
+            {
+                // Reap it if it is our grandchild-turned-child; otherwise just wait.
+                std::thread::sleep(Duration::from_millis(10));
+                if std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|s| s.contains(") Z "))
+                {
+                    break;
+                }
+            }
+        }
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.stop_monitor();
     }
 }
 

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Container start benchmarks for HyperBox side by side with crun (prepared bundle), podman and
+# docker, in one run, against the peer lab (../shared/bench/peers/setup.sh: registry on
+# 127.0.0.1:5000 with hb/tiny and hb/deb; bundles under /var/lib/hb-lab/bundles).
+# Measures: warm `run --rm IMG /bin/true` latency (median, p99) with --network none and bridge;
+# closed-loop throughput at concurrency 2/4/8; the first run after a pull of hb/deb (unpack
+# included); hyperboxd + monitor RSS with 100 running `sleep` containers.
+# Writes a markdown report to $OUT (default bench/results/run-<date>.md) and prints it.
+# Knobs: RUNS (latency runs, default 50), TP_SECS (default 10), CONCS ("2 4 8"), N_SLEEP (100),
+#        SKIP_DOCKER=1, SKIP_PODMAN=1.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+REG=127.0.0.1:5000
+LAB=${HB_LAB:-/var/lib/hb-lab}
+OUT=${OUT:-$HERE/results/run-$(date -u +%Y%m%dT%H%M%SZ).md}
+RUNS=${RUNS:-50}
+TP_SECS=${TP_SECS:-10}
+CONCS=${CONCS:-2 4 8}
+N_SLEEP=${N_SLEEP:-100}
+mkdir -p "$(dirname "$OUT")"
+WORK=$(mktemp -d /var/tmp/hb-runbench.XXXXXX)
+[ -n "$WORK" ] && [ -d "$WORK" ] || { echo "mktemp failed" >&2; exit 1; }
+RAW=$WORK/raw
+mkdir -p "$RAW"
+
+curl -fsS "http://$REG/v2/" >/dev/null || { echo "registry on $REG is not up: run ../shared/bench/peers/setup.sh" >&2; exit 1; }
+command -v hyperfine >/dev/null || { echo "hyperfine missing (apt-get install hyperfine)" >&2; exit 1; }
+
+cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" -p hyperboxd -p hb-cli >&2
+HBD=$ROOT/target/release/hyperboxd
+HBBIN=$ROOT/target/release/hb
+HB="$HBBIN -H unix://$WORK/hb.sock"
+TINY=$REG/hb/tiny:latest
+DEB=$REG/hb/deb:latest
+
+printf '[daemon]\ndata_dir = "%s"\nsocket = "%s"\ncgroup_parent = "hb-bench"\n[networking]\nbridge_name = "hbb0"\nbridge_subnet = "10.123.0.0/16"\n' \
+  "$WORK/hb-data" "$WORK/hb.sock" > "$WORK/hyperbox.toml"
+"$HBD" --config "$WORK/hyperbox.toml" > "$WORK/hyperboxd.log" 2>&1 &
+HBPID=$!
+cleanup() {
+  $HB rm -f $($HB ps -a -q 2>/dev/null) >/dev/null 2>&1 || true
+  kill "$HBPID" 2>/dev/null || true
+  if [ -f "$WORK/monitor.pid" ]; then kill "$(cat "$WORK/monitor.pid")" 2>/dev/null || true; fi
+  sleep 1
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+for _ in $(seq 200); do $HB version >/dev/null 2>&1 && break; sleep 0.05; done
+
+rows=()
+row() { rows+=("| $* |"); }
+hf() { # name hyperfine-args...  -> "median | p99 | mean | min | max | n"
+  local name=$1; shift
+  if ! hyperfine -N --style none --export-json "$RAW/$name.json" "$@" > "$RAW/$name.txt" 2>&1; then
+    echo "hyperfine $name failed: $(tail -3 "$RAW/$name.txt")" >&2
+    return 1
+  fi
+  python3 -c '
+import json, statistics, sys
+r = json.load(open(sys.argv[1]))["results"][0]
+t = sorted(x * 1000 for x in r["times"])
+p99 = t[min(len(t) - 1, int(round(0.99 * (len(t) - 1))))]
+print(f"{statistics.median(t):.2f} | {p99:.2f} | {statistics.mean(t):.2f} | {t[0]:.2f} | {t[-1]:.2f} | {len(t)}")
+' "$RAW/$name.json"
+}
+
+# ------------------------------------------------------------------ latency, warm
+$HB pull -q "$TINY" >/dev/null
+$HB run --rm --network none "$TINY" /bin/true
+row "run --rm tiny /bin/true, net none | hb | $(hf hb-none --warmup 5 --runs "$RUNS" "$HB run --rm --network none $TINY /bin/true")"
+row "run --rm tiny /bin/true, bridge | hb | $(hf hb-bridge --warmup 5 --runs "$RUNS" "$HB run --rm $TINY /bin/true")"
+if [ -d "$LAB/bundles/tiny" ] && command -v crun >/dev/null; then
+  row "run --rm tiny /bin/true (bundle, no overlay) | crun | $(hf crun --warmup 5 --runs "$RUNS" "crun run -b $LAB/bundles/tiny hbrb$$")"
+fi
+if [ "${SKIP_PODMAN:-0}" != 1 ] && command -v podman >/dev/null; then
+  podman pull -q --tls-verify=false "$TINY" >/dev/null 2>&1 || true
+  row "run --rm tiny /bin/true, net none | podman | $(hf podman-none --warmup 3 --runs 20 "podman run --rm --network none $TINY /bin/true")"
+  row "run --rm tiny /bin/true, bridge | podman | $(hf podman-bridge --warmup 3 --runs 20 "podman run --rm $TINY /bin/true")"
+fi
+if [ "${SKIP_DOCKER:-0}" != 1 ] && docker version >/dev/null 2>&1; then
+  docker pull -q "$TINY" >/dev/null 2>&1 || true
+  row "run --rm tiny /bin/true, net none | docker | $(hf docker-none --warmup 3 --runs 20 "docker run --rm --network none $TINY /bin/true")"
+  row "run --rm tiny /bin/true, bridge | docker | $(hf docker-bridge --warmup 3 --runs 20 "docker run --rm $TINY /bin/true")"
+fi
+
+# ------------------------------------------------------------------ throughput
+tp() { # label conc cmd...  (closed loop: conc workers back-to-back for TP_SECS)
+  local label=$1 conc=$2; shift 2
+  local dir=$WORK/tp-$label-$conc
+  mkdir -p "$dir"
+  local end=$(( $(date +%s%N) + TP_SECS * 1000000000 ))
+  local start=$(date +%s%N)
+  for w in $(seq "$conc"); do
+    (
+      ok=0 bad=0 i=0
+      while [ "$(date +%s%N)" -lt "$end" ]; do
+        i=$((i + 1))
+        if "$@" "$w" "$i" >/dev/null 2>>"$dir/err"; then ok=$((ok + 1)); else bad=$((bad + 1)); fi
+      done
+      echo "$ok $bad" > "$dir/w$w"
+    ) &
+  done
+  wait
+  local el=$(( ($(date +%s%N) - start) / 1000000 ))
+  local ok=0 bad=0
+  for f in "$dir"/w*; do read -r o b < "$f"; ok=$((ok + o)); bad=$((bad + b)); done
+  local ops
+  ops=$(python3 -c "print(f'{$ok / ($el / 1000):.1f}')")
+  row "throughput tiny /bin/true | $label c=$conc | $ops ops/s | ok=$ok fail=$bad | | | | ${el} ms"
+}
+hb_none() { $HB run --rm --network none "$TINY" /bin/true; }
+hb_bridge() { $HB run --rm "$TINY" /bin/true; }
+crun_one() { crun run -b "$LAB/bundles/tiny" "hbtp$$x$1x$2"; }
+for c in $CONCS; do
+  tp hb-none "$c" hb_none
+  tp hb-bridge "$c" hb_bridge
+  if [ -d "$LAB/bundles/tiny" ] && command -v crun >/dev/null; then tp crun "$c" crun_one; fi
+done
+
+# ------------------------------------------------------------------ first run after a pull
+hb_fresh_deb="sh -c '$HB rmi -f $DEB >/dev/null 2>&1; $HB system prune >/dev/null; $HB pull -q $DEB >/dev/null'"
+row "first run --rm deb /bin/true after pull (unpack included) | hb | $(hf hb-deb-first --runs 5 --prepare "$hb_fresh_deb" "$HB run --rm --network none $DEB /bin/true")"
+row "warm run --rm deb /bin/true | hb | $(hf hb-deb-warm --warmup 3 --runs 30 "$HB run --rm --network none $DEB /bin/true")"
+
+# ------------------------------------------------------------------ memory per running container
+rss() { awk '/^Rss:/ {s += $2} END {print s + 0}' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+MONPID=$(cat "$WORK/monitor.pid")
+d0=$(rss "$HBPID"); m0=$(rss "$MONPID")
+for i in $(seq "$N_SLEEP"); do $HB run -d --network none "$TINY" sleep 1000 >/dev/null; done
+sleep 1
+d1=$(rss "$HBPID"); m1=$(rss "$MONPID")
+per=$(python3 -c "print(f'{(($d1 - $d0) + ($m1 - $m0)) / $N_SLEEP:.1f}')")
+row "RSS with 0 running | hyperboxd $d0 KiB + monitor $m0 KiB | | | | | | KiB"
+row "RSS with $N_SLEEP running sleep | hyperboxd $d1 KiB + monitor $m1 KiB | | | | | | KiB"
+row "memory per running container (daemon + monitor growth / N) | hb | $per KiB | | | | |"
+$HB rm -f $($HB ps -q) >/dev/null
+
+{
+  echo "# Container start benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
+  echo
+  echo "Command: \`bench/run-bench.sh\` (RUNS=$RUNS TP_SECS=$TP_SECS CONCS=\"$CONCS\" N_SLEEP=$N_SLEEP); $(nproc) CPUs, kernel $(uname -r)."
+  echo "Latency: hyperfine -N (no shell), warm (image present, layers unpacked). crun runs a prepared bundle (no overlay, no image store): the floor the issue compares against."
+  echo
+  echo "| what | engine / case | median ms | p99 ms | mean ms | min ms | max ms | n |"
+  echo "|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+} | tee "$OUT"

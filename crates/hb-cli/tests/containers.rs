@@ -1,0 +1,462 @@
+//! Containers end to end: a real registry, a real hyperboxd (and its monitor), real namespaces,
+//! cgroups and overlay mounts, driven by the real `hb`. Needs root (CI runs as root) and a static
+//! busybox (/bin/busybox; `.ci/run` installs busybox-static).
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{bin, push, Daemon, Registry, TestImage};
+
+/// Skips (with a reason) when the host cannot run containers.
+fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: containers need root");
+        return false;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        panic!("/bin/busybox (static) is required: apt-get install busybox-static (.ci/run does it)");
+    }
+    true
+}
+
+const APPLETS: &[&str] = &[
+    "sh", "true", "false", "echo", "cat", "id", "sleep", "ls", "hostname", "ps", "mount", "env",
+    "pwd", "touch", "wc", "head", "dd", "yes", "seq", "kill", "ip", "httpd", "tr", "grep", "sync",
+    "readlink", "stat", "mkdir", "rm", "umount", "insmod", "nproc", "ping", "wget", "nc", "tail",
+];
+
+/// A busybox rootfs layer: /bin/busybox, applet symlinks, /etc/passwd and /etc/group with a
+/// user `app` (1000), and the usual empty dirs.
+fn busybox_layer() -> Vec<u8> {
+    let busybox = std::fs::read("/bin/busybox").expect("read /bin/busybox");
+    let mut b = tar::Builder::new(Vec::new());
+    let mut dir = |b: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_mode(mode);
+        h.set_size(0);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        b.append_data(&mut h, path, std::io::empty()).expect("dir");
+    };
+    for d in ["bin", "etc", "tmp", "proc", "sys", "dev", "root", "home", "home/app", "mnt", "www"] {
+        dir(&mut b, d, if d == "tmp" { 0o1777 } else { 0o755 });
+    }
+    let mut file = |b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        b.append_data(&mut h, path, data).expect("file");
+    };
+    file(&mut b, "bin/busybox", &busybox, 0o755);
+    file(
+        &mut b,
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+        0o644,
+    );
+    file(&mut b, "etc/group", b"root:x:0:\napp:x:1000:\n", 0o644);
+    file(&mut b, "www/index.html", b"hello from hb\n", 0o644);
+    file(&mut b, "bin/not-exec", b"#!/bin/sh\necho no\n", 0o644);
+    for a in APPLETS {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        h.set_mtime(1_700_000_000);
+        b.append_link(&mut h, format!("bin/{a}"), "busybox")
+            .expect("symlink");
+    }
+    b.into_inner().expect("tar")
+}
+
+/// One registry with the busybox image for the whole test binary.
+fn image() -> &'static (Registry, String) {
+    static IMAGE: OnceLock<(Registry, String)> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let registry = Registry::start();
+        push(
+            &registry.addr,
+            "test/bb:latest",
+            &TestImage {
+                layers: vec![busybox_layer()],
+                compression: "gzip",
+                architecture: "amd64",
+            },
+        );
+        let name = format!("{}/test/bb", registry.addr);
+        (registry, name)
+    })
+}
+
+fn out(o: &std::process::Output) -> (String, String, i32) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+        o.status.code().unwrap_or(-1),
+    )
+}
+
+fn hb_stdin(d: &Daemon, args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = Command::new(bin("hb"))
+        .arg("-H")
+        .arg(format!("unix://{}", d.socket.display()))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run hb");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("hb output")
+}
+
+fn inspect(d: &Daemon, name: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(&d.hb_ok(&["inspect", name])).expect("inspect json");
+    v[0].clone()
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(15), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn run_streams_output_and_exit_code_then_removes() {
+    if !can_run() {
+        return;
+    }
+    let (_, img) = image();
+    let d = Daemon::start("");
+    let o = d.hb(&[
+        "run", "--rm", "--network", "none", img, "sh", "-c", "echo out; echo err >&2; exit 3",
+    ]);
+    let (stdout, stderr, code) = out(&o);
+    assert_eq!(code, 3, "stdout {stdout:?} stderr {stderr:?}\n{}", d.log());
+    assert_eq!(stdout, "out\n");
+    assert!(stderr.ends_with("err\n"), "{stderr:?}");
+    // --rm: nothing left, in the listing or on disk.
+    assert_eq!(d.hb_ok(&["ps", "-a", "-q"]).trim(), "");
+    let containers = d.data_dir().join("containers");
+    wait_until("container dir removed", || {
+        std::fs::read_dir(&containers).map_or(true, |mut r| r.next().is_none())
+    });
+    // A second run is served from the unpacked layer (no pull): the image stays.
+    let o = d.hb(&["run", "--rm", "--network", "none", img, "true"]);
+    assert_eq!(out(&o).2, 0);
+}
+
+#[test]
+fn exit_codes_follow_docker_conventions() {
+    if !can_run() {
+        return;
+    }
+    let (_, img) = image();
+    let d = Daemon::start("");
+    let (_, stderr, code) = out(&d.hb(&["run", "--rm", "--network", "none", img, "no-such-cmd"]));
+    assert_eq!(code, 127, "{stderr}");
+    assert!(stderr.contains("no-such-cmd"), "{stderr}");
+    let (_, stderr, code) = out(&d.hb(&["run", "--rm", "--network", "none", img, "/bin/not-exec"]));
+    assert_eq!(code, 126, "{stderr}");
+    let (_, stderr, code) = out(&d.hb(&["run", "--rm", "--network", "none", "-u", "nobody-here", img, "true"]));
+    assert_eq!(code, 125, "{stderr}");
+    assert!(stderr.contains("nobody-here"), "{stderr}");
+    let (_, stderr, code) = out(&d.hb(&["run", "--rm", "-v", "/definitely/missing:/x", img, "true"]));
+    assert_eq!(code, 125);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    let (_, stderr, code) = out(&d.hb(&["run", "--rm", "-m", "1m", img, "true"]));
+    assert_eq!(code, 125);
+    assert!(stderr.contains("Minimum memory"), "{stderr}");
+    let (_, stderr, _) = out(&d.hb(&["run", "--rm", "127.0.0.1:1/nothing/here", "true"]));
+    assert!(!stderr.is_empty());
+    // Failed starts left nothing behind.
+    assert_eq!(d.hb_ok(&["ps", "-a", "-q"]).trim(), "");
+}
+
+#[test]
+fn isolation_defaults() {
+    if !can_run() {
+        return;
+    }
+    let (_, img) = image();
+    let d = Daemon::start("");
+    let script = "echo pid=$$; hostname; ls /proc | grep -c '^[0-9]'; \
+                  grep CapEff /proc/self/status; grep NoNewPrivs /proc/self/status; \
+                  grep Seccomp: /proc/self/status; \
+                  mount -t tmpfs none /mnt 2>/dev/null && echo MOUNTED; \
+                  echo 1 2>/dev/null > /proc/sys/kernel/domainname && echo WROTE; \
+                  wc -c < /proc/kcore; \
+                  readlink /proc/1/ns/pid; true";
+    let (stdout, stderr, code) =
+        out(&d.hb(&["run", "--rm", "--network", "none", img, "sh", "-c", script]));
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "pid=1", "{stdout}");
+    assert_eq!(lines[1].len(), 12, "hostname is the short id: {stdout}");
+    let procs: u32 = lines[2].trim().parse().expect("count");
+    assert!(procs <= 3, "host processes visible: {stdout}");
+    assert!(lines[3].ends_with("00000000a80425fb"), "Docker's default caps: {stdout}");
+    assert!(lines[4].ends_with('1'), "no_new_privs: {stdout}");
+    assert!(lines[5].ends_with('2'), "seccomp filter mode: {stdout}");
+    assert!(!stdout.contains("MOUNTED"), "mount worked: {stdout}");
+    assert!(!stdout.contains("WROTE"), "/proc/sys is writable: {stdout}");
+    assert_eq!(lines[6].trim(), "0", "/proc/kcore not masked: {stdout}");
+    let host_pidns = std::fs::read_link("/proc/self/ns/pid").expect("own pid ns");
+    assert_ne!(lines[7], host_pidns.to_string_lossy(), "same pid namespace");
+    // Privileged: every capability, no seccomp.
+    let (stdout, _, _) = out(&d.hb(&[
+        "run", "--rm", "--privileged", "--network", "none", img, "sh", "-c",
+        "grep -E 'CapEff|Seccomp:' /proc/self/status",
+    ]));
+    assert!(stdout.contains("Seccomp:\t0"), "{stdout}");
+    assert!(!stdout.contains("00000000a80425fb"), "{stdout}");
+}
+
+#[test]
+fn env_workdir_user_hostname_and_mounts() {
+    if !can_run() {
+        return;
+    }
+    let (_, img) = image();
+    let d = Daemon::start("");
+    let host_dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(host_dir.path().join("from-host"), "hi").expect("write");
+    let env_file = host_dir.path().join("env");
+    std::fs::write(&env_file, "FROM_FILE=yes\n# comment\n").expect("write");
+    let bind = format!("{}:/data", host_dir.path().display());
+    let bind_ro = format!("{}:/ro:ro", host_dir.path().display());
+    let (stdout, stderr, code) = out(&d.hb(&[
+        "run", "--rm", "--network", "none", "-e", "A=1", "--env-file",
+        env_file.to_str().expect("utf8"), "-w", "/tmp/work", "-u", "1000:1000", "-h", "box",
+        "-v", &bind, "-v", &bind_ro, "--tmpfs", "/scratch", img, "sh", "-c",
+        "echo $A $FROM_FILE; pwd; id -u; id -g; hostname; cat /data/from-host; echo; \
+         touch /ro/x 2>/dev/null && echo RO-WRITABLE; mount | grep -c ' /scratch '",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "1 yes\n/tmp/work\n1000\n1000\nbox\nhi\n1\n");
+    // Read-only rootfs.
+    let (stdout, _, _) = out(&d.hb(&[
+        "run", "--rm", "--network", "none", "--read-only", img, "sh", "-c",
+        "touch /x 2>/dev/null && echo WRITABLE; echo done",
+    ]));
+    assert_eq!(stdout, "done\n");
+}
+
+#[test]
+fn stdin_is_forwarded_with_i() {
+    if !can_run() {
+        return;
+    }
+    let (_, img) = image();
+    let d = Daemon::start("");
+    let o = hb_stdin(&d, &["run", "--rm", "-i", "--network", "none", img, "cat"], b"hello\nworld\n");
+    let (stdout, stderr, code) = out(&o);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "hello\nworld\n");
+}
+
+#[test]
+fn detached_lifecycle_exec_logs_top_stats_stop() {
+    if !can_run() {
+        return;
+    }
+    let (_, img) = image();
+    let d = Daemon::start("");
+    let id = d
+        .hb_ok(&[
+            "run", "-d", "--name", "web", "--network", "none", img, "sh", "-c",
+            "echo started; exec sleep 100",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64);
+    wait_until("logs show output", || d.hb_ok(&["logs", "web"]).contains("started"));
+    let ps = d.hb_ok(&["ps"]);
+    assert!(ps.contains("web") && ps.contains("Up"), "{ps}");
+    assert_eq!(d.hb_ok(&["exec", "web", "echo", "hi"]), "hi\n");
+    let (_, _, code) = out(&d.hb(&["exec", "web", "sh", "-c", "exit 7"]));
+    assert_eq!(code, 7);
+    let (_, _, code) = out(&d.hb(&["exec", "web", "nope"]));
+    assert_eq!(code, 127);
+    let top = d.hb_ok(&["top", "web"]);
+    assert!(top.contains("sleep 100"), "{top}");
+    let stats = d.hb_ok(&["stats", "--no-stream", "web"]);
+    assert!(stats.contains("web") && stats.contains("MiB"), "{stats}");
+    let v = inspect(&d, "web");
+    assert_eq!(v["State"]["Status"], "running");
+    assert!(v["State"]["Pid"].as_i64().unwrap_or(0) > 0);
+    // A second container may not take the name.
+    let err = d.hb_err(&["run", "-d", "--name", "web", img, "true"]);
+    assert!(err.contains("already in use"), "{err}");
+    // rm without -f refuses a running container.
+    let err = d.hb_err(&["rm", "web"]);
+    assert!(err.contains("Stop the container"), "{err}");
+    // sleep as pid 1 ignores SIGTERM: stop -t 1 kills it.
+    let started = Instant::now();
+    d.hb_ok(&["stop", "-t", "1", "web"]);
+    assert!(started.elapsed() < Duration::from_secs(8));
+    let v = inspect(&d, "web");
+    assert_eq!(v["State"]["Status"], "exited");
+    assert_eq!(v["State"]["ExitCode"], 137);
+    assert_eq!(d.hb_ok(&["wait", "web"]).trim(), "137");
+    // Start again, then kill with a signal.
+    d.hb_ok(&["start", "web"]);
+    assert_eq!(inspect(&d, "web")["State"]["Status"], "running");
+    d.hb_ok(&["kill", "-s", "KILL", "web"]);
+    wait_until("killed", || inspect(&d, "web")["State"]["Status"] == "exited");
+    d.hb_ok(&["rm", "web"]);
+    assert_eq!(d.hb_ok(&["ps", "-a", "-q"]).trim(), "");
+    let err = d.hb_err(&["inspect", "web"]);
+    assert!(err.contains("No such object"), "{err}");
+}
+
+#[test]
+fn logs_tail_and_prune() {
+    if !can_run() {
+        return;
+    }
+    let (_, img) = image();
+    let d = Daemon::start("");
+    d.hb_ok(&[
+        "run", "-d", "--name", "lines", "--network", "none", img, "sh", "-c",
+        "for i in 1 2 3; do echo line$i; done; echo oops >&2",
+    ]);
+    assert_eq!(d.hb_ok(&["wait", "lines"]).trim(), "0");
+    let o = d.hb(&["logs", "lines"]);
+    let (stdout, stderr, _) = out(&o);
+    assert_eq!(stdout, "line1\nline2\nline3\n");
+    assert_eq!(stderr, "oops\n");
+    let (stdout, _, _) = out(&d.hb(&["logs", "--tail", "2", "lines"]));
+    assert_eq!(stdout, "line3\n");
+    let (stdout, _, _) = out(&d.hb(&["logs", "-t", "lines"]));
+    assert!(stdout.lines().all(|l| l.contains("Z line")), "{stdout}");
+    let pruned = d.hb_ok(&["container", "prune", "-f"]);
+    assert!(pruned.contains("Deleted Containers"), "{pruned}");
+    assert_eq!(d.hb_ok(&["ps", "-a", "-q"]).trim(), "");
+}
+
+#[test]
+fn limits_oom_and_pids() {
+    if !can_run() {
+        return;
+    }
+    let (_, img) = image();
+    let d = Daemon::start("");
+    // A 64 MiB buffer in a 16 MiB container: the OOM killer ends it.
+    let (_, stderr, code) = out(&d.hb(&[
+        "run", "--name", "hog", "--network", "none", "-m", "16m", img, "dd", "if=/dev/zero",
+        "of=/dev/null", "bs=64M", "count=1",
+    ]));
+    assert_eq!(code, 137, "{stderr}");
+    let v = inspect(&d, "hog");
+    assert_eq!(v["State"]["OOMKilled"], true, "{v}");
+    assert_eq!(v["HostConfig"]["Memory"], 16 << 20);
+    // A fork bomb stops at --pids-limit.
+    let (stdout, _, _) = out(&d.hb(&[
+        "run", "--rm", "--network", "none", "--pids-limit", "8", img, "sh", "-c",
+        "n=0; for i in $(seq 1 40); do sleep 2 & n=$((n+1)); done 2>/dev/null; \
+         ps | grep -c 'sleep 2'",
+    ]));
+    let running: u32 = stdout.trim().parse().unwrap_or(99);
+    assert!(running < 8, "pids limit not enforced: {stdout}");
+}
+
+#[test]
+fn containers_survive_a_daemon_kill9_and_nothing_leaks() {
+    if !can_run() {
+        return;
+    }
+    let (_, img) = image();
+    let mut d = Daemon::start("");
+    let id = d
+        .hb_ok(&["run", "-d", "--name", "survivor", img, "sleep", "100"])
+        .trim()
+        .to_string();
+    let pid = inspect(&d, "survivor")["State"]["Pid"].as_i64().expect("pid");
+    d.kill9();
+    d.spawn();
+    // Still running, same process, reported so.
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    let v = inspect(&d, "survivor");
+    assert_eq!(v["State"]["Status"], "running", "{v}");
+    assert_eq!(v["State"]["Pid"], pid);
+    assert_eq!(d.hb_ok(&["exec", "survivor", "echo", "alive"]), "alive\n");
+    // An exit while the daemon is down is picked up at restart.
+    d.kill9();
+    // SAFETY: killing the container's process, which we started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    d.spawn();
+    wait_until("exit seen after restart", || {
+        inspect(&d, "survivor")["State"]["Status"] == "exited"
+    });
+    d.hb_ok(&["rm", "survivor"]);
+    // Nothing of it remains: cgroups, dirs, mounts, netns files.
+    let parent = format!(
+        "hbtest-{}",
+        d.dir.path().file_name().expect("name").to_string_lossy().replace('.', "")
+    );
+    for h in ["memory", "pids", "cpu"] {
+        let p = format!("/sys/fs/cgroup/{h}/{parent}/{id}");
+        assert!(!Path::new(&p).exists(), "{p} left behind");
+    }
+    assert!(!d.data_dir().join("containers").join(&id).exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains(&id), "a mount of {id} is left");
+    let net_dir = d.dir.path().join("net").join("ns");
+    if let Ok(entries) = std::fs::read_dir(&net_dir) {
+        for e in entries.flatten() {
+            assert!(
+                !e.file_name().to_string_lossy().contains(&id),
+                "netns file left: {:?}",
+                e.path()
+            );
+        }
+    }
+}
+
+#[test]
+fn bridge_network_and_published_ports() {
+    if !can_run() {
+        return;
+    }
+    let (_, img) = image();
+    let d = Daemon::start("");
+    let (stdout, stderr, code) = out(&d.hb(&["run", "--rm", img, "sh", "-c", "ip -4 addr show eth0; ip route"]));
+    assert_eq!(code, 0, "{stderr}\n{}", d.log());
+    assert!(stdout.contains("inet 10."), "{stdout}");
+    assert!(stdout.contains("default via"), "{stdout}");
+    // --network none: only lo.
+    let (stdout, _, _) = out(&d.hb(&["run", "--rm", "--network", "none", img, "ls", "/sys/class/net"]));
+    assert_eq!(stdout.split_whitespace().collect::<Vec<_>>(), vec!["lo"]);
+    // A published port reaches busybox httpd in the container.
+    let port = common::free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    d.hb_ok(&["run", "-d", "--name", "www", "-p", &publish, img, "httpd", "-f", "-p", "80", "-h", "/www"]);
+    let addr = format!("127.0.0.1:{port}");
+    wait_until("httpd answers", || common::http_status(&addr, "/index.html") == Some(200));
+    let ps = d.hb_ok(&["ps"]);
+    assert!(ps.contains(&format!("127.0.0.1:{port}->80/tcp")), "{ps}");
+    // The port is taken now: a second container cannot publish it.
+    let err = d.hb_err(&["run", "--rm", "-p", &publish, img, "true"]);
+    assert!(err.contains("already") || err.contains("in use"), "{err}");
+    d.hb_ok(&["rm", "-f", "www"]);
+    wait_until("port released", || common::http_status(&addr, "/index.html").is_none());
+}

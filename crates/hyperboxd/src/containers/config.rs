@@ -1,0 +1,444 @@
+//! From Docker's create request (`Config` + `HostConfig`) and the image's config to what the
+//! container will be: the merged `Config`, validated host settings, and the spawner's
+//! [`ContainerSpec`]. Every refusal here is a user error with Docker's wording where Docker has one.
+
+use std::path::{Path, PathBuf};
+
+use hb_spawn::{ContainerSpec, MountSpec, NetworkMode, ProcessSpec, Resources, RootfsSpec};
+use serde_json::{json, Map, Value};
+
+/// Docker's default capability set.
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Every capability name the kernel knows (for `--cap-add ALL` and validation).
+pub const ALL_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Docker's smallest memory limit.
+pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
+
+fn strings(v: &Value) -> Option<Vec<String>> {
+    match v {
+        Value::Array(a) => Some(
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+        ),
+        Value::String(s) => Some(vec![s.clone()]),
+        _ => None,
+    }
+}
+
+fn env_key(kv: &str) -> &str {
+    kv.split_once('=').map_or(kv, |(k, _)| k)
+}
+
+/// The container's `Config`: the request's, with the image's defaults where the request has none.
+pub fn merge_config(request: &Value, image_config: &Value, image: &str) -> Value {
+    let img = &image_config["config"];
+    let mut out: Map<String, Value> = request.as_object().cloned().unwrap_or_default();
+    out.insert("Image".into(), json!(image));
+    // Env: the image's, overridden key by key.
+    let mut env: Vec<String> = strings(&img["Env"]).unwrap_or_default();
+    for kv in strings(&request["Env"]).unwrap_or_default() {
+        env.retain(|e| env_key(e) != env_key(&kv));
+        env.push(kv);
+    }
+    out.insert("Env".into(), json!(env));
+    // Entrypoint and Cmd: a request Entrypoint resets the image's Cmd (Docker's rule).
+    let req_ep = strings(&request["Entrypoint"]);
+    let req_cmd = strings(&request["Cmd"]).filter(|c| !c.is_empty());
+    let (ep, cmd) = match req_ep {
+        Some(ep) => (ep, req_cmd.unwrap_or_default()),
+        None => (
+            strings(&img["Entrypoint"]).unwrap_or_default(),
+            req_cmd.or_else(|| strings(&img["Cmd"])).unwrap_or_default(),
+        ),
+    };
+    out.insert("Entrypoint".into(), json!(ep));
+    out.insert("Cmd".into(), json!(cmd));
+    for key in ["WorkingDir", "User", "StopSignal"] {
+        let empty = out.get(key).and_then(Value::as_str).is_none_or(str::is_empty);
+        if empty {
+            if let Some(v) = img[key].as_str() {
+                out.insert(key.into(), json!(v));
+            }
+        }
+    }
+    let mut labels = img["Labels"].as_object().cloned().unwrap_or_default();
+    if let Some(l) = request["Labels"].as_object() {
+        labels.extend(l.clone());
+    }
+    out.insert("Labels".into(), Value::Object(labels));
+    if out.get("ExposedPorts").is_none_or(Value::is_null) {
+        if let Some(p) = img.get("ExposedPorts") {
+            out.insert("ExposedPorts".into(), p.clone());
+        }
+    }
+    for key in ["Tty", "OpenStdin", "AttachStdin", "AttachStdout", "AttachStderr", "StdinOnce"] {
+        out.entry(key).or_insert(json!(false));
+    }
+    Value::Object(out)
+}
+
+/// The command line: entrypoint + cmd. Empty is Docker's "no command specified".
+pub fn command(config: &Value) -> Result<Vec<String>, String> {
+    let mut args = strings(&config["Entrypoint"]).unwrap_or_default();
+    args.extend(strings(&config["Cmd"]).unwrap_or_default());
+    if args.is_empty() {
+        return Err("no command specified".into());
+    }
+    Ok(args)
+}
+
+/// Host settings the spawner and monitor need, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostSettings {
+    /// `-v` and `--tmpfs`, in order.
+    pub mounts: Vec<MountSpec>,
+    /// `--network`.
+    pub network: hb_monitor::protocol::Network,
+    /// `--memory`, `--cpus`, `--pids-limit`.
+    pub resources: Resources,
+    /// Effective capabilities.
+    pub capabilities: Vec<String>,
+    /// `--privileged`.
+    pub privileged: bool,
+    /// `--read-only`.
+    pub readonly_rootfs: bool,
+}
+
+fn cap_name(c: &str) -> String {
+    let up = c.trim().to_ascii_uppercase();
+    if up.starts_with("CAP_") {
+        up
+    } else {
+        format!("CAP_{up}")
+    }
+}
+
+/// Validates `HostConfig` and turns it into [`HostSettings`].
+pub fn host_settings(host: &Value) -> Result<HostSettings, String> {
+    let mut mounts = Vec::new();
+    for bind in strings(&host["Binds"]).unwrap_or_default() {
+        mounts.push(parse_bind(&bind)?);
+    }
+    if let Some(t) = host["Tmpfs"].as_object() {
+        for (dest, opts) in t {
+            if !dest.starts_with('/') {
+                return Err(format!("invalid tmpfs mount {dest:?}: the path must be absolute"));
+            }
+            mounts.push(MountSpec::Tmpfs {
+                destination: dest.clone(),
+                options: opts.as_str().unwrap_or("").to_string(),
+            });
+        }
+    }
+    let mode = host["NetworkMode"].as_str().unwrap_or("default");
+    let network = match mode {
+        "" | "default" | "bridge" => {
+            let mut ports = Vec::new();
+            if let Some(pb) = host["PortBindings"].as_object() {
+                for (cport, bindings) in pb {
+                    let (port, proto) = cport.split_once('/').unwrap_or((cport, "tcp"));
+                    let list = bindings.as_array().cloned().unwrap_or_default();
+                    let list = if list.is_empty() { vec![json!({})] } else { list };
+                    for b in list {
+                        let ip = b["HostIp"].as_str().unwrap_or("");
+                        let hp = b["HostPort"].as_str().unwrap_or("");
+                        let spec = if ip.is_empty() {
+                            format!("{hp}:{port}/{proto}")
+                        } else {
+                            format!("{ip}:{hp}:{port}/{proto}")
+                        };
+                        let spec = spec.trim_start_matches(':').to_string();
+                        hb_net::parse_port_mapping(&spec).map_err(|e| e.to_string())?;
+                        ports.push(spec);
+                    }
+                }
+            }
+            hb_monitor::protocol::Network::Bridge { ports }
+        }
+        "none" => hb_monitor::protocol::Network::None,
+        "host" => hb_monitor::protocol::Network::Host,
+        other => {
+            return Err(format!(
+                "network {other} not found (HyperBox offers bridge, host and none)"
+            ))
+        }
+    };
+    let memory = host["Memory"].as_i64().unwrap_or(0);
+    if memory < 0 {
+        return Err(format!("invalid memory limit {memory}"));
+    }
+    if memory > 0 && (memory as u64) < MIN_MEMORY {
+        return Err("Minimum memory limit allowed is 6MB".into());
+    }
+    let nano_cpus = host["NanoCpus"].as_i64().unwrap_or(0);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    if nano_cpus < 0 || nano_cpus > cpus * 1_000_000_000 {
+        return Err(format!(
+            "Range of CPUs is from 0.01 to {cpus}.00, as there are only {cpus} CPUs available"
+        ));
+    }
+    if nano_cpus > 0 && nano_cpus < 10_000_000 {
+        return Err(format!(
+            "Range of CPUs is from 0.01 to {cpus}.00, as there are only {cpus} CPUs available"
+        ));
+    }
+    let pids = host["PidsLimit"].as_i64().filter(|&p| p != 0);
+    let privileged = host["Privileged"].as_bool().unwrap_or(false);
+    let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
+    for c in strings(&host["CapAdd"]).unwrap_or_default() {
+        let c = cap_name(&c);
+        if c == "CAP_ALL" {
+            caps = ALL_CAPS.iter().map(|c| c.to_string()).collect();
+            continue;
+        }
+        if !ALL_CAPS.contains(&c.as_str()) {
+            return Err(format!("unknown capability: {c:?}"));
+        }
+        if !caps.contains(&c) {
+            caps.push(c);
+        }
+    }
+    for c in strings(&host["CapDrop"]).unwrap_or_default() {
+        let c = cap_name(&c);
+        if c == "CAP_ALL" {
+            caps.clear();
+            continue;
+        }
+        if !ALL_CAPS.contains(&c.as_str()) {
+            return Err(format!("unknown capability: {c:?}"));
+        }
+        caps.retain(|x| *x != c);
+    }
+    Ok(HostSettings {
+        mounts,
+        network,
+        resources: Resources {
+            memory_bytes: (memory > 0).then_some(memory as u64),
+            nano_cpus: (nano_cpus > 0).then_some(nano_cpus as u64),
+            pids_limit: pids,
+        },
+        capabilities: caps,
+        privileged,
+        readonly_rootfs: host["ReadonlyRootfs"].as_bool().unwrap_or(false),
+    })
+}
+
+/// `-v HOST:CTR[:ro|rw]`. The source must exist (HyperBox does not create host directories).
+fn parse_bind(bind: &str) -> Result<MountSpec, String> {
+    let parts: Vec<&str> = bind.split(':').collect();
+    let (src, dst, opts) = match parts.as_slice() {
+        [s, d] => (*s, *d, ""),
+        [s, d, o] => (*s, *d, *o),
+        _ => return Err(format!("invalid volume specification: {bind:?}")),
+    };
+    if !src.starts_with('/') {
+        return Err(format!(
+            "invalid volume specification: {bind:?}: named volumes are not offered by HyperBox; use an absolute host path"
+        ));
+    }
+    if !dst.starts_with('/') {
+        return Err(format!(
+            "invalid volume specification: {bind:?}: the container path must be absolute"
+        ));
+    }
+    let mut readonly = false;
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => readonly = true,
+            "rw" => readonly = false,
+            "z" | "Z" | "rprivate" | "private" | "rslave" | "slave" => {}
+            other => return Err(format!("invalid volume specification: {bind:?}: unknown option {other:?}")),
+        }
+    }
+    if !Path::new(src).exists() {
+        return Err(format!(
+            "invalid mount config for type \"bind\": bind source path does not exist: {src}"
+        ));
+    }
+    Ok(MountSpec::Bind {
+        source: PathBuf::from(src),
+        destination: dst.to_string(),
+        readonly,
+    })
+}
+
+/// Where a container's files are.
+pub struct ContainerPaths {
+    /// Overlay lower dirs, top first.
+    pub lowers: Vec<PathBuf>,
+    /// Overlay upper dir.
+    pub upper: PathBuf,
+    /// Overlay work dir.
+    pub work: PathBuf,
+    /// Mount point.
+    pub merged: PathBuf,
+    /// Host files bind-mounted over /etc/hostname, /etc/hosts, /etc/resolv.conf.
+    pub hostname_file: PathBuf,
+    /// See above.
+    pub hosts_file: PathBuf,
+    /// See above.
+    pub resolv_file: PathBuf,
+}
+
+/// The spawner's spec for a container.
+pub fn container_spec(
+    id: &str,
+    config: &Value,
+    host: &HostSettings,
+    paths: &ContainerPaths,
+    cgroup_parent: &str,
+) -> Result<ContainerSpec, String> {
+    let args = command(config)?;
+    let hostname = config["Hostname"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map_or_else(|| id[..12.min(id.len())].to_string(), str::to_string);
+    let mut mounts = vec![
+        MountSpec::Bind {
+            source: paths.hostname_file.clone(),
+            destination: "/etc/hostname".into(),
+            readonly: false,
+        },
+        MountSpec::Bind {
+            source: paths.hosts_file.clone(),
+            destination: "/etc/hosts".into(),
+            readonly: false,
+        },
+        MountSpec::Bind {
+            source: paths.resolv_file.clone(),
+            destination: "/etc/resolv.conf".into(),
+            readonly: false,
+        },
+    ];
+    mounts.extend(host.mounts.iter().cloned());
+    Ok(ContainerSpec {
+        id: id.to_string(),
+        rootfs: RootfsSpec {
+            lower_dirs: paths.lowers.clone(),
+            upper_dir: paths.upper.clone(),
+            work_dir: paths.work.clone(),
+            merged_dir: paths.merged.clone(),
+        },
+        process: ProcessSpec {
+            args,
+            env: strings(&config["Env"]).unwrap_or_default(),
+            cwd: config["WorkingDir"]
+                .as_str()
+                .filter(|w| !w.is_empty())
+                .unwrap_or("/")
+                .to_string(),
+            user: config["User"].as_str().unwrap_or("").to_string(),
+            tty: config["Tty"].as_bool().unwrap_or(false),
+        },
+        hostname,
+        mounts,
+        network: NetworkMode::None,
+        capabilities: host.capabilities.clone(),
+        privileged: host.privileged,
+        seccomp: true,
+        no_new_privileges: true,
+        resources: host.resources.clone(),
+        cgroup_parent: cgroup_parent.to_string(),
+        readonly_rootfs: host.readonly_rootfs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_defaults_merge_like_docker() {
+        let image = json!({"config": {"Env": ["PATH=/bin", "A=1"], "Cmd": ["sh"], "Entrypoint": null, "WorkingDir": "/w", "User": "nobody"}});
+        let c = merge_config(&json!({"Env": ["A=2", "B=3"], "Cmd": ["echo", "hi"]}), &image, "img");
+        assert_eq!(c["Env"], json!(["PATH=/bin", "A=2", "B=3"]));
+        assert_eq!(command(&c).unwrap(), vec!["echo", "hi"]);
+        assert_eq!(c["WorkingDir"], "/w");
+        assert_eq!(c["User"], "nobody");
+        let c = merge_config(&json!({}), &image, "img");
+        assert_eq!(command(&c).unwrap(), vec!["sh"]);
+        // An entrypoint from the request drops the image's Cmd.
+        let c = merge_config(&json!({"Entrypoint": ["/bin/true"]}), &image, "img");
+        assert_eq!(command(&c).unwrap(), vec!["/bin/true"]);
+        let c = merge_config(&json!({}), &json!({"config": {}}), "img");
+        assert!(command(&c).is_err());
+    }
+
+    #[test]
+    fn host_settings_are_validated() {
+        assert!(host_settings(&json!({"Memory": 1024})).unwrap_err().contains("6MB"));
+        assert!(host_settings(&json!({"NanoCpus": 999_000_000_000i64})).unwrap_err().contains("Range of CPUs"));
+        assert!(host_settings(&json!({"Binds": ["/definitely/not/here:/x"]})).unwrap_err().contains("does not exist"));
+        assert!(host_settings(&json!({"Binds": ["vol:/x"]})).unwrap_err().contains("named volumes"));
+        assert!(host_settings(&json!({"NetworkMode": "weird"})).unwrap_err().contains("not found"));
+        assert!(host_settings(&json!({"CapAdd": ["NOPE"]})).unwrap_err().contains("unknown capability"));
+        let h = host_settings(&json!({"Binds": ["/tmp:/x:ro"], "CapDrop": ["chown"], "CapAdd": ["SYS_ADMIN"], "Memory": 64<<20, "PidsLimit": 10})).unwrap();
+        assert!(matches!(&h.mounts[0], MountSpec::Bind { readonly: true, .. }));
+        assert!(!h.capabilities.contains(&"CAP_CHOWN".to_string()));
+        assert!(h.capabilities.contains(&"CAP_SYS_ADMIN".to_string()));
+        assert_eq!(h.resources.memory_bytes, Some(64 << 20));
+        assert_eq!(h.resources.pids_limit, Some(10));
+        let h = host_settings(&json!({"PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}})).unwrap();
+        assert_eq!(h.network, hb_monitor::protocol::Network::Bridge { ports: vec!["127.0.0.1:8080:80/tcp".into()] });
+    }
+}
