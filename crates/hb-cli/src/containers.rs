@@ -267,6 +267,7 @@ async fn create_container(addr: &DaemonAddr, a: &RunArgs) -> anyhow::Result<Stri
                     reference: a.image.clone(),
                     platform: None,
                     quiet: false,
+                    progress_to_stderr: true,
                 },
             )
             .await?;

@@ -211,6 +211,9 @@ pub(crate) struct PullArgs {
     /// Print only the image id.
     #[arg(short, long)]
     pub(crate) quiet: bool,
+    /// Progress to stderr (set when `run` pulls).
+    #[arg(skip)]
+    pub(crate) progress_to_stderr: bool,
 }
 
 #[derive(Args, Debug)]
@@ -505,6 +508,9 @@ pub(crate) async fn pull(addr: &DaemonAddr, a: PullArgs) -> anyhow::Result<ExitC
     let resp = send(addr, Method::POST, &path, empty(), None).await?;
     let tty = std::io::stderr().is_terminal() && !a.quiet;
     let mut view = output::PullView::new(tty, a.quiet);
+    if a.progress_to_stderr {
+        view = view.on_stderr();
+    }
     let mut error = None;
     let mut id = None;
     client::for_each_json_line(resp, |v| {

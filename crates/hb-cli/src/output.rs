@@ -204,6 +204,8 @@ pub fn system_df(v: &Value, format: Option<&str>) -> anyhow::Result<()> {
 pub struct PullView {
     tty: bool,
     quiet: bool,
+    /// Plain lines go to stderr (a pull made by `run`, whose stdout is the container's).
+    to_stderr: bool,
     multi: MultiProgress,
     bars: HashMap<String, ProgressBar>,
 }
@@ -219,9 +221,16 @@ impl PullView {
         PullView {
             tty,
             quiet,
+            to_stderr: false,
             multi,
             bars: HashMap::new(),
         }
+    }
+
+    /// Sends plain progress lines to stderr.
+    pub fn on_stderr(mut self) -> PullView {
+        self.to_stderr = true;
+        self
     }
 
     fn bar(&mut self, id: &str) -> ProgressBar {
@@ -253,10 +262,17 @@ impl PullView {
             if status == "Downloading" || v.get("error").is_some() {
                 return;
             }
-            if is_layer {
-                println!("{id}: {status}");
+            let line = if is_layer {
+                format!("{id}: {status}")
             } else if !status.is_empty() {
-                println!("{status}");
+                status.to_string()
+            } else {
+                return;
+            };
+            if self.to_stderr {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
             }
             return;
         }

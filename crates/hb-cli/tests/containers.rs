@@ -42,6 +42,8 @@ fn busybox_layer() -> Vec<u8> {
         h.set_mode(mode);
         h.set_size(0);
         h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_cksum();
         b.append_data(&mut h, path, std::io::empty()).expect("dir");
     };
@@ -54,6 +56,8 @@ fn busybox_layer() -> Vec<u8> {
         h.set_mode(mode);
         h.set_size(data.len() as u64);
         h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_cksum();
         b.append_data(&mut h, path, data).expect("file");
     };
@@ -73,6 +77,8 @@ fn busybox_layer() -> Vec<u8> {
         h.set_mode(0o777);
         h.set_size(0);
         h.set_mtime(1_700_000_000);
+        h.set_uid(0);
+        h.set_gid(0);
         b.append_link(&mut h, format!("bin/{a}"), "busybox")
             .expect("symlink");
     }
@@ -369,14 +375,15 @@ fn limits_oom_and_pids() {
     let v = inspect(&d, "hog");
     assert_eq!(v["State"]["OOMKilled"], true, "{v}");
     assert_eq!(v["HostConfig"]["Memory"], 16 << 20);
-    // A fork bomb stops at --pids-limit.
-    let (stdout, _, _) = out(&d.hb(&[
-        "run", "--rm", "--network", "none", "--pids-limit", "8", img, "sh", "-c",
-        "n=0; for i in $(seq 1 40); do sleep 2 & n=$((n+1)); done 2>/dev/null; \
-         ps | grep -c 'sleep 2'",
+    // Twelve background sleeps: all start without a limit (the control), not with 8.
+    let script = "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 2 & done; n=0; \
+                  for p in /proc/[0-9]*; do n=$((n+1)); done; echo $n";
+    let (stdout, _, code) = out(&d.hb(&["run", "--rm", "--network", "none", img, "sh", "-c", script]));
+    assert_eq!((code, stdout.trim()), (0, "13"));
+    let (stdout, stderr, code) = out(&d.hb(&[
+        "run", "--rm", "--network", "none", "--pids-limit", "8", img, "sh", "-c", script,
     ]));
-    let running: u32 = stdout.trim().parse().unwrap_or(99);
-    assert!(running < 8, "pids limit not enforced: {stdout}");
+    assert!(code != 0 && stderr.contains("fork"), "pids limit not enforced: {code} {stdout} {stderr}");
 }
 
 #[test]

@@ -223,7 +223,16 @@ pub fn unpack_layer(reader: impl Read, dst: &Path, diff_id: &str) -> Result<(), 
         match entry.unpack_in(dst) {
             Ok(true) => {}
             Ok(false) => return Err(entry_err(&shown, "path leaves the layer".into())),
-            Err(e) => return Err(entry_err(&shown, e.to_string())),
+            Err(e) => {
+                // tar's error says where; its source says why.
+                let mut why = e.to_string();
+                let mut cur: Option<&dyn std::error::Error> = e.get_ref().map(|r| r as _);
+                while let Some(inner) = cur.and_then(std::error::Error::source) {
+                    why.push_str(&format!(": {inner}"));
+                    cur = Some(inner);
+                }
+                return Err(entry_err(&shown, why));
+            }
         }
     }
     // Creating children changed the directories' mtimes: put the layer's back, deepest first.
