@@ -187,5 +187,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     report("CPU: caller (spawn..remove)", parent_cpu);
     report("cgroup create alone", cg_create);
     report("cgroup remove alone", cg_remove);
+    // The parent cgroup directories this run made.
+    for (_, d) in Cgroup::open(&spec.cgroup_parent, "x")?.dirs() {
+        if let Some(p) = d.parent() {
+            let _ = std::fs::remove_dir(p);
+        }
+    }
     Ok(())
 }
