@@ -13,7 +13,8 @@ fn cstr(p: &Path) -> Result<CString, NetError> {
         .map_err(|_| NetError::Config(format!("path {} has a NUL byte", p.display())))
 }
 
-/// Runs `f` on a fresh thread that has joined the namespace at `netns`.
+/// Runs `f` on a fresh thread that has joined the namespace at `netns` (tests look inside).
+#[cfg(test)]
 pub fn in_netns<T: Send + 'static>(
     netns: &Path,
     f: impl FnOnce() -> T + Send + 'static,
@@ -33,6 +34,31 @@ pub fn in_netns<T: Send + 'static>(
     })
     .join()
     .map_err(|_| NetError::Config("netns thread panicked".into()))?
+}
+
+/// A netlink socket inside the namespace at `netns` (opened on a short-lived thread that joins
+/// it; the socket stays bound to that namespace), plus the namespace file, kept open.
+pub fn netlink_in(netns: &Path) -> Result<(crate::netlink::Netlink, std::fs::File), NetError> {
+    let file = std::fs::File::open(netns)
+        .map_err(|e| NetError::os(format!("opening netns {}", netns.display()), e))?;
+    let fd = file
+        .try_clone()
+        .map_err(|e| NetError::os(format!("duplicating netns fd {}", netns.display()), e))?;
+    let shown = netns.display().to_string();
+    let sock = std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, which ends right after.
+        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(NetError::os(
+                format!("joining netns {shown}"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        crate::netlink::Netlink::open()
+            .map_err(|e| NetError::os(format!("netlink socket in {shown}"), e))
+    })
+    .join()
+    .map_err(|_| NetError::Config("netns thread panicked".into()))??;
+    Ok((sock, file))
 }
 
 /// Brings `lo` up in the calling thread's network namespace.

@@ -70,6 +70,19 @@ impl Drop for TestNet {
     }
 }
 
+fn owners(n: &Networks) -> Vec<String> {
+    ports::Firewall::detect()
+        .unwrap()
+        .rule_owners(&n.config)
+        .unwrap()
+}
+
+fn iptables_save() -> String {
+    let tool = format!("{}-save", ports::Firewall::detect().unwrap().iptables);
+    let out = Command::new(tool).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn links_in(ns: &Path) -> String {
     ns::in_netns(ns, || {
         Command::new("ip")
@@ -110,7 +123,7 @@ fn bridge_attach_publish_release() {
     if !root() {
         return;
     }
-    let mut t = TestNet::new();
+    let t = TestNet::new();
     let id = "aaaabbbbccccdddd0000";
     let ns = t.nets.create_netns(id).unwrap();
     let free = TcpListener::bind("127.0.0.1:0")
@@ -126,6 +139,21 @@ fn bridge_attach_publish_release() {
     assert_eq!(att.ports, vec![format!("127.0.0.1:{free}:8000/tcp")]);
     let addrs = links_in(&ns);
     assert!(addrs.contains(&format!("inet {}/", att.ip)), "{addrs}");
+    let routes = ns::in_netns(&ns, || {
+        Command::new("ip")
+            .args(["-o", "route"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    })
+    .unwrap();
+    assert!(
+        routes.contains(&format!("default via {} dev eth0", att.gateway)),
+        "{routes}"
+    );
+    let master = std::fs::read_link(format!("/sys/class/net/{}/master", att.host_veth)).unwrap();
+    assert!(master.ends_with(&t.nets.config.bridge), "{master:?}");
+    assert_eq!(owners(&t.nets), vec![id.to_string()]);
     // The gateway answers from inside.
     let gw = att.gateway.to_string();
     let ping = ns::in_netns(&ns, move || {
@@ -159,7 +187,10 @@ fn bridge_attach_publish_release() {
     t.nets.release(id, &ns).unwrap();
     assert!(!Path::new("/sys/class/net").join(&att.host_veth).exists());
     assert!(!ns.exists());
-    assert!(ports::rule_owners(&t.nets.config).unwrap().is_empty());
+    assert!(owners(&t.nets).is_empty());
+    let saved = iptables_save();
+    assert!(!saved.contains(id), "{saved}");
+    assert!(!t.nets.config.state_dir.join("ports").join(id).exists());
     assert!(ipam::leased(&t.nets.config).iter().all(|l| l != id));
 }
 
@@ -168,7 +199,7 @@ fn cleanup_after_a_crash_removes_everything() {
     if !root() {
         return;
     }
-    let mut t = TestNet::new();
+    let t = TestNet::new();
     let ns = t.nets.create_netns("crashed1").unwrap();
     let att = t
         .nets
@@ -181,13 +212,15 @@ fn cleanup_after_a_crash_removes_everything() {
     let keep = t.nets.create_netns("alive1").unwrap();
     // A new Networks (the monitor restarted) knows nothing in memory.
     let config = t.nets.config.clone();
-    let mut fresh = Networks::open(config).unwrap();
+    let fresh = Networks::open(config).unwrap();
     let cleaned = fresh.cleanup_stale(&["alive1".to_string()]).unwrap();
     assert!(cleaned.contains(&"crashed1".to_string()), "{cleaned:?}");
     assert!(!ns.exists());
     assert!(keep.exists());
     assert!(!Path::new("/sys/class/net").join(&att.host_veth).exists());
-    assert!(ports::rule_owners(&fresh.config).unwrap().is_empty());
+    assert!(owners(&fresh).is_empty());
+    assert!(!iptables_save().contains("crashed1"));
+    assert!(ipam::leased(&fresh.config).is_empty());
 }
 
 #[test]
@@ -212,6 +245,21 @@ fn leases_are_lowest_free_and_stable() {
         ipam::lease(&c, x).unwrap();
     }
     assert!(matches!(ipam::lease(&c, "g"), Err(NetError::Exhausted(_))));
+}
+
+#[test]
+fn veth_names_fit_and_differ() {
+    let a = veth_name("hbt1234n5", "peer-a");
+    let b = veth_name("hbt1234n5", "peer-b");
+    assert!(a.len() <= 15 && b.len() <= 15, "{a} {b}");
+    assert_ne!(a, b);
+    assert_eq!(veth_name("hb0", "abc"), "hb0vabc");
+    let long = "0123456789abcdef0123456789abcdef";
+    assert_eq!(veth_name("hb0", long).len(), 15);
+    assert_ne!(
+        veth_name("hb0", long),
+        veth_name("hb0", "0123456789abcdef0123456789abcdee")
+    );
 }
 
 #[test]
@@ -240,4 +288,74 @@ fn resolv_conf_drops_loopback_servers() {
     let r = n.resolv_conf(false);
     assert!(!r.contains("nameserver 127."), "{r}");
     assert!(r.contains("nameserver"), "{r}");
+}
+
+#[test]
+fn a_port_taken_by_a_host_process_fails_clearly_and_leaves_nothing() {
+    if !root() {
+        return;
+    }
+    let t = TestNet::new();
+    let held = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let ns = t.nets.create_netns("taken1").unwrap();
+    let err = t
+        .nets
+        .attach_bridge(
+            &ns,
+            "taken1",
+            &[parse_port_mapping(&format!("{port}:80")).unwrap()],
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("bind 0.0.0.0:{port}: address already in use (port is taken on the host)")
+    );
+    assert!(ipam::leased(&t.nets.config).is_empty());
+    assert!(!Path::new("/sys/class/net")
+        .join(veth_name(&t.nets.config.bridge, "taken1"))
+        .exists());
+    // A container without ports on the same namespace file still attaches, and release is
+    // idempotent.
+    let att = t.nets.attach_bridge(&ns, "taken1", &[]).unwrap();
+    assert!(att.ports.is_empty());
+    t.nets.release("taken1", &ns).unwrap();
+    t.nets.release("taken1", &ns).unwrap();
+    assert!(!ns.exists());
+}
+
+#[test]
+fn two_containers_on_one_bridge_reach_each_other() {
+    if !root() {
+        return;
+    }
+    let t = TestNet::new();
+    let a = t.nets.create_netns("peer-a").unwrap();
+    let b = t.nets.create_netns("peer-b").unwrap();
+    let att_a = t.nets.attach_bridge(&a, "peer-a", &[]).unwrap();
+    let att_b = t.nets.attach_bridge(&b, "peer-b", &[]).unwrap();
+    assert_ne!(att_a.ip, att_b.ip);
+    let target = att_b.ip.to_string();
+    let ok = ns::in_netns(&a, move || {
+        Command::new("busybox")
+            .args(["ping", "-c", "1", "-W", "2", &target])
+            .output()
+            .map(|o| o.status.success())
+    })
+    .unwrap();
+    if !ok.unwrap_or(false) {
+        let br = Command::new("ip")
+            .args(["-o", "link", "show", "master", &t.nets.config.bridge])
+            .output()
+            .unwrap();
+        panic!(
+            "ping {} from peer-a failed\nA: {}\nB: {}\nbridge: {}",
+            att_b.ip,
+            links_in(&a),
+            links_in(&b),
+            String::from_utf8_lossy(&br.stdout)
+        );
+    }
+    t.nets.release("peer-a", &a).unwrap();
+    t.nets.release("peer-b", &b).unwrap();
 }
