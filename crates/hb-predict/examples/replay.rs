@@ -73,6 +73,7 @@ fn config(flags: &Flags) -> Result<EngineConfig, String> {
         cache_mb: number(flags, "cache-mb", defaults.cache_mb)?,
         confidence_threshold: number(flags, "confidence-threshold", defaults.confidence_threshold)?,
         update_interval_secs: number(flags, "update-interval-secs", defaults.update_interval_secs)?,
+        prewarm_share: number(flags, "prewarm-share", defaults.prewarm_share)?,
         ..defaults
     })
 }
@@ -153,6 +154,11 @@ fn run() -> Result<(), String> {
                             technique,
                             cache_mb,
                             confidence_threshold: threshold,
+                            prewarm_share: number(
+                                &flags,
+                                "prewarm-share",
+                                EngineConfig::default().prewarm_share,
+                            )?,
                             ..EngineConfig::default()
                         };
                         let r = replay(&trace, &config).map_err(|e| e.to_string())?;
