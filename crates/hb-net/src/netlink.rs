@@ -303,6 +303,15 @@ impl Netlink {
             .map(drop)
     }
 
+    /// Sets the link named `name` down.
+    pub fn set_down_by_name(&self, name: &str) -> Result<(), NetlinkError> {
+        let mut m = Message::new(RTM_NEWLINK, 0);
+        m.ifinfo(0, 0, libc::IFF_UP as u32)
+            .attr_str(IFLA_IFNAME, name);
+        self.request(&format!("setting link {name} down"), &mut m)
+            .map(drop)
+    }
+
     /// Deletes the link named `name`.
     pub fn del_link(&self, name: &str) -> Result<(), NetlinkError> {
         let mut m = Message::new(RTM_DELLINK, 0);

@@ -70,6 +70,19 @@ impl Drop for TestNet {
     }
 }
 
+/// Whether the host link disappears within 3 s (namespace teardown takes the veth with it in
+/// the background).
+fn link_goes_away(name: &str) -> bool {
+    let p = Path::new("/sys/class/net").join(name);
+    for _ in 0..300 {
+        if !p.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
 fn owners(n: &Networks) -> Vec<String> {
     ports::Firewall::detect()
         .unwrap()
@@ -179,13 +192,15 @@ fn bridge_attach_publish_release() {
     c.read_to_string(&mut buf).unwrap();
     assert_eq!(buf, "pong");
     accept.join().unwrap();
+    // An open connection would keep the namespace (and so the veth) alive after release.
+    drop(c);
     // A second container cannot take the port.
     let ns2 = t.nets.create_netns("other").unwrap();
     let err = t.nets.attach_bridge(&ns2, "other", &[mapping]).unwrap_err();
     assert!(err.to_string().contains("already in use"), "{err}");
     // Release removes the veth, the rules, the lease and the netns.
     t.nets.release(id, &ns).unwrap();
-    assert!(!Path::new("/sys/class/net").join(&att.host_veth).exists());
+    assert!(link_goes_away(&att.host_veth), "{} stayed", att.host_veth);
     assert!(!ns.exists());
     assert!(owners(&t.nets).is_empty());
     let saved = iptables_save();
@@ -217,7 +232,7 @@ fn cleanup_after_a_crash_removes_everything() {
     assert!(cleaned.contains(&"crashed1".to_string()), "{cleaned:?}");
     assert!(!ns.exists());
     assert!(keep.exists());
-    assert!(!Path::new("/sys/class/net").join(&att.host_veth).exists());
+    assert!(link_goes_away(&att.host_veth), "{} stayed", att.host_veth);
     assert!(owners(&fresh).is_empty());
     assert!(!iptables_save().contains("crashed1"));
     assert!(ipam::leased(&fresh.config).is_empty());
