@@ -461,7 +461,11 @@ impl Networks {
         // Rules whose record was lost (crash between rules and record is impossible: the
         // record comes first; but a wiped state_dir is not). Only if iptables exists.
         if ports::iptables_present() {
-            let firewall = ports::Firewall::detect()?;
+            let known = self.host().firewall.clone();
+            let firewall = match known {
+                Some(f) => f,
+                None => ports::Firewall::detect()?,
+            };
             for id in firewall.rule_owners(&self.config)? {
                 if !is_live(&id) && !cleaned.contains(&id) {
                     firewall.remove_port_rules(&self.config, &id)?;

@@ -197,14 +197,21 @@ impl PortReservations {
 /// one would be invisible to the host's own tooling and, with both loaded, evaluated apart.
 #[derive(Clone, Debug)]
 pub struct Firewall {
-    /// `iptables`, `iptables-nft` or `iptables-legacy`.
+    /// Path of `iptables`, `iptables-nft` or `iptables-legacy`.
     pub iptables: String,
 }
 
-fn tool_exists(name: &str) -> bool {
+/// Where a firewall tool lives (absolute: no PATH search per exec).
+fn tool_path(name: &str) -> Option<String> {
     ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
         .iter()
-        .any(|d| std::path::Path::new(d).join(name).exists())
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.exists())
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+fn tool_exists(name: &str) -> bool {
+    tool_path(name).is_some()
 }
 
 /// Whether any iptables is installed (a file check: `open` must not exec).
@@ -213,6 +220,9 @@ pub fn iptables_present() -> bool {
 }
 
 fn rule_count(save: &str) -> usize {
+    let Some(save) = tool_path(save) else {
+        return 0;
+    };
     Command::new(save)
         .output()
         .map(|o| {
@@ -253,9 +263,10 @@ impl Firewall {
                     .into(),
             ));
         };
-        Ok(Firewall {
-            iptables: iptables.to_string(),
-        })
+        let iptables = tool_path(iptables).ok_or_else(|| {
+            NetError::Config(format!("{iptables} vanished while detecting the firewall"))
+        })?;
+        Ok(Firewall { iptables })
     }
 
     fn run(&self, args: &[&str]) -> Result<String, NetError> {
@@ -379,7 +390,8 @@ impl Firewall {
 
     /// A container's published ports: DNAT from outside (PREROUTING) and from the host itself
     /// (OUTPUT), and a FORWARD accept to the container port, in one `iptables-restore`. The
-    /// port record is written first, so a crash in between leaves something release finds.
+    /// port record (with the address) is written first, so a crash in between leaves
+    /// something release finds.
     pub fn add_port_rules(
         &self,
         c: &NetConfig,
@@ -390,30 +402,8 @@ impl Firewall {
         if ports.is_empty() {
             return Ok(());
         }
-        write_record(c, id, ports)?;
-        let tag = format!("hb:{}:{id}", c.bridge);
-        let mut nat = String::from("*nat\n");
-        let mut filter = String::from("*filter\n");
-        for p in ports {
-            let proto = p.protocol.as_str();
-            let dst = match p.host_ip.filter(|h| !h.is_unspecified()) {
-                Some(h) => format!("-d {h}/32 "),
-                None => String::new(),
-            };
-            for chain in ["PREROUTING", "OUTPUT"] {
-                nat.push_str(&format!(
-                    "-A {chain} {dst}-p {proto} -m addrtype --dst-type LOCAL -m {proto} --dport {} -m comment --comment \"{tag}\" -j DNAT --to-destination {ip}:{}\n",
-                    p.host_port, p.container_port
-                ));
-            }
-            filter.push_str(&format!(
-                "-A FORWARD -d {ip}/32 -o {} -p {proto} -m {proto} --dport {} -m comment --comment \"{tag}\" -j ACCEPT\n",
-                c.bridge, p.container_port
-            ));
-        }
-        nat.push_str("COMMIT\n");
-        filter.push_str("COMMIT\n");
-        self.restore(&(nat + &filter))
+        write_record(c, id, ip, ports)?;
+        self.restore(&port_rules('A', c, id, ip, ports))
     }
 
     /// Our rules (either table) as `(table, -A line)`, from one `iptables-save`.
@@ -448,8 +438,15 @@ impl Firewall {
         Ok(ids)
     }
 
-    /// Deletes the container's rules and its port record. Tolerates rules already gone.
+    /// Deletes the container's rules and its port record. Tolerates rules already gone. The
+    /// exact rules are rebuilt from the record and deleted in one `iptables-restore`; only if
+    /// that fails (some already gone, or no record) are the tables listed and searched.
     pub fn remove_port_rules(&self, c: &NetConfig, id: &str) -> Result<(), NetError> {
+        if let Some((ip, ports)) = read_record(c, id) {
+            if self.restore(&port_rules('D', c, id, ip, &ports)).is_ok() {
+                return remove_record(c, id);
+            }
+        }
         let tag = format!("hb:{}:{id}", c.bridge);
         let rules: Vec<(String, String)> = self
             .our_rules(c)?
@@ -479,19 +476,66 @@ impl Firewall {
     }
 }
 
+/// The `iptables-restore` input adding (`op` 'A') or deleting ('D') a container's port rules.
+fn port_rules(op: char, c: &NetConfig, id: &str, ip: Ipv4Addr, ports: &[PortMapping]) -> String {
+    let tag = format!("hb:{}:{id}", c.bridge);
+    let mut nat = String::from("*nat\n");
+    let mut filter = String::from("*filter\n");
+    for p in ports {
+        let proto = p.protocol.as_str();
+        let dst = match p.host_ip.filter(|h| !h.is_unspecified()) {
+            Some(h) => format!("-d {h}/32 "),
+            None => String::new(),
+        };
+        for chain in ["PREROUTING", "OUTPUT"] {
+            nat.push_str(&format!(
+                "-{op} {chain} {dst}-p {proto} -m addrtype --dst-type LOCAL -m {proto} --dport {} -m comment --comment \"{tag}\" -j DNAT --to-destination {ip}:{}\n",
+                p.host_port, p.container_port
+            ));
+        }
+        filter.push_str(&format!(
+            "-{op} FORWARD -d {ip}/32 -o {} -p {proto} -m {proto} --dport {} -m comment --comment \"{tag}\" -j ACCEPT\n",
+            c.bridge, p.container_port
+        ));
+    }
+    nat.push_str("COMMIT\n");
+    filter.push_str("COMMIT\n");
+    nat + &filter
+}
+
 fn record_path(c: &NetConfig, id: &str) -> std::path::PathBuf {
     c.state_dir.join("ports").join(id)
 }
 
-/// `<state_dir>/ports/<id>`: the container's published ports, one spec a line (atomic write).
-fn write_record(c: &NetConfig, id: &str, ports: &[PortMapping]) -> Result<(), NetError> {
+/// `<state_dir>/ports/<id>`: the container's address, then its published ports, one spec a
+/// line (atomic write).
+fn write_record(
+    c: &NetConfig,
+    id: &str,
+    ip: Ipv4Addr,
+    ports: &[PortMapping],
+) -> Result<(), NetError> {
     let dir = c.state_dir.join("ports");
     let tmp = dir.join(format!(".{id}.tmp"));
-    let text: String = ports.iter().map(|p| p.to_spec() + "\n").collect();
+    let text: String = std::iter::once(format!("{ip}\n"))
+        .chain(ports.iter().map(|p| p.to_spec() + "\n"))
+        .collect();
     std::fs::write(&tmp, text)
         .map_err(|e| NetError::os(format!("writing port record {}", tmp.display()), e))?;
     std::fs::rename(&tmp, record_path(c, id))
         .map_err(|e| NetError::os(format!("committing the port record of {id}"), e))
+}
+
+/// The record's address and ports, when it exists and parses.
+fn read_record(c: &NetConfig, id: &str) -> Option<(Ipv4Addr, Vec<PortMapping>)> {
+    let text = std::fs::read_to_string(record_path(c, id)).ok()?;
+    let mut lines = text.lines();
+    let ip = lines.next()?.parse().ok()?;
+    let ports = lines
+        .map(parse_port_mapping)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    Some((ip, ports))
 }
 
 /// Whether the container has published ports recorded (release runs iptables only then).
