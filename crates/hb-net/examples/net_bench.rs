@@ -83,14 +83,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     stats("bridge: create+attach+release", bridge_total);
     stats("bridge, 1 port: create+attach+release", ported);
 
-    let _ = nets.cleanup_stale(&[]);
     // The bench's own bridge and base rules.
-    let _ = std::process::Command::new("ip")
-        .args(["link", "del", &bridge])
-        .status();
+    nets.remove_bridge()?;
     let _ = std::fs::remove_dir_all(&dir);
-    println!(
-        "(base iptables rules tagged hb:{bridge} are left; remove them with iptables-save | grep)"
-    );
     Ok(())
 }

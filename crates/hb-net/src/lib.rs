@@ -495,6 +495,26 @@ impl Networks {
         Ok(cleaned)
     }
 
+    /// Removes the bridge and its base rules, after releasing every container (as
+    /// `cleanup_stale(&[])`): for uninstalling, and for tests and benchmarks that made a
+    /// bridge of their own.
+    pub fn remove_bridge(&self) -> Result<(), NetError> {
+        self.cleanup_stale(&[])?;
+        let mut host = self.host();
+        match host.netlink.del_link(&self.config.bridge) {
+            Err(e) if e.errno() != Some(libc::ENODEV) => return Err(e.into()),
+            _ => {}
+        }
+        host.bridge = None;
+        let firewall = match host.firewall.take() {
+            Some(f) => f,
+            None if ports::iptables_present() => ports::Firewall::detect()?,
+            None => return Ok(()),
+        };
+        drop(host);
+        firewall.remove_base_rules(&self.config)
+    }
+
     /// resolv.conf for containers: the host's without loopback nameservers (unreachable from
     /// another namespace), or public resolvers when none remain; the host's as is for `host`.
     pub fn resolv_conf(&self, mode_host: bool) -> String {

@@ -406,6 +406,27 @@ impl Firewall {
         self.restore(&port_rules('A', c, id, ip, ports))
     }
 
+    /// Deletes the bridge's base rules (comment exactly `hb:<bridge>`). Tolerates none.
+    pub fn remove_base_rules(&self, c: &NetConfig) -> Result<(), NetError> {
+        let tool = self.companion("save");
+        let text = run_tool(&tool, &mut Command::new(&tool))?;
+        let tag = format!("hb:{}", c.bridge);
+        let mut table = String::new();
+        for line in text.lines() {
+            if let Some(t) = line.strip_prefix('*') {
+                table = t.to_string();
+            } else if let Some(rest) = line.strip_prefix("-A ") {
+                if comment_of(line).as_deref() == Some(tag.as_str()) {
+                    let mut args = vec!["-t".to_string(), table.clone(), "-D".to_string()];
+                    args.extend(split_rule(rest));
+                    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let _ = self.run(&refs);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Our rules (either table) as `(table, -A line)`, from one `iptables-save`.
     fn our_rules(&self, c: &NetConfig) -> Result<Vec<(String, String)>, NetError> {
         let tool = self.companion("save");
@@ -590,12 +611,6 @@ pub(crate) fn split_rule(s: &str) -> Vec<String> {
         out.push(cur);
     }
     out
-}
-
-/// For tests: the same splitting as rule deletion uses.
-#[cfg(test)]
-pub(crate) fn tests_split(s: &str) -> Vec<String> {
-    split_rule(s)
 }
 
 #[cfg(test)]

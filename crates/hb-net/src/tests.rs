@@ -46,27 +46,9 @@ impl TestNet {
 
 impl Drop for TestNet {
     fn drop(&mut self) {
-        let _ = self.nets.cleanup_stale(&[]);
-        let b = self.nets.config.bridge.clone();
-        let tag = format!("hb:{b}");
-        if let Ok(out) = Command::new("iptables-save").output() {
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            let mut table = "filter".to_string();
-            for line in text.lines() {
-                if let Some(t) = line.strip_prefix('*') {
-                    table = t.to_string();
-                }
-                if line.contains(&tag) {
-                    if let Some(rest) = line.strip_prefix("-A ") {
-                        let mut args =
-                            vec!["-w".to_string(), "-t".into(), table.clone(), "-D".into()];
-                        args.extend(ports::tests_split(rest));
-                        let _ = Command::new("iptables").args(&args).output();
-                    }
-                }
-            }
+        if let Err(e) = self.nets.remove_bridge() {
+            eprintln!("removing test bridge {}: {e}", self.nets.config.bridge);
         }
-        let _ = Command::new("ip").args(["link", "del", &b]).output();
     }
 }
 
@@ -129,6 +111,24 @@ fn netns_has_only_loopback_up() {
     assert!(!ns.exists());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&ns.display().to_string()));
+}
+
+#[test]
+fn remove_bridge_takes_the_base_rules() {
+    if !root() {
+        return;
+    }
+    let t = TestNet::new();
+    let ns = t.nets.create_netns("base1").unwrap();
+    t.nets.attach_bridge(&ns, "base1", &[]).unwrap();
+    let tag = format!("\"hb:{}\"", t.nets.config.bridge);
+    assert!(iptables_save().contains(&tag));
+    t.nets.remove_bridge().unwrap();
+    assert!(!iptables_save().contains(&tag));
+    assert!(!Path::new("/sys/class/net")
+        .join(&t.nets.config.bridge)
+        .exists());
+    assert!(!ns.exists());
 }
 
 #[test]
