@@ -1,6 +1,15 @@
 //! Persistent network namespaces: created by a short-lived thread that unshares its network
 //! namespace, brings `lo` up and bind-mounts `/proc/thread-self/ns/net` onto a file, so the
 //! namespace lives without any process in it. The caller's threads never change namespace.
+//!
+//! Mount propagation: the bind mount lives in the caller's mount namespace, which is where the
+//! spawner opens the file to `setns()`, so it sticks whatever the propagation of `run_dir`.
+//! `run_dir` is deliberately not turned into a mount point of its own (as `ip netns` does with
+//! a shared `/run/netns`): that would leave a mount behind every test's temporary dir. Copies
+//! of these mounts that a container's new mount namespace inherits go away when the spawner
+//! detaches the old root after `pivot_root`; until then they keep that namespace alive (the
+//! veth with it, set down by release), which is harmless. A daemon that wants the files visible
+//! in other mount namespaces can make `run_dir/ns` a shared mount itself.
 
 use std::ffi::CString;
 use std::os::fd::AsRawFd;

@@ -374,3 +374,45 @@ fn two_containers_on_one_bridge_reach_each_other() {
     t.nets.release("peer-a", &a).unwrap();
     t.nets.release("peer-b", &b).unwrap();
 }
+
+#[test]
+fn udp_port_is_published_and_host_port_zero_is_chosen() {
+    if !root() {
+        return;
+    }
+    let t = TestNet::new();
+    let ns = t.nets.create_netns("udp1").unwrap();
+    let att = t
+        .nets
+        .attach_bridge(
+            &ns,
+            "udp1",
+            &[parse_port_mapping("127.0.0.1::5353/udp").unwrap()],
+        )
+        .unwrap();
+    let chosen = att.mappings[0].host_port;
+    assert_ne!(chosen, 0);
+    assert_eq!(att.ports, vec![format!("127.0.0.1:{chosen}:5353/udp")]);
+    let server = ns::in_netns(&ns, || std::net::UdpSocket::bind("0.0.0.0:5353").unwrap()).unwrap();
+    let echo = std::thread::spawn(move || {
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        server.send_to(&buf[..n], from).unwrap();
+    });
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client
+        .send_to(b"hello", format!("127.0.0.1:{chosen}"))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hello");
+    echo.join().unwrap();
+    t.nets.release("udp1", &ns).unwrap();
+    assert!(!iptables_save().contains("udp1"));
+}
