@@ -1,6 +1,15 @@
 //! Persistent network namespaces: created by a short-lived thread that unshares its network
 //! namespace, brings `lo` up and bind-mounts `/proc/thread-self/ns/net` onto a file, so the
 //! namespace lives without any process in it. The caller's threads never change namespace.
+//!
+//! Mount propagation: the bind mount lives in the caller's mount namespace, which is where the
+//! spawner opens the file to `setns()`, so it sticks whatever the propagation of `run_dir`.
+//! `run_dir` is deliberately not turned into a mount point of its own (as `ip netns` does with
+//! a shared `/run/netns`): that would leave a mount behind every test's temporary dir. Copies
+//! of these mounts that a container's new mount namespace inherits go away when the spawner
+//! detaches the old root after `pivot_root`; until then they keep that namespace alive (the
+//! veth with it, set down by release), which is harmless. A daemon that wants the files visible
+//! in other mount namespaces can make `run_dir/ns` a shared mount itself.
 
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
@@ -13,7 +22,8 @@ fn cstr(p: &Path) -> Result<CString, NetError> {
         .map_err(|_| NetError::Config(format!("path {} has a NUL byte", p.display())))
 }
 
-/// Runs `f` on a fresh thread that has joined the namespace at `netns`.
+/// Runs `f` on a fresh thread that has joined the namespace at `netns` (tests look inside).
+#[cfg(test)]
 pub fn in_netns<T: Send + 'static>(
     netns: &Path,
     f: impl FnOnce() -> T + Send + 'static,
@@ -33,6 +43,31 @@ pub fn in_netns<T: Send + 'static>(
     })
     .join()
     .map_err(|_| NetError::Config("netns thread panicked".into()))?
+}
+
+/// A netlink socket inside the namespace at `netns` (opened on a short-lived thread that joins
+/// it; the socket stays bound to that namespace), plus the namespace file, kept open.
+pub fn netlink_in(netns: &Path) -> Result<(crate::netlink::Netlink, std::fs::File), NetError> {
+    let file = std::fs::File::open(netns)
+        .map_err(|e| NetError::os(format!("opening netns {}", netns.display()), e))?;
+    let fd = file
+        .try_clone()
+        .map_err(|e| NetError::os(format!("duplicating netns fd {}", netns.display()), e))?;
+    let shown = netns.display().to_string();
+    let sock = std::thread::spawn(move || {
+        // SAFETY: setns on this thread only, which ends right after.
+        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(NetError::os(
+                format!("joining netns {shown}"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        crate::netlink::Netlink::open()
+            .map_err(|e| NetError::os(format!("netlink socket in {shown}"), e))
+    })
+    .join()
+    .map_err(|_| NetError::Config("netns thread panicked".into()))??;
+    Ok((sock, file))
 }
 
 /// Brings `lo` up in the calling thread's network namespace.

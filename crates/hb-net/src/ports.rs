@@ -193,169 +193,402 @@ impl PortReservations {
     }
 }
 
-fn iptables(args: &[&str]) -> Result<String, NetError> {
-    run_tool(
-        &format!("iptables {}", args.join(" ")),
-        Command::new("iptables").arg("-w").args(args),
-    )
+/// The iptables flavour the host uses (`iptables-nft` or `iptables-legacy`): rules in the other
+/// one would be invisible to the host's own tooling and, with both loaded, evaluated apart.
+#[derive(Clone, Debug)]
+pub struct Firewall {
+    /// Path of `iptables`, `iptables-nft` or `iptables-legacy`.
+    pub iptables: String,
 }
 
-/// Adds a rule unless it is there (`-C` first).
-fn ensure_rule(table: &str, chain: &str, rule: &[&str]) -> Result<(), NetError> {
-    let mut check = vec!["-t", table, "-C", chain];
-    check.extend_from_slice(rule);
-    if iptables(&check).is_ok() {
-        return Ok(());
+/// Where a firewall tool lives (absolute: no PATH search per exec).
+fn tool_path(name: &str) -> Option<String> {
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.exists())
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+fn tool_exists(name: &str) -> bool {
+    tool_path(name).is_some()
+}
+
+/// Whether any iptables is installed (a file check: `open` must not exec).
+pub fn iptables_present() -> bool {
+    tool_exists("iptables") || tool_exists("iptables-nft") || tool_exists("iptables-legacy")
+}
+
+fn rule_count(save: &str) -> usize {
+    let Some(save) = tool_path(save) else {
+        return 0;
+    };
+    Command::new(save)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("-A "))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+impl Firewall {
+    /// Picks the flavour: when both exist, the one already holding rules (as Kubernetes'
+    /// iptables-wrapper does: whoever set up this host's firewall used that one), else the
+    /// system default `iptables`.
+    pub fn detect() -> Result<Firewall, NetError> {
+        let nft = tool_exists("iptables-nft");
+        let legacy = tool_exists("iptables-legacy");
+        let iptables = if nft && legacy {
+            let n = rule_count("iptables-nft-save");
+            let l = rule_count("iptables-legacy-save");
+            if l > n {
+                "iptables-legacy"
+            } else if n > l {
+                "iptables-nft"
+            } else {
+                "iptables"
+            }
+        } else if tool_exists("iptables") {
+            "iptables"
+        } else if nft {
+            "iptables-nft"
+        } else if legacy {
+            "iptables-legacy"
+        } else {
+            return Err(NetError::Config(
+                "no iptables found (bridge networking needs iptables-nft or iptables-legacy)"
+                    .into(),
+            ));
+        };
+        let iptables = tool_path(iptables).ok_or_else(|| {
+            NetError::Config(format!("{iptables} vanished while detecting the firewall"))
+        })?;
+        Ok(Firewall { iptables })
     }
-    let mut add = vec!["-t", table, "-I", chain];
-    add.extend_from_slice(rule);
-    iptables(&add).map(|_| ())
+
+    fn run(&self, args: &[&str]) -> Result<String, NetError> {
+        run_tool(
+            &format!("{} {}", self.iptables, args.join(" ")),
+            Command::new(&self.iptables).arg("-w").args(args),
+        )
+    }
+
+    /// `<flavour>-save` / `-restore`.
+    fn companion(&self, what: &str) -> String {
+        format!("{}-{what}", self.iptables)
+    }
+
+    /// Feeds `iptables-restore --noflush` (one exec for many rule changes, applied atomically).
+    fn restore(&self, input: &str) -> Result<(), NetError> {
+        use std::io::Write;
+        let tool = self.companion("restore");
+        let mut child = Command::new(&tool)
+            .args(["-w", "--noflush"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| NetError::os(format!("running {tool}"), e))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(input.as_bytes())
+                .map_err(|e| NetError::os(format!("writing to {tool}"), e))?;
+        }
+        let out = child
+            .wait_with_output()
+            .map_err(|e| NetError::os(format!("waiting for {tool}"), e))?;
+        if !out.status.success() {
+            return Err(NetError::Tool {
+                what: format!("{tool} --noflush"),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds a rule unless it is there (`-C` first).
+    fn ensure_rule(&self, table: &str, chain: &str, rule: &[&str]) -> Result<(), NetError> {
+        let mut check = vec!["-t", table, "-C", chain];
+        check.extend_from_slice(rule);
+        if self.run(&check).is_ok() {
+            return Ok(());
+        }
+        let mut add = vec!["-t", table, "-I", chain];
+        add.extend_from_slice(rule);
+        self.run(&add).map(|_| ())
+    }
+
+    /// Bridge setup, once: NAT out of the subnet, NAT for host-originated (127.0.0.0/8)
+    /// connections to published ports, forwarding to and from the bridge.
+    pub fn ensure_base_rules(&self, c: &NetConfig) -> Result<(), NetError> {
+        let subnet = format!("{}/{}", c.subnet, c.prefix);
+        let tag = format!("hb:{}", c.bridge);
+        let b = c.bridge.as_str();
+        let comment = ["-m", "comment", "--comment", tag.as_str()];
+        let with = |r: &[&'static str]| -> Vec<String> {
+            r.iter()
+                .chain(comment.iter())
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let rules: Vec<(&str, &str, Vec<String>)> = vec![
+            (
+                "nat",
+                "POSTROUTING",
+                [
+                    vec![
+                        "-s".to_string(),
+                        subnet.clone(),
+                        "!".into(),
+                        "-o".into(),
+                        b.into(),
+                    ],
+                    with(&["-j", "MASQUERADE"]),
+                ]
+                .concat(),
+            ),
+            (
+                "nat",
+                "POSTROUTING",
+                [
+                    vec!["-o".to_string(), b.into()],
+                    with(&["-m", "addrtype", "--src-type", "LOCAL", "-j", "MASQUERADE"]),
+                ]
+                .concat(),
+            ),
+            (
+                "filter",
+                "FORWARD",
+                [vec!["-i".to_string(), b.into()], with(&["-j", "ACCEPT"])].concat(),
+            ),
+            (
+                "filter",
+                "FORWARD",
+                [
+                    vec!["-o".to_string(), b.into()],
+                    with(&[
+                        "-m",
+                        "conntrack",
+                        "--ctstate",
+                        "RELATED,ESTABLISHED",
+                        "-j",
+                        "ACCEPT",
+                    ]),
+                ]
+                .concat(),
+            ),
+        ];
+        for (table, chain, rule) in &rules {
+            let refs: Vec<&str> = rule.iter().map(String::as_str).collect();
+            self.ensure_rule(table, chain, &refs)?;
+        }
+        Ok(())
+    }
+
+    /// A container's published ports: DNAT from outside (PREROUTING) and from the host itself
+    /// (OUTPUT), and a FORWARD accept to the container port, in one `iptables-restore`. The
+    /// port record (with the address) is written first, so a crash in between leaves
+    /// something release finds.
+    pub fn add_port_rules(
+        &self,
+        c: &NetConfig,
+        id: &str,
+        ip: Ipv4Addr,
+        ports: &[PortMapping],
+    ) -> Result<(), NetError> {
+        if ports.is_empty() {
+            return Ok(());
+        }
+        write_record(c, id, ip, ports)?;
+        self.restore(&port_rules('A', c, id, ip, ports))
+    }
+
+    /// Deletes the bridge's base rules (comment exactly `hb:<bridge>`). Tolerates none.
+    pub fn remove_base_rules(&self, c: &NetConfig) -> Result<(), NetError> {
+        let tool = self.companion("save");
+        let text = run_tool(&tool, &mut Command::new(&tool))?;
+        let tag = format!("hb:{}", c.bridge);
+        let mut table = String::new();
+        for line in text.lines() {
+            if let Some(t) = line.strip_prefix('*') {
+                table = t.to_string();
+            } else if let Some(rest) = line.strip_prefix("-A ") {
+                if comment_of(line).as_deref() == Some(tag.as_str()) {
+                    let mut args = vec!["-t".to_string(), table.clone(), "-D".to_string()];
+                    args.extend(split_rule(rest));
+                    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let _ = self.run(&refs);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Our rules (either table) as `(table, -A line)`, from one `iptables-save`.
+    fn our_rules(&self, c: &NetConfig) -> Result<Vec<(String, String)>, NetError> {
+        let tool = self.companion("save");
+        let text = run_tool(&tool, &mut Command::new(&tool))?;
+        let prefix = format!("hb:{}:", c.bridge);
+        let mut table = String::new();
+        let mut out = Vec::new();
+        for line in text.lines() {
+            if let Some(t) = line.strip_prefix('*') {
+                table = t.to_string();
+            } else if line.starts_with("-A ")
+                && comment_of(line).is_some_and(|t| t.starts_with(&prefix))
+            {
+                out.push((table.clone(), line.to_string()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Container ids that own rules of this bridge.
+    pub fn rule_owners(&self, c: &NetConfig) -> Result<Vec<String>, NetError> {
+        let prefix = format!("hb:{}:", c.bridge);
+        let mut ids: Vec<String> = self
+            .our_rules(c)?
+            .iter()
+            .filter_map(|(_, l)| Some(comment_of(l)?.strip_prefix(&prefix)?.to_string()))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    /// Deletes the container's rules and its port record. Tolerates rules already gone. The
+    /// exact rules are rebuilt from the record and deleted in one `iptables-restore`; only if
+    /// that fails (some already gone, or no record) are the tables listed and searched.
+    pub fn remove_port_rules(&self, c: &NetConfig, id: &str) -> Result<(), NetError> {
+        if let Some((ip, ports)) = read_record(c, id) {
+            if self.restore(&port_rules('D', c, id, ip, &ports)).is_ok() {
+                return remove_record(c, id);
+            }
+        }
+        let tag = format!("hb:{}:{id}", c.bridge);
+        let rules: Vec<(String, String)> = self
+            .our_rules(c)?
+            .into_iter()
+            .filter(|(_, l)| comment_of(l).as_deref() == Some(tag.as_str()))
+            .collect();
+        if !rules.is_empty() {
+            let mut input = String::new();
+            for table in ["nat", "filter"] {
+                input.push_str(&format!("*{table}\n"));
+                for (_, l) in rules.iter().filter(|(t, _)| t == table) {
+                    input.push_str(&format!("-D {}\n", &l[3..]));
+                }
+                input.push_str("COMMIT\n");
+            }
+            if self.restore(&input).is_err() {
+                // One vanished meanwhile (another cleanup): delete one by one, ignoring misses.
+                for (table, l) in &rules {
+                    let mut args = vec!["-t".to_string(), table.clone(), "-D".to_string()];
+                    args.extend(split_rule(&l[3..]));
+                    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let _ = self.run(&refs);
+                }
+            }
+        }
+        remove_record(c, id)
+    }
 }
 
-/// NAT out of the subnet, NAT for host-originated connections to published ports, forwarding.
-pub fn ensure_base_rules(c: &NetConfig) -> Result<(), NetError> {
-    let subnet = format!("{}/{}", c.subnet, c.prefix);
-    let tag = format!("hb:{}", c.bridge);
-    let b = c.bridge.as_str();
-    ensure_rule(
-        "nat",
-        "POSTROUTING",
-        &[
-            "-s",
-            &subnet,
-            "!",
-            "-o",
-            b,
-            "-j",
-            "MASQUERADE",
-            "-m",
-            "comment",
-            "--comment",
-            &tag,
-        ],
-    )?;
-    ensure_rule(
-        "nat",
-        "POSTROUTING",
-        &[
-            "-o",
-            b,
-            "-m",
-            "addrtype",
-            "--src-type",
-            "LOCAL",
-            "-j",
-            "MASQUERADE",
-            "-m",
-            "comment",
-            "--comment",
-            &tag,
-        ],
-    )?;
-    ensure_rule(
-        "filter",
-        "FORWARD",
-        &["-i", b, "-j", "ACCEPT", "-m", "comment", "--comment", &tag],
-    )?;
-    ensure_rule(
-        "filter",
-        "FORWARD",
-        &["-o", b, "-j", "ACCEPT", "-m", "comment", "--comment", &tag],
-    )?;
-    Ok(())
+/// The `iptables-restore` input adding (`op` 'A') or deleting ('D') a container's port rules.
+fn port_rules(op: char, c: &NetConfig, id: &str, ip: Ipv4Addr, ports: &[PortMapping]) -> String {
+    let tag = format!("hb:{}:{id}", c.bridge);
+    let mut nat = String::from("*nat\n");
+    let mut filter = String::from("*filter\n");
+    for p in ports {
+        let proto = p.protocol.as_str();
+        let dst = match p.host_ip.filter(|h| !h.is_unspecified()) {
+            Some(h) => format!("-d {h}/32 "),
+            None => String::new(),
+        };
+        for chain in ["PREROUTING", "OUTPUT"] {
+            nat.push_str(&format!(
+                "-{op} {chain} {dst}-p {proto} -m addrtype --dst-type LOCAL -m {proto} --dport {} -m comment --comment \"{tag}\" -j DNAT --to-destination {ip}:{}\n",
+                p.host_port, p.container_port
+            ));
+        }
+        filter.push_str(&format!(
+            "-{op} FORWARD -d {ip}/32 -o {} -p {proto} -m {proto} --dport {} -m comment --comment \"{tag}\" -j ACCEPT\n",
+            c.bridge, p.container_port
+        ));
+    }
+    nat.push_str("COMMIT\n");
+    filter.push_str("COMMIT\n");
+    nat + &filter
 }
 
-/// DNAT rules for a container's published ports.
-pub fn add_port_rules(
+fn record_path(c: &NetConfig, id: &str) -> std::path::PathBuf {
+    c.state_dir.join("ports").join(id)
+}
+
+/// `<state_dir>/ports/<id>`: the container's address, then its published ports, one spec a
+/// line (atomic write).
+fn write_record(
     c: &NetConfig,
     id: &str,
     ip: Ipv4Addr,
     ports: &[PortMapping],
 ) -> Result<(), NetError> {
-    let tag = format!("hb:{}:{id}", c.bridge);
-    for p in ports {
-        let dport = p.host_port.to_string();
-        let to = format!("{ip}:{}", p.container_port);
-        for chain in ["PREROUTING", "OUTPUT"] {
-            let mut rule: Vec<&str> = vec!["-t", "nat", "-A", chain, "-p", p.protocol.as_str()];
-            let host_ip;
-            if let Some(hip) = p.host_ip.filter(|h| !h.is_unspecified()) {
-                host_ip = hip.to_string();
-                rule.extend_from_slice(&["-d", &host_ip]);
-            }
-            rule.extend_from_slice(&[
-                "-m",
-                "addrtype",
-                "--dst-type",
-                "LOCAL",
-                "--dport",
-                &dport,
-                "-j",
-                "DNAT",
-                "--to-destination",
-                &to,
-                "-m",
-                "comment",
-                "--comment",
-                &tag,
-            ]);
-            iptables(&rule)?;
-        }
-    }
-    Ok(())
-}
-
-/// Rules of ours in the nat table as `-S` lines.
-fn our_rules(c: &NetConfig) -> Result<Vec<String>, NetError> {
-    let prefix = format!("hb:{}:", c.bridge);
-    Ok(iptables(&["-t", "nat", "-S"])?
-        .lines()
-        .filter(|l| l.contains(&prefix))
-        .map(str::to_string)
-        .collect())
-}
-
-/// Container ids that own nat rules of this bridge.
-pub fn rule_owners(c: &NetConfig) -> Result<Vec<String>, NetError> {
-    let prefix = format!("hb:{}:", c.bridge);
-    let mut ids: Vec<String> = our_rules(c)
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|l| {
-            let i = l.find(&prefix)? + prefix.len();
-            let id: String = l[i..]
-                .chars()
-                .take_while(|ch| ch.is_ascii_alphanumeric() || *ch == '-')
-                .collect();
-            (!id.is_empty()).then_some(id)
-        })
+    let dir = c.state_dir.join("ports");
+    let tmp = dir.join(format!(".{id}.tmp"));
+    let text: String = std::iter::once(format!("{ip}\n"))
+        .chain(ports.iter().map(|p| p.to_spec() + "\n"))
         .collect();
-    ids.sort();
-    ids.dedup();
-    Ok(ids)
+    std::fs::write(&tmp, text)
+        .map_err(|e| NetError::os(format!("writing port record {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, record_path(c, id))
+        .map_err(|e| NetError::os(format!("committing the port record of {id}"), e))
 }
 
-/// Deletes the container's nat rules.
-pub fn remove_port_rules(c: &NetConfig, id: &str) -> Result<(), NetError> {
-    if !std::path::Path::new("/usr/sbin/iptables").exists()
-        && !std::path::Path::new("/sbin/iptables").exists()
-    {
-        return Ok(());
+/// The record's address and ports, when it exists and parses.
+fn read_record(c: &NetConfig, id: &str) -> Option<(Ipv4Addr, Vec<PortMapping>)> {
+    let text = std::fs::read_to_string(record_path(c, id)).ok()?;
+    let mut lines = text.lines();
+    let ip = lines.next()?.parse().ok()?;
+    let ports = lines
+        .map(parse_port_mapping)
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    Some((ip, ports))
+}
+
+/// Whether the container has published ports recorded (release runs iptables only then).
+pub fn has_record(c: &NetConfig, id: &str) -> bool {
+    record_path(c, id).exists()
+}
+
+/// Ids with a port record.
+pub fn recorded(c: &NetConfig) -> Vec<String> {
+    std::fs::read_dir(c.state_dir.join("ports"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn remove_record(c: &NetConfig, id: &str) -> Result<(), NetError> {
+    match std::fs::remove_file(record_path(c, id)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(NetError::os(format!("removing the port record of {id}"), e)),
     }
-    let tag = format!("hb:{}:{id}", c.bridge);
-    let Ok(rules) = our_rules(c) else {
-        return Ok(());
-    };
-    for line in rules.iter().filter(|l| l.contains(&tag)) {
-        let Some(rest) = line.strip_prefix("-A ") else {
-            continue;
-        };
-        let mut args = vec!["-t".to_string(), "nat".to_string(), "-D".to_string()];
-        args.extend(split_rule(rest));
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        iptables(&refs)?;
-    }
-    Ok(())
+}
+
+/// The `--comment` value of a saved rule.
+fn comment_of(line: &str) -> Option<String> {
+    let parts = split_rule(line);
+    let i = parts.iter().position(|p| p == "--comment")?;
+    parts.get(i + 1).cloned()
 }
 
 /// Splits an `iptables -S` rule into arguments (quoted comments stay one argument).
@@ -378,12 +611,6 @@ pub(crate) fn split_rule(s: &str) -> Vec<String> {
         out.push(cur);
     }
     out
-}
-
-/// For tests: the same splitting as rule deletion uses.
-#[cfg(test)]
-pub(crate) fn tests_split(s: &str) -> Vec<String> {
-    split_rule(s)
 }
 
 #[cfg(test)]

@@ -46,28 +46,36 @@ impl TestNet {
 
 impl Drop for TestNet {
     fn drop(&mut self) {
-        let _ = self.nets.cleanup_stale(&[]);
-        let b = self.nets.config.bridge.clone();
-        let tag = format!("hb:{b}");
-        if let Ok(out) = Command::new("iptables-save").output() {
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            let mut table = "filter".to_string();
-            for line in text.lines() {
-                if let Some(t) = line.strip_prefix('*') {
-                    table = t.to_string();
-                }
-                if line.contains(&tag) {
-                    if let Some(rest) = line.strip_prefix("-A ") {
-                        let mut args =
-                            vec!["-w".to_string(), "-t".into(), table.clone(), "-D".into()];
-                        args.extend(ports::tests_split(rest));
-                        let _ = Command::new("iptables").args(&args).output();
-                    }
-                }
-            }
+        if let Err(e) = self.nets.remove_bridge() {
+            eprintln!("removing test bridge {}: {e}", self.nets.config.bridge);
         }
-        let _ = Command::new("ip").args(["link", "del", &b]).output();
     }
+}
+
+/// Whether the host link disappears within 3 s (namespace teardown takes the veth with it in
+/// the background).
+fn link_goes_away(name: &str) -> bool {
+    let p = Path::new("/sys/class/net").join(name);
+    for _ in 0..300 {
+        if !p.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+fn owners(n: &Networks) -> Vec<String> {
+    ports::Firewall::detect()
+        .unwrap()
+        .rule_owners(&n.config)
+        .unwrap()
+}
+
+fn iptables_save() -> String {
+    let tool = format!("{}-save", ports::Firewall::detect().unwrap().iptables);
+    let out = Command::new(tool).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn links_in(ns: &Path) -> String {
@@ -106,11 +114,29 @@ fn netns_has_only_loopback_up() {
 }
 
 #[test]
+fn remove_bridge_takes_the_base_rules() {
+    if !root() {
+        return;
+    }
+    let t = TestNet::new();
+    let ns = t.nets.create_netns("base1").unwrap();
+    t.nets.attach_bridge(&ns, "base1", &[]).unwrap();
+    let tag = format!("\"hb:{}\"", t.nets.config.bridge);
+    assert!(iptables_save().contains(&tag));
+    t.nets.remove_bridge().unwrap();
+    assert!(!iptables_save().contains(&tag));
+    assert!(!Path::new("/sys/class/net")
+        .join(&t.nets.config.bridge)
+        .exists());
+    assert!(!ns.exists());
+}
+
+#[test]
 fn bridge_attach_publish_release() {
     if !root() {
         return;
     }
-    let mut t = TestNet::new();
+    let t = TestNet::new();
     let id = "aaaabbbbccccdddd0000";
     let ns = t.nets.create_netns(id).unwrap();
     let free = TcpListener::bind("127.0.0.1:0")
@@ -126,6 +152,21 @@ fn bridge_attach_publish_release() {
     assert_eq!(att.ports, vec![format!("127.0.0.1:{free}:8000/tcp")]);
     let addrs = links_in(&ns);
     assert!(addrs.contains(&format!("inet {}/", att.ip)), "{addrs}");
+    let routes = ns::in_netns(&ns, || {
+        Command::new("ip")
+            .args(["-o", "route"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    })
+    .unwrap();
+    assert!(
+        routes.contains(&format!("default via {} dev eth0", att.gateway)),
+        "{routes}"
+    );
+    let master = std::fs::read_link(format!("/sys/class/net/{}/master", att.host_veth)).unwrap();
+    assert!(master.ends_with(&t.nets.config.bridge), "{master:?}");
+    assert_eq!(owners(&t.nets), vec![id.to_string()]);
     // The gateway answers from inside.
     let gw = att.gateway.to_string();
     let ping = ns::in_netns(&ns, move || {
@@ -151,15 +192,20 @@ fn bridge_attach_publish_release() {
     c.read_to_string(&mut buf).unwrap();
     assert_eq!(buf, "pong");
     accept.join().unwrap();
+    // An open connection would keep the namespace (and so the veth) alive after release.
+    drop(c);
     // A second container cannot take the port.
     let ns2 = t.nets.create_netns("other").unwrap();
     let err = t.nets.attach_bridge(&ns2, "other", &[mapping]).unwrap_err();
     assert!(err.to_string().contains("already in use"), "{err}");
     // Release removes the veth, the rules, the lease and the netns.
     t.nets.release(id, &ns).unwrap();
-    assert!(!Path::new("/sys/class/net").join(&att.host_veth).exists());
+    assert!(link_goes_away(&att.host_veth), "{} stayed", att.host_veth);
     assert!(!ns.exists());
-    assert!(ports::rule_owners(&t.nets.config).unwrap().is_empty());
+    assert!(owners(&t.nets).is_empty());
+    let saved = iptables_save();
+    assert!(!saved.contains(id), "{saved}");
+    assert!(!t.nets.config.state_dir.join("ports").join(id).exists());
     assert!(ipam::leased(&t.nets.config).iter().all(|l| l != id));
 }
 
@@ -168,7 +214,7 @@ fn cleanup_after_a_crash_removes_everything() {
     if !root() {
         return;
     }
-    let mut t = TestNet::new();
+    let t = TestNet::new();
     let ns = t.nets.create_netns("crashed1").unwrap();
     let att = t
         .nets
@@ -181,13 +227,15 @@ fn cleanup_after_a_crash_removes_everything() {
     let keep = t.nets.create_netns("alive1").unwrap();
     // A new Networks (the monitor restarted) knows nothing in memory.
     let config = t.nets.config.clone();
-    let mut fresh = Networks::open(config).unwrap();
+    let fresh = Networks::open(config).unwrap();
     let cleaned = fresh.cleanup_stale(&["alive1".to_string()]).unwrap();
     assert!(cleaned.contains(&"crashed1".to_string()), "{cleaned:?}");
     assert!(!ns.exists());
     assert!(keep.exists());
-    assert!(!Path::new("/sys/class/net").join(&att.host_veth).exists());
-    assert!(ports::rule_owners(&fresh.config).unwrap().is_empty());
+    assert!(link_goes_away(&att.host_veth), "{} stayed", att.host_veth);
+    assert!(owners(&fresh).is_empty());
+    assert!(!iptables_save().contains("crashed1"));
+    assert!(ipam::leased(&fresh.config).is_empty());
 }
 
 #[test]
@@ -212,6 +260,21 @@ fn leases_are_lowest_free_and_stable() {
         ipam::lease(&c, x).unwrap();
     }
     assert!(matches!(ipam::lease(&c, "g"), Err(NetError::Exhausted(_))));
+}
+
+#[test]
+fn veth_names_fit_and_differ() {
+    let a = veth_name("hbt1234n5", "peer-a");
+    let b = veth_name("hbt1234n5", "peer-b");
+    assert!(a.len() <= 15 && b.len() <= 15, "{a} {b}");
+    assert_ne!(a, b);
+    assert_eq!(veth_name("hb0", "abc"), "hb0vabc");
+    let long = "0123456789abcdef0123456789abcdef";
+    assert_eq!(veth_name("hb0", long).len(), 15);
+    assert_ne!(
+        veth_name("hb0", long),
+        veth_name("hb0", "0123456789abcdef0123456789abcdee")
+    );
 }
 
 #[test]
@@ -240,4 +303,116 @@ fn resolv_conf_drops_loopback_servers() {
     let r = n.resolv_conf(false);
     assert!(!r.contains("nameserver 127."), "{r}");
     assert!(r.contains("nameserver"), "{r}");
+}
+
+#[test]
+fn a_port_taken_by_a_host_process_fails_clearly_and_leaves_nothing() {
+    if !root() {
+        return;
+    }
+    let t = TestNet::new();
+    let held = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let ns = t.nets.create_netns("taken1").unwrap();
+    let err = t
+        .nets
+        .attach_bridge(
+            &ns,
+            "taken1",
+            &[parse_port_mapping(&format!("{port}:80")).unwrap()],
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("bind 0.0.0.0:{port}: address already in use (port is taken on the host)")
+    );
+    assert!(ipam::leased(&t.nets.config).is_empty());
+    assert!(!Path::new("/sys/class/net")
+        .join(veth_name(&t.nets.config.bridge, "taken1"))
+        .exists());
+    // A container without ports on the same namespace file still attaches, and release is
+    // idempotent.
+    let att = t.nets.attach_bridge(&ns, "taken1", &[]).unwrap();
+    assert!(att.ports.is_empty());
+    t.nets.release("taken1", &ns).unwrap();
+    t.nets.release("taken1", &ns).unwrap();
+    assert!(!ns.exists());
+}
+
+#[test]
+fn two_containers_on_one_bridge_reach_each_other() {
+    if !root() {
+        return;
+    }
+    let t = TestNet::new();
+    let a = t.nets.create_netns("peer-a").unwrap();
+    let b = t.nets.create_netns("peer-b").unwrap();
+    let att_a = t.nets.attach_bridge(&a, "peer-a", &[]).unwrap();
+    let att_b = t.nets.attach_bridge(&b, "peer-b", &[]).unwrap();
+    assert_ne!(att_a.ip, att_b.ip);
+    let target = att_b.ip.to_string();
+    let ok = ns::in_netns(&a, move || {
+        Command::new("busybox")
+            .args(["ping", "-c", "1", "-W", "2", &target])
+            .output()
+            .map(|o| o.status.success())
+    })
+    .unwrap();
+    if !ok.unwrap_or(false) {
+        let br = Command::new("ip")
+            .args(["-o", "link", "show", "master", &t.nets.config.bridge])
+            .output()
+            .unwrap();
+        panic!(
+            "ping {} from peer-a failed\nA: {}\nB: {}\nbridge: {}",
+            att_b.ip,
+            links_in(&a),
+            links_in(&b),
+            String::from_utf8_lossy(&br.stdout)
+        );
+    }
+    t.nets.release("peer-a", &a).unwrap();
+    t.nets.release("peer-b", &b).unwrap();
+}
+
+#[test]
+fn udp_port_is_published_and_host_port_zero_is_chosen() {
+    if !root() {
+        return;
+    }
+    let t = TestNet::new();
+    let ns = t.nets.create_netns("udp1").unwrap();
+    let att = t
+        .nets
+        .attach_bridge(
+            &ns,
+            "udp1",
+            &[parse_port_mapping("127.0.0.1::5353/udp").unwrap()],
+        )
+        .unwrap();
+    let chosen = att.mappings[0].host_port;
+    assert_ne!(chosen, 0);
+    assert_eq!(att.ports, vec![format!("127.0.0.1:{chosen}:5353/udp")]);
+    let server = ns::in_netns(&ns, || std::net::UdpSocket::bind("0.0.0.0:5353").unwrap()).unwrap();
+    let echo = std::thread::spawn(move || {
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        let (n, from) = server.recv_from(&mut buf).unwrap();
+        server.send_to(&buf[..n], from).unwrap();
+    });
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    client
+        .send_to(b"hello", format!("127.0.0.1:{chosen}"))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let (n, _) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hello");
+    echo.join().unwrap();
+    t.nets.release("udp1", &ns).unwrap();
+    assert!(!iptables_save().contains("udp1"));
 }

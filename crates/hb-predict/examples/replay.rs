@@ -73,6 +73,13 @@ fn config(flags: &Flags) -> Result<EngineConfig, String> {
         cache_mb: number(flags, "cache-mb", defaults.cache_mb)?,
         confidence_threshold: number(flags, "confidence-threshold", defaults.confidence_threshold)?,
         update_interval_secs: number(flags, "update-interval-secs", defaults.update_interval_secs)?,
+        prewarm_share: number(flags, "prewarm-share", defaults.prewarm_share)?,
+        frequency_half_life_secs: 3600.0
+            * number(
+                flags,
+                "half-life-h",
+                defaults.frequency_half_life_secs / 3600.0,
+            )?,
         ..defaults
     })
 }
@@ -131,7 +138,7 @@ fn run() -> Result<(), String> {
                 ..GenParams::default()
             };
             let seed = number(&flags, "seed", 1)?;
-            let threshold = number(&flags, "confidence-threshold", 65.0)?;
+            let base = config(&flags)?;
             for family in Family::ALL {
                 let trace = gen_trace(family, seed, &params);
                 println!(
@@ -152,8 +159,7 @@ fn run() -> Result<(), String> {
                         let config = EngineConfig {
                             technique,
                             cache_mb,
-                            confidence_threshold: threshold,
-                            ..EngineConfig::default()
+                            ..base.clone()
                         };
                         let r = replay(&trace, &config).map_err(|e| e.to_string())?;
                         println!("{}", row(&r));

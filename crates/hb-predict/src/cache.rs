@@ -17,10 +17,6 @@ pub enum StartOutcome {
     Miss,
 }
 
-/// Largest share of the hot tier predictions may hold for prewarms: the rest stays plain LRU,
-/// so a burst of confident predictions cannot flush what users just ran.
-const PREWARM_SHARE: f64 = 0.5;
-
 #[derive(Debug, Clone)]
 struct Entry {
     size_mb: f64,
@@ -56,6 +52,7 @@ pub struct CacheStats {
 #[derive(Debug, Clone)]
 pub struct HotCache {
     capacity_mb: f64,
+    prewarm_share: f64,
     used_mb: f64,
     seq: u64,
     entries: HashMap<String, Entry>,
@@ -63,10 +60,18 @@ pub struct HotCache {
 }
 
 impl HotCache {
-    /// An empty hot tier of `capacity_mb` MiB.
+    /// An empty hot tier of `capacity_mb` MiB; prewarms may fill all of it.
     pub fn new(capacity_mb: f64) -> Self {
+        HotCache::with_prewarm_share(capacity_mb, 1.0)
+    }
+
+    /// An empty hot tier where predicted (protected) images, prewarms included, may hold at
+    /// most `prewarm_share` (0..=1) of the budget before a prewarm is refused: the rest stays
+    /// plain LRU, so a burst of confident predictions cannot flush what users just ran.
+    pub fn with_prewarm_share(capacity_mb: f64, prewarm_share: f64) -> Self {
         HotCache {
             capacity_mb,
+            prewarm_share: prewarm_share.clamp(0.0, 1.0),
             used_mb: 0.0,
             seq: 0,
             entries: HashMap::new(),
@@ -158,7 +163,7 @@ impl HotCache {
         }
         if size_mb > self.capacity_mb
             || !self.room_without_protected(size_mb, now)
-            || self.protected_mb(now) + size_mb > self.capacity_mb * PREWARM_SHARE
+            || self.protected_mb(now) + size_mb > self.capacity_mb * self.prewarm_share
         {
             return (false, Vec::new());
         }

@@ -99,6 +99,8 @@ pub struct EngineConfig {
     pub prewarm: bool,
     /// Half-life of the frequency model's counts, in seconds.
     pub frequency_half_life_secs: f64,
+    /// Largest share (0..=1) of the hot tier predicted images may hold before prewarms stop.
+    pub prewarm_share: f64,
 }
 
 impl Default for EngineConfig {
@@ -112,6 +114,7 @@ impl Default for EngineConfig {
             history_max_events: History::DEFAULT_MAX_EVENTS,
             prewarm: true,
             frequency_half_life_secs: 6.0 * 3600.0,
+            prewarm_share: 0.75,
         }
     }
 }
@@ -134,6 +137,12 @@ impl EngineConfig {
             return Err(PredictError::InvalidConfig {
                 what: "update_interval_secs",
                 reason: format!("{} is below 1 second", self.update_interval_secs),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.prewarm_share) {
+            return Err(PredictError::InvalidConfig {
+                what: "prewarm_share",
+                reason: format!("{} is not within 0..=1", self.prewarm_share),
             });
         }
         if !(self.frequency_half_life_secs.is_finite() && self.frequency_half_life_secs > 0.0) {
@@ -191,7 +200,7 @@ impl Engine {
         let history = History::new(config.history_retention_days, config.history_max_events);
         Ok(Engine {
             model: config.technique.model(config.frequency_half_life_secs),
-            cache: HotCache::new(config.cache_mb),
+            cache: HotCache::with_prewarm_share(config.cache_mb, config.prewarm_share),
             names: Vec::new(),
             ids: HashMap::new(),
             projects: HashMap::new(),

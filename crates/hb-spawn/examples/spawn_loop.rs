@@ -2,9 +2,10 @@
 //! Docker's default isolation and NetworkMode::None, waits for each, removes its cgroup, and
 //! prints median and p99 of each phase, wall-clock and CPU (the child's own CPU from wait4's
 //! rusage, the caller's from getrusage: CPU time is what stays meaningful on a loaded machine).
-//! Run as root: `[HB_NET=host] cargo run --release -p hb-spawn --example spawn_loop -- [N]`.
+//! Run as root: `[HB_NET=host|pool] cargo run --release -p hb-spawn --example spawn_loop -- [N]`
+//! (`pool`: NetworkMode::Path into namespaces made before the timed loop, as the monitor's pool).
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,23 @@ const DEFAULT_CAPS: &[&str] = &[
     "CAP_KILL",
     "CAP_AUDIT_WRITE",
 ];
+
+/// A new network namespace, kept alive by the returned file (we switch into it and back).
+fn new_netns() -> Result<std::fs::File, Box<dyn std::error::Error>> {
+    let ours = std::fs::File::open("/proc/thread-self/ns/net")?;
+    // SAFETY: unshare/setns affect only this thread's network namespace.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNET) != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+    }
+    let made = std::fs::File::open("/proc/thread-self/ns/net");
+    // SAFETY: back to the namespace we came from.
+    if unsafe { libc::setns(ours.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(made?)
+}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -107,7 +125,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         hostname: "bench".into(),
         mounts: vec![],
-        // HB_NET=host to see the cost of a new network namespace.
+        // HB_NET=host or pool to see the cost of a new network namespace.
         network: if std::env::var("HB_NET").as_deref() == Ok("host") {
             NetworkMode::Host
         } else {
@@ -131,8 +149,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut total, mut to_exec, mut wait, mut remove, mut cg_create, mut cg_remove) =
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     let (mut child_cpu, mut parent_cpu) = (vec![], vec![]);
+    let pooled = std::env::var("HB_NET").as_deref() == Ok("pool");
+    let mut pool: Vec<std::fs::File> = Vec::new();
+    if pooled {
+        for _ in 0..n + 5 {
+            pool.push(new_netns()?);
+        }
+    }
     for i in 0..n + 5 {
         spec.id = format!("bench{}x{i}", std::process::id());
+        // Keeps this start's pooled namespace open until the start is done.
+        let _netns = if pooled {
+            let f = pool.pop().ok_or("netns pool ran dry")?;
+            spec.network = NetworkMode::Path(format!("/proc/self/fd/{}", f.as_raw_fd()).into());
+            Some(f)
+        } else {
+            None
+        };
         let p0 = self_cpu();
         let t0 = Instant::now();
         let s = spawner.spawn(
@@ -175,8 +208,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!(
-        "{n} starts of /bin/true ({:?}, seccomp, default caps):",
-        spec.network
+        "{n} starts of /bin/true ({}, seccomp, default caps):",
+        if pooled {
+            "NetworkMode::Path into a pre-made netns".to_string()
+        } else {
+            format!("{:?}", spec.network)
+        }
     );
     report("host fork+exec+wait (no isolation)", plain);
     report("spawn+wait+cgroup remove", total);
@@ -187,5 +224,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     report("CPU: caller (spawn..remove)", parent_cpu);
     report("cgroup create alone", cg_create);
     report("cgroup remove alone", cg_remove);
+    // The parent cgroup directories this run made.
+    for (_, d) in Cgroup::open(&spec.cgroup_parent, "x")?.dirs() {
+        if let Some(p) = d.parent() {
+            let _ = std::fs::remove_dir(p);
+        }
+    }
     Ok(())
 }

@@ -150,6 +150,11 @@ impl Cgroup {
             .map(|(_, d)| d.as_path())
     }
 
+    /// Its directories: (controller, or "unified" on v2; path).
+    pub fn dirs(&self) -> &[(String, PathBuf)] {
+        &self.dirs
+    }
+
     /// Its one directory on a v2 host (None on v1).
     pub(crate) fn unified_dir(&self) -> Option<&Path> {
         match self.dirs.as_slice() {
@@ -181,6 +186,12 @@ impl Cgroup {
                 // The parent was removed behind our back since we prepared it: make it again.
                 std::fs::create_dir_all(parent_dir)
                     .map_err(|e| SpawnError::io(format!("creating {}", parent_dir.display()), e))?;
+                if v2 {
+                    let _ = std::fs::write(
+                        parent_dir.join("cgroup.subtree_control"),
+                        "+memory +pids +cpu",
+                    );
+                }
                 if c == "cpuset" {
                     copy_cpuset(parent_dir)?;
                 }

@@ -731,8 +731,16 @@ impl Spawner {
     ) -> Result<i32, SpawnError> {
         // The cwd is created inside the container's mount namespace: paths are container paths.
         let mut plan = self.process_plan(spec, process, Path::new("/"))?;
-        let procs = container.cgroup.procs_files()?;
-        plan.cgroup_procs = child::raw(&procs);
+        // As in spawn: born in the cgroup on v2, joining through the procs files otherwise.
+        let cgroup_dir = match container.cgroup.unified_dir() {
+            Some(d) => Some(open_dir_path(d)?),
+            None => None,
+        };
+        let mut procs = Vec::new();
+        if cgroup_dir.is_none() {
+            procs = container.cgroup.procs_files()?;
+            plan.cgroup_procs = child::raw(&procs);
+        }
         let mut ns_files = Vec::new();
         for (name, kind) in [
             ("ipc", libc::CLONE_NEWIPC),
@@ -757,15 +765,27 @@ impl Spawner {
         ];
         let (err_r, err_w) = pipe()?;
         let (pid_r, pid_w) = pipe()?;
-        // SAFETY: fork from the single-threaded caller; the child runs prepared code only.
-        let child = unsafe { libc::fork() };
-        if child < 0 {
-            return Err(SpawnError::io("fork", std::io::Error::last_os_error()));
+        let mut child = match &cgroup_dir {
+            Some(dir) => clone_child(0, Some(dir.as_raw_fd())),
+            None => Err(libc::ENOSYS),
+        };
+        if cgroup_dir.is_some() && matches!(child, Err(libc::ENOSYS | libc::E2BIG | libc::EINVAL)) {
+            procs = container.cgroup.procs_files()?;
+            plan.cgroup_procs = child::raw(&procs);
         }
-        if child == 0 {
-            // SAFETY: in the child.
-            unsafe { child::exec_main(&plan, err_w.as_raw_fd(), pid_w.as_raw_fd()) }
+        if cgroup_dir.is_none() || matches!(child, Err(libc::ENOSYS | libc::E2BIG | libc::EINVAL)) {
+            child = clone_child(0, None);
         }
+        let child = match child {
+            Ok(0) => {
+                // SAFETY: in the child (forked from the single-threaded caller): it runs
+                // prepared code only and never returns.
+                unsafe { child::exec_main(&plan, err_w.as_raw_fd(), pid_w.as_raw_fd()) }
+            }
+            Ok(pid) => pid,
+            Err(e) => return Err(SpawnError::io("fork", std::io::Error::from_raw_os_error(e))),
+        };
+        drop(procs);
         drop(err_w);
         drop(pid_w);
         drop(stdio);

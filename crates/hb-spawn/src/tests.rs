@@ -18,9 +18,21 @@ fn root() -> bool {
 struct Bed {
     dir: tempfile::TempDir,
     spawner: Spawner,
+    /// This test's own cgroup parent (tests run in parallel; each removes its own at the end).
+    parent: String,
 }
 
-const PARENT: &str = "hb-spawn-test";
+impl Drop for Bed {
+    fn drop(&mut self) {
+        if let Ok(cg) = Cgroup::open(&self.parent, "x") {
+            for (_, d) in cg.dirs() {
+                if let Some(p) = d.parent() {
+                    let _ = std::fs::remove_dir(p);
+                }
+            }
+        }
+    }
+}
 
 fn bed() -> Bed {
     let dir = tempfile::tempdir().unwrap();
@@ -50,6 +62,7 @@ fn bed() -> Bed {
     Bed {
         dir,
         spawner: Spawner::new().unwrap(),
+        parent: format!("hb-spawn-test-{}", id()),
     }
 }
 
@@ -111,7 +124,7 @@ impl Bed {
             seccomp: true,
             no_new_privileges: true,
             resources: Resources::default(),
-            cgroup_parent: PARENT.into(),
+            cgroup_parent: self.parent.clone(),
             readonly_rootfs: false,
         }
     }
@@ -225,7 +238,7 @@ fn failures_map_to_docker_exit_codes() {
     s.resources.nano_cpus = Some(10_000 * 1_000_000_000);
     let e = b.run(&s).unwrap_err();
     assert!(e.to_string().contains("range of CPUs"), "{e}");
-    assert!(!Cgroup::open(PARENT, &s.id).unwrap().exists());
+    assert!(!Cgroup::open(&b.parent, &s.id).unwrap().exists());
 }
 
 #[test]
@@ -259,6 +272,12 @@ fn user_cwd_mounts_and_readonly() {
         out,
         "1000\n1000\n/work/dir\nfrom-host\nTMPFS\nCapEff:\t0000000000000000\n"
     );
+    // Numeric user and group, not in the image's files.
+    let mut s = b.spec(&["sh", "-c", "id -u; id -g"]);
+    s.process.user = "1000:1000".into();
+    assert_eq!(b.run(&s).unwrap().1, "1000\n1000\n");
+    s.process.user = "4242:77".into();
+    assert_eq!(b.run(&s).unwrap().1, "4242\n77\n");
     // A symlink planted in the image cannot redirect a mount to the host.
     let mut s = b.spec(&["true"]);
     std::os::unix::fs::symlink("/etc", s.rootfs.upper_dir.join("evil")).unwrap();
@@ -569,14 +588,14 @@ fn limits_show_in_the_cgroup_and_cleanup_leaves_nothing() {
     assert_eq!(s.cgroup.pids().unwrap(), vec![s.pid]);
     // The process is in every hierarchy's directory before it runs (it was placed before exec).
     let own = std::fs::read_to_string(format!("/proc/{}/cgroup", s.pid)).unwrap();
-    let mine = format!("/{PARENT}/{}", spec.id);
+    let mine = format!("/{}/{}", b.parent, spec.id);
     assert!(
         own.lines()
             .any(|l| l.contains(":memory:") && l.ends_with(&mine)),
         "{own}"
     );
     // Cgroup::open re-attaches to the same directories.
-    assert_eq!(Cgroup::open(PARENT, &spec.id).unwrap(), s.cgroup);
+    assert_eq!(Cgroup::open(&b.parent, &spec.id).unwrap(), s.cgroup);
     s.cgroup.kill_all(libc::SIGKILL).unwrap();
     let mut status = 0;
     // SAFETY: reaping our child.
@@ -593,7 +612,7 @@ fn limits_show_in_the_cgroup_and_cleanup_leaves_nothing() {
     let mut bad = b.spec(&["true"]);
     bad.resources.memory_bytes = Some(5 << 20);
     assert_eq!(b.run(&bad).unwrap_err().exit_code(), 125);
-    assert!(!Cgroup::open(PARENT, &bad.id).unwrap().exists());
+    assert!(!Cgroup::open(&b.parent, &bad.id).unwrap().exists());
 }
 
 #[test]
@@ -601,15 +620,20 @@ fn stale_cgroups_are_removed() {
     if !root() {
         return;
     }
+    // Its own parent: removing stale cgroups kills what is in them, and other tests run in
+    // parallel.
+    let parent = format!("hb-spawn-stale-{}", std::process::id());
     let keep = id();
     let stale = id();
-    let k = Cgroup::create(PARENT, &keep, &Resources::default(), false).unwrap();
-    let s = Cgroup::create(PARENT, &stale, &Resources::default(), false).unwrap();
-    let removed = remove_stale_cgroups(PARENT, std::slice::from_ref(&keep)).unwrap();
-    // Other tests run in parallel under the same parent: only check our two.
-    assert!(removed.contains(&stale) && !removed.contains(&keep));
+    let k = Cgroup::create(&parent, &keep, &Resources::default(), false).unwrap();
+    let s = Cgroup::create(&parent, &stale, &Resources::default(), false).unwrap();
+    let removed = remove_stale_cgroups(&parent, std::slice::from_ref(&keep)).unwrap();
+    assert_eq!(removed, vec![stale.clone()]);
     assert!(!s.exists() && k.exists());
     k.remove().unwrap();
+    for (_, d) in &k.dirs {
+        let _ = std::fs::remove_dir(d.parent().unwrap());
+    }
 }
 
 #[test]
