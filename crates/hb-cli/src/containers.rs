@@ -429,12 +429,13 @@ fn resize_on_winch(addr: DaemonAddr, path_prefix: String) {
 
 /// `hb run`.
 pub async fn run(addr: &DaemonAddr, a: RunArgs) -> anyhow::Result<ExitCode> {
-    if a.detach && a.rm && a.interactive && a.tty {
-        // Allowed by Docker too; nothing special.
-    }
     let id = match create_container(addr, &a).await {
         Ok(id) => id,
-        Err(e) => return Err(e),
+        // Docker's `run` ends with 125 when the engine refuses (bad options, no image).
+        Err(e) => {
+            eprintln!("hb: {e:#}");
+            return Ok(ExitCode::from(125));
+        }
     };
     if a.detach {
         if let Err(e) = post_json(addr, &format!("/containers/{id}/start"), None).await {
@@ -461,7 +462,11 @@ pub async fn run(addr: &DaemonAddr, a: RunArgs) -> anyhow::Result<ExitCode> {
     stream_session(io, a.tty, a.interactive).await?;
     let v = post_json(
         addr,
-        &format!("/containers/{id}/wait?condition=not-running"),
+        // With --rm, return only once it is gone (Docker's CLI does the same).
+        &format!(
+            "/containers/{id}/wait?condition={}",
+            if a.rm { "removed" } else { "not-running" }
+        ),
         None,
     )
     .await?;

@@ -149,11 +149,9 @@ impl Monitor {
                 .map_err(|e| MonitorError::io(format!("creating {}", dir.display()), e))?;
         }
         let _ = std::fs::remove_file(&config.socket);
-        let listener = UnixListener::bind(&config.socket).map_err(|e| {
-            MonitorError::io(format!("binding {}", config.socket.display()), e)
-        })?;
-        fdio::set_nonblocking(&listener)
-            .map_err(|e| MonitorError::io("socket".to_string(), e))?;
+        let listener = UnixListener::bind(&config.socket)
+            .map_err(|e| MonitorError::io(format!("binding {}", config.socket.display()), e))?;
+        fdio::set_nonblocking(&listener).map_err(|e| MonitorError::io("socket".to_string(), e))?;
         let pid_file = config.socket.with_extension("pid");
         std::fs::write(&pid_file, format!("{}\n", std::process::id()))
             .map_err(|e| MonitorError::io(format!("writing {}", pid_file.display()), e))?;
@@ -521,10 +519,7 @@ impl Monitor {
                     // SAFETY: kill with a pid we reaped-tracked and a signal number.
                     if unsafe { libc::kill(p.state.pid, signal) } != 0 {
                         error(
-                            format!(
-                                "signalling {id}: {}",
-                                std::io::Error::last_os_error()
-                            ),
+                            format!("signalling {id}: {}", std::io::Error::last_os_error()),
                             125,
                         )
                     } else {
@@ -614,7 +609,10 @@ impl Monitor {
             Network::Host => c.spec.network = NetworkMode::Host,
             Network::None | Network::Bridge { .. } => {
                 let Some(net) = self.net.as_mut() else {
-                    return error("container networking is unavailable on this host (see the monitor log)", 125);
+                    return error(
+                        "container networking is unavailable on this host (see the monitor log)",
+                        125,
+                    );
                 };
                 let netns = match &c.network {
                     Network::None => net.take_none(id),
@@ -919,7 +917,10 @@ impl Monitor {
             .iter()
             .filter(|(_, p)| {
                 p.draining_until.is_some_and(|d| {
-                    d <= now || p.io.as_ref().is_none_or(|io| io.out.iter().all(Option::is_none))
+                    d <= now
+                        || p.io
+                            .as_ref()
+                            .is_none_or(|io| io.out.iter().all(Option::is_none))
                 })
             })
             .map(|(k, _)| k.clone())
@@ -973,7 +974,10 @@ impl Monitor {
             unsafe { libc::kill(*pid, libc::SIGKILL) };
         }
         let until = Instant::now() + Duration::from_secs(5);
-        while self.procs.values().any(|p| p.state.running && p.container.is_some())
+        while self
+            .procs
+            .values()
+            .any(|p| p.state.running && p.container.is_some())
             && Instant::now() < until
         {
             self.reap();
@@ -988,7 +992,9 @@ impl Monitor {
 }
 
 fn unreachable_host() -> Result<PathBuf, hb_net::NetError> {
-    Err(hb_net::NetError::Config("host network has no namespace".into()))
+    Err(hb_net::NetError::Config(
+        "host network has no namespace".into(),
+    ))
 }
 
 fn release_net(net: Option<&mut NetPool>, id: &str, netns: Option<PathBuf>) {

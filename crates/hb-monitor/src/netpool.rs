@@ -20,7 +20,7 @@ pub struct NetPool {
 impl NetPool {
     /// Opens networking; `target` ready namespaces are kept (0 disables the pool).
     pub fn open(config: NetConfig, target: usize) -> Result<NetPool, NetError> {
-        let mut networks = Networks::open(config)?;
+        let networks = Networks::open(config)?;
         // Namespaces pooled by a previous monitor are unknown to this one: clean them all.
         let _ = networks.cleanup_stale(&[]);
         Ok(NetPool {
@@ -65,7 +65,11 @@ impl NetPool {
     }
 
     /// A namespace on the bridge with `ports` published.
-    pub fn bridge(&mut self, id: &str, ports: &[String]) -> Result<(PathBuf, Attachment), NetError> {
+    pub fn bridge(
+        &mut self,
+        id: &str,
+        ports: &[String],
+    ) -> Result<(PathBuf, Attachment), NetError> {
         let mappings = ports
             .iter()
             .map(|p| hb_net::parse_port_mapping(p))

@@ -52,7 +52,11 @@ impl ApiError {
             exit_code: None,
         }
     }
-    pub(crate) fn with_exit_code(status: StatusCode, message: impl Into<String>, code: i32) -> Self {
+    pub(crate) fn with_exit_code(
+        status: StatusCode,
+        message: impl Into<String>,
+        code: i32,
+    ) -> Self {
         ApiError {
             status,
             message: message.into(),

@@ -53,7 +53,11 @@ pub(crate) async fn route(
             let key = key.to_string();
             match (method, action) {
                 (&Method::GET, "json") => inspect(&c, &key),
-                (&Method::POST, "start") => c.start(&key).await.map(|_| no_content()).map_err(Into::into),
+                (&Method::POST, "start") => c
+                    .start(&key)
+                    .await
+                    .map(|_| no_content())
+                    .map_err(Into::into),
                 (&Method::POST, "stop") => stop(&c, &key, q).await,
                 (&Method::POST, "restart") => restart(&c, &key, q).await,
                 (&Method::POST, "kill") => kill(&c, &key, q).await,
@@ -85,16 +89,26 @@ fn no_content() -> Response {
 async fn create(c: &Containers, q: &Query, body: Body) -> ApiResult {
     let v = read_json_body(body).await?;
     if !v.is_object() {
-        return Err(ApiError::bad_request("container config must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "container config must be a JSON object",
+        ));
     }
     let r = c.create(v, q.get("name").map(str::to_string)).await?;
-    Ok((StatusCode::CREATED, axum::Json(json!({"Id": r.id, "Warnings": []}))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"Id": r.id, "Warnings": []})),
+    )
+        .into_response())
 }
 
 fn status_text(r: &ContainerRecord) -> String {
     match r.state.status {
         Status::Running => format!("Up {}", since(&r.state.started_at)),
-        Status::Exited => format!("Exited ({}) {} ago", r.state.exit_code, since(&r.state.finished_at)),
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            r.state.exit_code,
+            since(&r.state.finished_at)
+        ),
         Status::Created => "Created".into(),
         Status::Removing => "Removal In Progress".into(),
         Status::Dead => "Dead".into(),
@@ -205,7 +219,10 @@ pub fn parse_filters(raw: &str) -> Result<HashMap<String, Vec<String>>, ApiError
     };
     for (k, vals) in obj {
         let list = match vals {
-            Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
             Value::Object(o) => o.keys().cloned().collect(),
             _ => return Err(ApiError::bad_request(format!("invalid filter {k}"))),
         };
@@ -220,7 +237,11 @@ fn matches_filters(r: &ContainerRecord, f: &HashMap<String, Vec<String>>) -> boo
             "status" => r.state.status.as_str() == v,
             "name" => r.name.contains(v.trim_start_matches('/')),
             "id" => r.id.starts_with(v),
-            "ancestor" => r.image == *v || r.image_id.starts_with(v) || r.image_id.trim_start_matches("sha256:").starts_with(v),
+            "ancestor" => {
+                r.image == *v
+                    || r.image_id.starts_with(v)
+                    || r.image_id.trim_start_matches("sha256:").starts_with(v)
+            }
             "label" => match v.split_once('=') {
                 Some((lk, lv)) => r.config["Labels"][lk].as_str() == Some(lv),
                 None => !r.config["Labels"][v.as_str()].is_null(),
@@ -237,7 +258,11 @@ pub fn inspect_json(r: &ContainerRecord, log_path: PathBuf) -> Value {
     let mut ports = serde_json::Map::new();
     for p in &r.state.ports {
         if let Ok(m) = hb_net::parse_port_mapping(p) {
-            let key = format!("{}/{}", m.container_port, format!("{:?}", m.protocol).to_ascii_lowercase());
+            let key = format!(
+                "{}/{}",
+                m.container_port,
+                format!("{:?}", m.protocol).to_ascii_lowercase()
+            );
             let entry = ports.entry(key).or_insert_with(|| json!([]));
             if let Some(a) = entry.as_array_mut() {
                 a.push(json!({
@@ -247,7 +272,10 @@ pub fn inspect_json(r: &ContainerRecord, log_path: PathBuf) -> Value {
             }
         }
     }
-    let mode = r.host_config["NetworkMode"].as_str().filter(|m| !m.is_empty() && *m != "default").unwrap_or("bridge");
+    let mode = r.host_config["NetworkMode"]
+        .as_str()
+        .filter(|m| !m.is_empty() && *m != "default")
+        .unwrap_or("bridge");
     let mounts: Vec<Value> = r.host_config["Binds"]
         .as_array()
         .map(|a| {
@@ -334,8 +362,9 @@ async fn restart(c: &Containers, key: &str, q: &Query) -> ApiResult {
 async fn kill(c: &Containers, key: &str, q: &Query) -> ApiResult {
     let signal = match q.get("signal") {
         None | Some("") => libc::SIGKILL,
-        Some(s) => signal_number(s)
-            .ok_or_else(|| ApiError::bad_request(format!("Invalid signal: {s}")))?,
+        Some(s) => {
+            signal_number(s).ok_or_else(|| ApiError::bad_request(format!("Invalid signal: {s}")))?
+        }
     };
     c.kill(key, signal).await?;
     Ok(no_content())
@@ -344,17 +373,33 @@ async fn kill(c: &Containers, key: &str, q: &Query) -> ApiResult {
 async fn wait(c: &Containers, key: &str, q: &Query) -> ApiResult {
     let condition = q.get("condition").unwrap_or("not-running").to_string();
     if !matches!(condition.as_str(), "not-running" | "next-exit" | "removed") {
-        return Err(ApiError::bad_request(format!("invalid condition: {condition:?}")));
+        return Err(ApiError::bad_request(format!(
+            "invalid condition: {condition:?}"
+        )));
     }
-    let last = c.find(key)?;
-    let r = c.wait(key, &condition).await?;
-    let r = r.unwrap_or(last);
-    let error = if r.state.error.is_empty() {
-        Value::Null
-    } else {
-        json!({"Message": r.state.error})
+    let answer = |code: i32, err: &str| {
+        let error = if err.is_empty() {
+            Value::Null
+        } else {
+            json!({"Message": err})
+        };
+        Ok(axum::Json(json!({"StatusCode": code, "Error": error})).into_response())
     };
-    Ok(axum::Json(json!({"StatusCode": r.state.exit_code, "Error": error})).into_response())
+    let last = match c.find(key) {
+        Ok(r) => r,
+        // Already removed (an auto-remove can win the race against this request).
+        Err(e) => match c.removed_exit(key) {
+            Some((code, err)) => return answer(code, &err),
+            None => return Err(e.into()),
+        },
+    };
+    match c.wait(&last.id, &condition).await? {
+        Some(r) => answer(r.state.exit_code, &r.state.error),
+        None => match c.removed_exit(&last.id) {
+            Some((code, err)) => answer(code, &err),
+            None => answer(last.state.exit_code, &last.state.error),
+        },
+    }
 }
 
 async fn resize(c: &Containers, key: &str, q: &Query) -> ApiResult {
@@ -379,7 +424,10 @@ fn upgrade_response(tty: bool) -> Response {
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
-    h.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
     h.insert(header::UPGRADE, header::HeaderValue::from_static("tcp"));
     h.insert(
         header::CONTENT_TYPE,
@@ -482,7 +530,11 @@ async fn attach(c: &Containers, key: &str, q: &Query, req: Request) -> ApiResult
     let (out, err) = (q.flag("stdout"), q.flag("stderr"));
     let (r, monitor) = c.attach(key, stdin).await?;
     let tty = r.tty();
-    let keep = if tty || (out && err) { None } else { Some((out, err)) };
+    let keep = if tty || (out && err) {
+        None
+    } else {
+        Some((out, err))
+    };
     splice(req, monitor, stdin, keep);
     Ok(upgrade_response(tty))
 }
@@ -493,7 +545,13 @@ async fn exec_create(c: &Containers, key: &str, body: Body) -> ApiResult {
     Ok((StatusCode::CREATED, axum::Json(json!({"Id": id}))).into_response())
 }
 
-async fn exec_route(c: &Containers, method: &Method, rest: &str, q: &Query, req: Request) -> ApiResult {
+async fn exec_route(
+    c: &Containers,
+    method: &Method,
+    rest: &str,
+    q: &Query,
+    req: Request,
+) -> ApiResult {
     let (id, action) = rest.split_once('/').unwrap_or((rest, ""));
     match (method, action) {
         (&Method::POST, "start") => {
@@ -586,7 +644,10 @@ async fn logs(c: &std::sync::Arc<Containers>, key: &str, q: &Query) -> ApiResult
     let timestamps = q.flag("timestamps");
     let tail: Option<usize> = match q.get("tail") {
         None | Some("") | Some("all") => None,
-        Some(t) => Some(t.parse().map_err(|_| ApiError::bad_request(format!("invalid tail: {t}")))?),
+        Some(t) => Some(
+            t.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid tail: {t}")))?,
+        ),
     };
     let path = c.log_path(&r.id);
     let tty = r.tty();
@@ -608,7 +669,11 @@ async fn logs(c: &std::sync::Arc<Containers>, key: &str, q: &Query) -> ApiResult
     let id = r.id.clone();
     tokio::spawn(async move {
         for e in &entries {
-            if tx.send(Ok(Bytes::from(encode_entry(e, tty, timestamps)))).await.is_err() {
+            if tx
+                .send(Ok(Bytes::from(encode_entry(e, tty, timestamps))))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -630,7 +695,12 @@ async fn logs(c: &std::sync::Arc<Containers>, key: &str, q: &Query) -> ApiResult
                 while let Some(nl) = partial.find('\n') {
                     let line: String = partial.drain(..=nl).collect();
                     if let Some(e) = parse_log_line(&line) {
-                        if keep(&e) && tx.send(Ok(Bytes::from(encode_entry(&e, tty, timestamps)))).await.is_err() {
+                        if keep(&e)
+                            && tx
+                                .send(Ok(Bytes::from(encode_entry(&e, tty, timestamps))))
+                                .await
+                                .is_err()
+                        {
                             return;
                         }
                     }
@@ -662,7 +732,9 @@ fn read_existing(path: &std::path::Path) -> (Vec<LogEntry>, u64) {
     let mut out = Vec::new();
     for n in (0..8).rev() {
         let p = hb_monitor::logfile::rotated(path, n);
-        let Ok(f) = std::fs::File::open(&p) else { continue };
+        let Ok(f) = std::fs::File::open(&p) else {
+            continue;
+        };
         for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
             if let Some(e) = parse_log_line(&line) {
                 out.push(e);
@@ -684,7 +756,10 @@ fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<(String, u6
     // Only whole lines; a partial one is read again next time.
     let end = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     buf.truncate(end);
-    Ok((String::from_utf8_lossy(&buf).into_owned(), start + end as u64))
+    Ok((
+        String::from_utf8_lossy(&buf).into_owned(),
+        start + end as u64,
+    ))
 }
 
 fn top(c: &Containers, key: &str) -> ApiResult {
@@ -718,7 +793,12 @@ fn proc_row(pid: i32) -> Option<Value> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     let secs = ticks / hz;
-    let time = format!("{:02}:{:02}:{:02}", secs / 3600, (secs / 60) % 60, secs % 60);
+    let time = format!(
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    );
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let uid = status
         .lines()
@@ -734,7 +814,16 @@ fn proc_row(pid: i32) -> Option<Value> {
         .collect::<Vec<_>>()
         .join(" ");
     let uid_name = if uid == "0" { "root".to_string() } else { uid };
-    Some(json!([uid_name, pid.to_string(), ppid, "0", "", "?", time, cmd]))
+    Some(json!([
+        uid_name,
+        pid.to_string(),
+        ppid,
+        "0",
+        "",
+        "?",
+        time,
+        cmd
+    ]))
 }
 
 async fn stats(c: &Containers, key: &str, q: &Query) -> ApiResult {
@@ -782,7 +871,8 @@ async fn stats(c: &Containers, key: &str, q: &Query) -> ApiResult {
             if next.is_none() {
                 return;
             }
-            let mut line = serde_json::to_vec(&stats_json(&rec, next.as_ref(), prev.as_ref())).unwrap_or_default();
+            let mut line = serde_json::to_vec(&stats_json(&rec, next.as_ref(), prev.as_ref()))
+                .unwrap_or_default();
             line.push(b'\n');
             if tx.send(Ok(Bytes::from(line))).await.is_err() {
                 return;
@@ -822,7 +912,9 @@ fn host_cpu_ns() -> u64 {
     let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
         return 0;
     };
-    let Some(line) = stat.lines().next() else { return 0 };
+    let Some(line) = stat.lines().next() else {
+        return 0;
+    };
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     let ticks: u64 = line
@@ -843,12 +935,16 @@ fn cpu_json(s: Option<&StatsSample>) -> Value {
             "online_cpus": cpus,
             "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
         }),
-        None => json!({"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0, "online_cpus": cpus, "throttling_data": {}}),
+        None => {
+            json!({"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0, "online_cpus": cpus, "throttling_data": {}})
+        }
     }
 }
 
 fn stats_json(r: &ContainerRecord, now: Option<&StatsSample>, prev: Option<&StatsSample>) -> Value {
-    let (usage, limit, pids) = now.map_or((0, 0, 0), |s| (s.cg.memory_usage, s.cg.memory_limit, s.cg.pids_current));
+    let (usage, limit, pids) = now.map_or((0, 0, 0), |s| {
+        (s.cg.memory_usage, s.cg.memory_limit, s.cg.pids_current)
+    });
     json!({
         "id": r.id,
         "name": format!("/{}", r.name),
@@ -867,7 +963,10 @@ async fn prune(c: &Containers) -> ApiResult {
     let mut deleted = Vec::new();
     let mut reclaimed: u64 = 0;
     for r in c.snapshot() {
-        if matches!(r.state.status, Status::Exited | Status::Created | Status::Dead) {
+        if matches!(
+            r.state.status,
+            Status::Exited | Status::Created | Status::Dead
+        ) {
             let dir = c.log_path(&r.id).parent().map(|p| p.to_path_buf());
             let size = dir.map_or(0, |d| dir_size(&d));
             if c.remove(&r.id, false).await.is_ok() {
@@ -876,7 +975,10 @@ async fn prune(c: &Containers) -> ApiResult {
             }
         }
     }
-    Ok(axum::Json(json!({"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed})).into_response())
+    Ok(
+        axum::Json(json!({"ContainersDeleted": deleted, "SpaceReclaimed": reclaimed}))
+            .into_response(),
+    )
 }
 
 /// Bytes of regular files under `dir` (not following symlinks).
@@ -884,7 +986,9 @@ pub fn dir_size(dir: &std::path::Path) -> u64 {
     let mut total = 0;
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let Ok(m) = e.metadata() else { continue };
             if m.is_dir() {
@@ -919,8 +1023,15 @@ mod tests {
 
     #[test]
     fn log_entries_frame_like_docker() {
-        let e = LogEntry { stream: 2, time: "T".into(), text: "hi\n".into() };
-        assert_eq!(encode_entry(&e, false, false), vec![2, 0, 0, 0, 0, 0, 0, 3, b'h', b'i', b'\n']);
+        let e = LogEntry {
+            stream: 2,
+            time: "T".into(),
+            text: "hi\n".into(),
+        };
+        assert_eq!(
+            encode_entry(&e, false, false),
+            vec![2, 0, 0, 0, 0, 0, 0, 3, b'h', b'i', b'\n']
+        );
         assert_eq!(encode_entry(&e, true, true), b"T hi\n".to_vec());
     }
 }

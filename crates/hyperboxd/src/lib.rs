@@ -51,11 +51,10 @@ pub fn store_options(config: &Config) -> StoreOptions {
 /// Where the monitor's socket and runtime files go: beside the API socket (on /run by default,
 /// so a reboot clears them).
 pub fn run_dir(config: &Config) -> std::path::PathBuf {
-    config
-        .daemon
-        .socket
-        .parent()
-        .map_or_else(|| std::path::PathBuf::from("/run/hyperbox"), Path::to_path_buf)
+    config.daemon.socket.parent().map_or_else(
+        || std::path::PathBuf::from("/run/hyperbox"),
+        Path::to_path_buf,
+    )
 }
 
 /// The arguments after `hyperboxd --monitor` for this config.
@@ -73,7 +72,12 @@ pub fn monitor_args(config: &Config) -> Vec<String> {
         "--net-run-dir".into(),
         run.join("net").to_string_lossy().into_owned(),
         "--net-state-dir".into(),
-        config.daemon.data_dir.join("net").to_string_lossy().into_owned(),
+        config
+            .daemon
+            .data_dir
+            .join("net")
+            .to_string_lossy()
+            .into_owned(),
         "--log-level".into(),
         config.daemon.log_level.clone(),
     ]

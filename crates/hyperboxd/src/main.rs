@@ -53,7 +53,9 @@ fn run_monitor(args: Args) -> ExitCode {
     let (Some(socket), Some(run), Some(state)) =
         (args.monitor_socket, args.net_run_dir, args.net_state_dir)
     else {
-        eprintln!("hyperboxd --monitor: --monitor-socket, --net-run-dir and --net-state-dir are required");
+        eprintln!(
+            "hyperboxd --monitor: --monitor-socket, --net-run-dir and --net-state-dir are required"
+        );
         return ExitCode::from(2);
     };
     let net = match hb_net::NetConfig::new(&args.bridge, &args.subnet, run, state) {

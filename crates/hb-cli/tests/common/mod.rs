@@ -173,11 +173,7 @@ impl Daemon {
             n % 250
         );
         let extra = if self.extra_config.contains("[networking]") {
-            self.extra_config.replacen(
-                "[networking]\n",
-                &net,
-                1,
-            )
+            self.extra_config.replacen("[networking]\n", &net, 1)
         } else {
             format!("{}\n{net}", self.extra_config)
         };

@@ -114,7 +114,10 @@ pub fn merge_config(request: &Value, image_config: &Value, image: &str) -> Value
     out.insert("Entrypoint".into(), json!(ep));
     out.insert("Cmd".into(), json!(cmd));
     for key in ["WorkingDir", "User", "StopSignal"] {
-        let empty = out.get(key).and_then(Value::as_str).is_none_or(str::is_empty);
+        let empty = out
+            .get(key)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
         if empty {
             if let Some(v) = img[key].as_str() {
                 out.insert(key.into(), json!(v));
@@ -131,7 +134,14 @@ pub fn merge_config(request: &Value, image_config: &Value, image: &str) -> Value
             out.insert("ExposedPorts".into(), p.clone());
         }
     }
-    for key in ["Tty", "OpenStdin", "AttachStdin", "AttachStdout", "AttachStderr", "StdinOnce"] {
+    for key in [
+        "Tty",
+        "OpenStdin",
+        "AttachStdin",
+        "AttachStdout",
+        "AttachStderr",
+        "StdinOnce",
+    ] {
         out.entry(key).or_insert(json!(false));
     }
     Value::Object(out)
@@ -182,7 +192,9 @@ pub fn host_settings(host: &Value) -> Result<HostSettings, String> {
     if let Some(t) = host["Tmpfs"].as_object() {
         for (dest, opts) in t {
             if !dest.starts_with('/') {
-                return Err(format!("invalid tmpfs mount {dest:?}: the path must be absolute"));
+                return Err(format!(
+                    "invalid tmpfs mount {dest:?}: the path must be absolute"
+                ));
             }
             mounts.push(MountSpec::Tmpfs {
                 destination: dest.clone(),
@@ -198,7 +210,11 @@ pub fn host_settings(host: &Value) -> Result<HostSettings, String> {
                 for (cport, bindings) in pb {
                     let (port, proto) = cport.split_once('/').unwrap_or((cport, "tcp"));
                     let list = bindings.as_array().cloned().unwrap_or_default();
-                    let list = if list.is_empty() { vec![json!({})] } else { list };
+                    let list = if list.is_empty() {
+                        vec![json!({})]
+                    } else {
+                        list
+                    };
                     for b in list {
                         let ip = b["HostIp"].as_str().unwrap_or("");
                         let hp = b["HostPort"].as_str().unwrap_or("");
@@ -307,7 +323,11 @@ fn parse_bind(bind: &str) -> Result<MountSpec, String> {
             "ro" => readonly = true,
             "rw" => readonly = false,
             "z" | "Z" | "rprivate" | "private" | "rslave" | "slave" => {}
-            other => return Err(format!("invalid volume specification: {bind:?}: unknown option {other:?}")),
+            other => {
+                return Err(format!(
+                    "invalid volume specification: {bind:?}: unknown option {other:?}"
+                ))
+            }
         }
     }
     if !Path::new(src).exists() {
@@ -410,7 +430,11 @@ mod tests {
     #[test]
     fn image_defaults_merge_like_docker() {
         let image = json!({"config": {"Env": ["PATH=/bin", "A=1"], "Cmd": ["sh"], "Entrypoint": null, "WorkingDir": "/w", "User": "nobody"}});
-        let c = merge_config(&json!({"Env": ["A=2", "B=3"], "Cmd": ["echo", "hi"]}), &image, "img");
+        let c = merge_config(
+            &json!({"Env": ["A=2", "B=3"], "Cmd": ["echo", "hi"]}),
+            &image,
+            "img",
+        );
         assert_eq!(c["Env"], json!(["PATH=/bin", "A=2", "B=3"]));
         assert_eq!(command(&c).unwrap(), vec!["echo", "hi"]);
         assert_eq!(c["WorkingDir"], "/w");
@@ -426,19 +450,44 @@ mod tests {
 
     #[test]
     fn host_settings_are_validated() {
-        assert!(host_settings(&json!({"Memory": 1024})).unwrap_err().contains("6MB"));
-        assert!(host_settings(&json!({"NanoCpus": 999_000_000_000i64})).unwrap_err().contains("Range of CPUs"));
-        assert!(host_settings(&json!({"Binds": ["/definitely/not/here:/x"]})).unwrap_err().contains("does not exist"));
-        assert!(host_settings(&json!({"Binds": ["vol:/x"]})).unwrap_err().contains("named volumes"));
-        assert!(host_settings(&json!({"NetworkMode": "weird"})).unwrap_err().contains("not found"));
-        assert!(host_settings(&json!({"CapAdd": ["NOPE"]})).unwrap_err().contains("unknown capability"));
+        assert!(host_settings(&json!({"Memory": 1024}))
+            .unwrap_err()
+            .contains("6MB"));
+        assert!(host_settings(&json!({"NanoCpus": 999_000_000_000i64}))
+            .unwrap_err()
+            .contains("Range of CPUs"));
+        assert!(
+            host_settings(&json!({"Binds": ["/definitely/not/here:/x"]}))
+                .unwrap_err()
+                .contains("does not exist")
+        );
+        assert!(host_settings(&json!({"Binds": ["vol:/x"]}))
+            .unwrap_err()
+            .contains("named volumes"));
+        assert!(host_settings(&json!({"NetworkMode": "weird"}))
+            .unwrap_err()
+            .contains("not found"));
+        assert!(host_settings(&json!({"CapAdd": ["NOPE"]}))
+            .unwrap_err()
+            .contains("unknown capability"));
         let h = host_settings(&json!({"Binds": ["/tmp:/x:ro"], "CapDrop": ["chown"], "CapAdd": ["SYS_ADMIN"], "Memory": 64<<20, "PidsLimit": 10})).unwrap();
-        assert!(matches!(&h.mounts[0], MountSpec::Bind { readonly: true, .. }));
+        assert!(matches!(
+            &h.mounts[0],
+            MountSpec::Bind { readonly: true, .. }
+        ));
         assert!(!h.capabilities.contains(&"CAP_CHOWN".to_string()));
         assert!(h.capabilities.contains(&"CAP_SYS_ADMIN".to_string()));
         assert_eq!(h.resources.memory_bytes, Some(64 << 20));
         assert_eq!(h.resources.pids_limit, Some(10));
-        let h = host_settings(&json!({"PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}})).unwrap();
-        assert_eq!(h.network, hb_monitor::protocol::Network::Bridge { ports: vec!["127.0.0.1:8080:80/tcp".into()] });
+        let h = host_settings(
+            &json!({"PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}}),
+        )
+        .unwrap();
+        assert_eq!(
+            h.network,
+            hb_monitor::protocol::Network::Bridge {
+                ports: vec!["127.0.0.1:8080:80/tcp".into()]
+            }
+        );
     }
 }

@@ -103,6 +103,9 @@ pub struct Containers {
     changed: broadcast::Sender<String>,
     resolv_conf: String,
     cgroup_parent: String,
+    /// Exit codes (and errors) of recently removed containers, so a `wait` that arrives after
+    /// an auto-remove (`run --rm`) still learns how the container ended. Bounded.
+    removed: Mutex<std::collections::VecDeque<(String, i32, String)>>,
 }
 
 fn io_err(what: &str, e: impl std::fmt::Display) -> ContainerError {
@@ -138,7 +141,6 @@ pub fn time_ns(ns: u64) -> String {
     hb_monitor::logfile::rfc3339_nanos(std::time::UNIX_EPOCH + Duration::from_nanos(ns))
 }
 
-
 /// How containers are set up, from the daemon's config.
 pub struct ContainersConfig {
     /// `<data_dir>/containers`.
@@ -161,7 +163,10 @@ pub struct ContainersConfig {
 
 impl Containers {
     /// Opens the records, starts (or finds) the monitor and reconciles the two.
-    pub async fn open(catalog: ImageCatalog, cfg: ContainersConfig) -> anyhow::Result<Arc<Containers>> {
+    pub async fn open(
+        catalog: ImageCatalog,
+        cfg: ContainersConfig,
+    ) -> anyhow::Result<Arc<Containers>> {
         use anyhow::Context;
         std::fs::create_dir_all(&cfg.root)
             .with_context(|| format!("creating {}", cfg.root.display()))?;
@@ -189,6 +194,7 @@ impl Containers {
             changed,
             resolv_conf: cfg.resolv_conf,
             cgroup_parent: cfg.cgroup_parent,
+            removed: Mutex::new(std::collections::VecDeque::new()),
         });
         // Without a monitor (not root, no cgroups) images still work; container requests say why.
         if let Err(e) = c.connect_monitor().await {
@@ -279,7 +285,10 @@ impl Containers {
                 }
             }
         }
-        let _ = hb_spawn::remove_stale_cgroups(&self.cgroup_parent, &live.iter().cloned().collect::<Vec<_>>());
+        let _ = hb_spawn::remove_stale_cgroups(
+            &self.cgroup_parent,
+            &live.iter().cloned().collect::<Vec<_>>(),
+        );
         Ok(())
     }
 
@@ -317,13 +326,15 @@ impl Containers {
             let _ = self.changed.send(state.id.clone());
             return;
         }
-        let Some(mut r) = self.get(&state.id) else {
-            return;
+        let r = match self.update_state(&state.id, &state, false) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(container = %state.id, "saving state: {e}");
+                return;
+            }
         };
-        apply_process_state(&mut r.state, &state);
-        if let Err(e) = self.save(&r) {
-            tracing::error!(container = %r.id, "saving state: {e}");
-        }
+        tracing::info!(container = %r.id, code = r.state.exit_code, oom = r.state.oom_killed, auto_remove = r.auto_remove(), "container exited");
         if r.auto_remove() {
             if let Err(e) = self.remove(&r.id, true).await {
                 tracing::warn!(container = %r.id, "auto-removing: {e}");
@@ -378,8 +389,42 @@ impl Containers {
         self.store_record(r, false)
     }
 
+    /// Applies a process state from the monitor to the record, unless the record is gone or
+    /// already holds this run's exit (an exit event can overtake the start's own answer).
+    fn update_state(
+        &self,
+        id: &str,
+        s: &ProcessState,
+        clear_error: bool,
+    ) -> Result<Option<ContainerRecord>> {
+        let mut records = self.records_lock();
+        let Some(cur) = records.get(id) else {
+            return Ok(None);
+        };
+        if s.running
+            && cur.state.status == Status::Exited
+            && cur.state.started_at == time_ns(s.started_at_ns)
+        {
+            return Ok(Some(cur.clone()));
+        }
+        let mut r = cur.clone();
+        apply_process_state(&mut r.state, s);
+        if clear_error {
+            r.state.error.clear();
+        }
+        self.table
+            .put(&r, false)
+            .map_err(ContainerError::internal)?;
+        records.insert(r.id.clone(), r.clone());
+        drop(records);
+        let _ = self.changed.send(r.id.clone());
+        Ok(Some(r))
+    }
+
     fn store_record(&self, r: &ContainerRecord, durable: bool) -> Result<()> {
-        self.table.put(r, durable).map_err(ContainerError::internal)?;
+        self.table
+            .put(r, durable)
+            .map_err(ContainerError::internal)?;
         self.records_lock().insert(r.id.clone(), r.clone());
         let _ = self.changed.send(r.id.clone());
         Ok(())
@@ -424,8 +469,11 @@ impl Containers {
                 n
             }
             None => {
-                let taken: std::collections::HashSet<String> =
-                    self.records_lock().values().map(|r| r.name.clone()).collect();
+                let taken: std::collections::HashSet<String> = self
+                    .records_lock()
+                    .values()
+                    .map(|r| r.name.clone())
+                    .collect();
                 names::generate(&taken)
             }
         };
@@ -439,7 +487,11 @@ impl Containers {
             created_unix: now / 1_000_000_000,
             image,
             image_id: image_record.id.clone(),
-            layers: image_record.layers.iter().map(|l| l.diff_id.clone()).collect(),
+            layers: image_record
+                .layers
+                .iter()
+                .map(|l| l.diff_id.clone())
+                .collect(),
             path,
             args,
             config,
@@ -506,7 +558,8 @@ impl Containers {
             let lowers = layers
                 .ensure_image(&diff_ids, parallel)
                 .map_err(|e| io_err("unpacking the image", e))?;
-            let dirs = ContainerDirs::create(&root, &id).map_err(|e| io_err("container dirs", e))?;
+            let dirs =
+                ContainerDirs::create(&root, &id).map_err(|e| io_err("container dirs", e))?;
             let paths = ContainerPaths {
                 lowers,
                 upper: dirs.upper.clone(),
@@ -520,7 +573,8 @@ impl Containers {
                 .map_err(|e| io_err("writing hostname", e))?;
             std::fs::write(&paths.hosts_file, "127.0.0.1\tlocalhost\n")
                 .map_err(|e| io_err("writing hosts", e))?;
-            std::fs::write(&paths.resolv_file, resolv).map_err(|e| io_err("writing resolv.conf", e))?;
+            std::fs::write(&paths.resolv_file, resolv)
+                .map_err(|e| io_err("writing resolv.conf", e))?;
             Ok(paths)
         })
         .await
@@ -584,7 +638,13 @@ impl Containers {
             .request(&Request::Start { id: r.id.clone() })
             .await
             .map_err(|e| io_err("the container monitor", e))?;
-        if matches!(answer, Response::Error { not_found: true, .. }) {
+        if matches!(
+            answer,
+            Response::Error {
+                not_found: true,
+                ..
+            }
+        ) {
             // A new monitor does not know it yet.
             let paths = {
                 let this = r.clone();
@@ -600,12 +660,10 @@ impl Containers {
                 .map_err(|e| io_err("the container monitor", e))?;
         }
         match answer {
-            Response::Started(s) => {
-                apply_process_state(&mut r.state, &s);
-                r.state.error.clear();
-                self.save(&r)?;
-                Ok(r)
-            }
+            Response::Started(s) => match self.update_state(&r.id, &s, true)? {
+                Some(r) => Ok(r),
+                None => Err(ContainerError::no_such(&r.id)),
+            },
             other => {
                 let e = monitor_refusal(other);
                 r.state.error = e.message.clone();
@@ -624,23 +682,19 @@ impl Containers {
     pub async fn wait(&self, key: &str, condition: &str) -> Result<Option<ContainerRecord>> {
         let id = self.find(key)?.id;
         let mut rx = self.changed.subscribe();
-        let first = self.get(&id);
-        let skip_current = condition == "next-exit";
-        let started_at = first.as_ref().map(|r| r.state.started_at.clone());
+        // next-exit: an exit after this request (a finish time other than the current one).
+        let first_finish = self.get(&id).map(|r| r.state.finished_at);
         loop {
             let current = self.get(&id);
             let done = match (&current, condition) {
                 (None, _) => true,
                 (Some(_), "removed") => false,
-                (Some(r), _) => {
-                    let stopped = matches!(r.state.status, Status::Exited | Status::Created | Status::Dead);
-                    if skip_current {
-                        stopped && Some(&r.state.started_at) != started_at.as_ref()
-                            || (stopped && r.state.finished_at != ZERO_TIME && first.as_ref().is_some_and(|f| f.state.status == Status::Running))
-                    } else {
-                        stopped
-                    }
+                (Some(r), "next-exit") => {
+                    r.state.status != Status::Running
+                        && r.state.status != Status::Removing
+                        && Some(&r.state.finished_at) != first_finish.as_ref()
                 }
+                (Some(r), _) => r.state.status != Status::Running,
             };
             if done {
                 return Ok(current);
@@ -664,12 +718,18 @@ impl Containers {
         if r.state.status != Status::Running {
             return Err(ContainerError::new(
                 409,
-                format!("Cannot kill container: {key}: Container {} is not running", r.id),
+                format!(
+                    "Cannot kill container: {key}: Container {} is not running",
+                    r.id
+                ),
             ));
         }
         match self
             .monitor
-            .request(&Request::Signal { id: r.id.clone(), signal })
+            .request(&Request::Signal {
+                id: r.id.clone(),
+                signal,
+            })
             .await
             .map_err(|e| io_err("the container monitor", e))?
         {
@@ -688,10 +748,15 @@ impl Containers {
             .as_str()
             .and_then(signal_number)
             .unwrap_or(libc::SIGTERM);
-        let timeout = timeout.or_else(|| r.config["StopTimeout"].as_i64()).unwrap_or(10);
+        let timeout = timeout
+            .or_else(|| r.config["StopTimeout"].as_i64())
+            .unwrap_or(10);
         let _ = self
             .monitor
-            .request(&Request::Signal { id: r.id.clone(), signal })
+            .request(&Request::Signal {
+                id: r.id.clone(),
+                signal,
+            })
             .await;
         let waited = tokio::time::timeout(
             Duration::from_secs(timeout.max(0) as u64),
@@ -701,7 +766,10 @@ impl Containers {
         if waited.is_err() {
             let _ = self
                 .monitor
-                .request(&Request::Signal { id: r.id.clone(), signal: libc::SIGKILL })
+                .request(&Request::Signal {
+                    id: r.id.clone(),
+                    signal: libc::SIGKILL,
+                })
                 .await;
             let _ = self.wait(&r.id, "not-running").await;
         }
@@ -723,12 +791,23 @@ impl Containers {
             }
             let _ = self
                 .monitor
-                .request(&Request::Signal { id: r.id.clone(), signal: libc::SIGKILL })
+                .request(&Request::Signal {
+                    id: r.id.clone(),
+                    signal: libc::SIGKILL,
+                })
                 .await;
-            let _ = tokio::time::timeout(Duration::from_secs(10), self.wait(&r.id, "not-running")).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), self.wait(&r.id, "not-running"))
+                .await;
         }
-        match self.monitor.request(&Request::Delete { id: r.id.clone() }).await {
-            Ok(Response::Ok) | Ok(Response::Error { not_found: true, .. }) => {}
+        match self
+            .monitor
+            .request(&Request::Delete { id: r.id.clone() })
+            .await
+        {
+            Ok(Response::Ok)
+            | Ok(Response::Error {
+                not_found: true, ..
+            }) => {}
             Ok(other) => return Err(monitor_refusal(other)),
             Err(e) => return Err(io_err("the container monitor", e)),
         }
@@ -739,27 +818,53 @@ impl Containers {
             ContainerDirs::open(&root, &id)
                 .remove()
                 .map_err(|e| io_err("removing the container's files", e))?;
-            layers.unpin(&id).map_err(|e| io_err("unpinning layers", e))?;
+            layers
+                .unpin(&id)
+                .map_err(|e| io_err("unpinning layers", e))?;
             Ok(())
         })
         .await
         .map_err(|e| io_err("removing", e))??;
         self.table.delete(&r.id).map_err(ContainerError::internal)?;
+        {
+            let mut removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+            if removed.len() >= 1024 {
+                removed.pop_front();
+            }
+            removed.push_back((r.id.clone(), r.state.exit_code, r.state.error.clone()));
+        }
         self.records_lock().remove(&r.id);
         self.execs_lock().retain(|_, e| e.container != r.id);
         let _ = self.changed.send(r.id.clone());
         Ok(())
     }
 
+    /// How a recently removed container ended: (exit code, error), by full id or unique prefix.
+    pub fn removed_exit(&self, key: &str) -> Option<(i32, String)> {
+        let removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
+        removed
+            .iter()
+            .rev()
+            .find(|(id, _, _)| !key.is_empty() && id.starts_with(key))
+            .map(|(_, code, err)| (*code, err.clone()))
+    }
+
     /// `POST /containers/{id}/exec`.
     pub fn exec_create(&self, key: &str, body: &Value) -> Result<String> {
         let r = self.find(key)?;
         if r.state.status != Status::Running {
-            return Err(ContainerError::new(409, format!("Container {} is not running", r.id)));
+            return Err(ContainerError::new(
+                409,
+                format!("Container {} is not running", r.id),
+            ));
         }
         let args: Vec<String> = body["Cmd"]
             .as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         if args.is_empty() {
             return Err(ContainerError::new(400, "No exec command specified"));
@@ -771,7 +876,11 @@ impl Containers {
             args,
             env: body["Env"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default(),
             user: body["User"].as_str().unwrap_or("").to_string(),
             cwd: body["WorkingDir"].as_str().unwrap_or("").to_string(),
@@ -797,7 +906,10 @@ impl Containers {
     pub async fn exec_start(&self, id: &str, tty: Option<bool>) -> Result<tokio::net::UnixStream> {
         let mut e = self.exec_get(id)?;
         if e.running || e.exit_code.is_some() {
-            return Err(ContainerError::new(409, format!("exec {id} has already run")));
+            return Err(ContainerError::new(
+                409,
+                format!("exec {id} has already run"),
+            ));
         }
         let r = self.find(&e.container)?;
         if let Some(t) = tty {
@@ -805,7 +917,11 @@ impl Containers {
         }
         let mut env: Vec<String> = r.config["Env"]
             .as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default();
         for kv in &e.env {
             let k = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
@@ -816,7 +932,11 @@ impl Containers {
             args: e.args.clone(),
             env,
             cwd: if e.cwd.is_empty() {
-                r.config["WorkingDir"].as_str().filter(|w| !w.is_empty()).unwrap_or("/").to_string()
+                r.config["WorkingDir"]
+                    .as_str()
+                    .filter(|w| !w.is_empty())
+                    .unwrap_or("/")
+                    .to_string()
             } else {
                 e.cwd.clone()
             },
@@ -840,9 +960,11 @@ impl Containers {
             .map_err(|err| io_err("the container monitor", err))?;
         match answer {
             Response::Started(s) => {
-                e.running = true;
-                e.pid = s.pid;
-                self.execs_lock().insert(e.id.clone(), e);
+                // Its exit event may already have been handled: keep that.
+                let mut execs = self.execs_lock();
+                let entry = execs.entry(e.id.clone()).or_insert(e);
+                entry.pid = s.pid;
+                entry.running = entry.exit_code.is_none();
                 Ok(stream)
             }
             other => {
@@ -855,11 +977,18 @@ impl Containers {
     }
 
     /// Attach stream of a container.
-    pub async fn attach(&self, key: &str, stdin: bool) -> Result<(ContainerRecord, tokio::net::UnixStream)> {
+    pub async fn attach(
+        &self,
+        key: &str,
+        stdin: bool,
+    ) -> Result<(ContainerRecord, tokio::net::UnixStream)> {
         let r = self.find(key)?;
         let (answer, stream) = self
             .monitor
-            .attach(&Request::Attach { id: r.id.clone(), stdin })
+            .attach(&Request::Attach {
+                id: r.id.clone(),
+                stdin,
+            })
             .await
             .map_err(|e| io_err("the container monitor", e))?;
         match answer {
@@ -872,7 +1001,11 @@ impl Containers {
     pub async fn resize(&self, id: &str, height: u16, width: u16) -> Result<()> {
         match self
             .monitor
-            .request(&Request::Resize { id: id.to_string(), height, width })
+            .request(&Request::Resize {
+                id: id.to_string(),
+                height,
+                width,
+            })
             .await
             .map_err(|e| io_err("the container monitor", e))?
         {

@@ -38,7 +38,9 @@ impl MonitorClient {
             .append(true)
             .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
-        let err_file = log_file.try_clone().context("duplicating the monitor log fd")?;
+        let err_file = log_file
+            .try_clone()
+            .context("duplicating the monitor log fd")?;
         let mut cmd = std::process::Command::new(exe);
         cmd.arg("--monitor")
             .args(args)
@@ -82,7 +84,10 @@ impl MonitorClient {
             .with_context(|| format!("connecting to the monitor at {}", self.socket.display()))
     }
 
-    async fn exchange(stream: &mut BufReader<UnixStream>, request: &Request) -> anyhow::Result<Response> {
+    async fn exchange(
+        stream: &mut BufReader<UnixStream>,
+        request: &Request,
+    ) -> anyhow::Result<Response> {
         let mut line = serde_json::to_vec(request).context("encoding a monitor request")?;
         line.push(b'\n');
         stream
