@@ -14,8 +14,8 @@ mod overlay;
 mod unpack;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 pub use dirs::ContainerDirs;
@@ -208,7 +208,12 @@ impl LayerStore {
                 source,
             })?;
         let reader = std::io::BufReader::with_capacity(1 << 20, reader);
-        if let Err(e) = unpack::unpack_layer(reader, &tmp, Some(&self.shared.root.join("objects")), diff_id) {
+        if let Err(e) = unpack::unpack_layer(
+            reader,
+            &tmp,
+            Some(&self.shared.root.join("objects")),
+            diff_id,
+        ) {
             let _ = unpack::remove_tree(&tmp);
             return Err(e);
         }

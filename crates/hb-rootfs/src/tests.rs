@@ -314,7 +314,9 @@ fn pax_xattrs_long_names_symlink_times_and_dir_modes() {
     let f = fixture();
     let mut b = tar::Builder::new(Vec::new());
     // ping's file capability (cap_net_raw+ep, VFS v2).
-    let cap: Vec<u8> = vec![1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let cap: Vec<u8> = vec![
+        1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
     b.append_pax_extensions([
         ("SCHILY.xattr.security.capability", cap.as_slice()),
         ("SCHILY.xattr.user.note", b"n".as_slice()),
@@ -327,7 +329,8 @@ fn pax_xattrs_long_names_symlink_times_and_dir_modes() {
     let mut h = header(tar::EntryType::Regular, 0o644, 2);
     b.append_data(&mut h, &long, &b"ln"[..]).unwrap(); // GNU long name
     let pax_long = format!("pax/{}", "y".repeat(200));
-    b.append_pax_extensions([("path", pax_long.as_bytes())]).unwrap();
+    b.append_pax_extensions([("path", pax_long.as_bytes())])
+        .unwrap();
     let mut h = header(tar::EntryType::Regular, 0o644, 2);
     h.set_path("pax/short").unwrap();
     h.set_cksum();
@@ -342,15 +345,26 @@ fn pax_xattrs_long_names_symlink_times_and_dir_modes() {
     let id = put(&f, &b.into_inner().unwrap());
     let dir = f.layers.ensure(&id).unwrap();
     let ping = dir.join("bin/ping");
-    assert_eq!(getxattr(&ping, "security.capability").as_deref(), Some(cap.as_slice()));
+    assert_eq!(
+        getxattr(&ping, "security.capability").as_deref(),
+        Some(cap.as_slice())
+    );
     assert_eq!(getxattr(&ping, "user.note").as_deref(), Some(&b"n"[..]));
-    assert_eq!(getxattr(&ping, "trusted.overlay.redirect"), None, "overlay xattrs dropped");
+    assert_eq!(
+        getxattr(&ping, "trusted.overlay.redirect"),
+        None,
+        "overlay xattrs dropped"
+    );
     assert_eq!(std::fs::metadata(&ping).unwrap().mode() & 0o7777, 0o4755);
     assert_eq!(std::fs::read(dir.join(&long)).unwrap(), b"ln");
     assert_eq!(std::fs::read(dir.join(&pax_long)).unwrap(), b"px");
     let sh = std::fs::symlink_metadata(dir.join("bin/sh")).unwrap();
     assert!(sh.file_type().is_symlink());
-    assert_eq!(sh.mtime(), 1_500_000_000, "symlink mtime set without following");
+    assert_eq!(
+        sh.mtime(),
+        1_500_000_000,
+        "symlink mtime set without following"
+    );
     let ro = std::fs::metadata(dir.join("ro")).unwrap();
     assert_eq!(ro.mode() & 0o7777, 0o555);
     assert_eq!(ro.mtime(), 1_500_000_000);
@@ -383,7 +397,10 @@ fn a_huge_sparse_file_unpacks_sparse() {
     let dir = f.layers.ensure(&id).unwrap();
     let m = std::fs::metadata(dir.join("big.img")).unwrap();
     assert_eq!(m.len(), real);
-    assert!(m.blocks() * 512 < 1 << 20, "written sparse, not 5 GiB of zeros");
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "written sparse, not 5 GiB of zeros"
+    );
     use std::io::{Read, Seek, SeekFrom};
     let mut file = std::fs::File::open(dir.join("big.img")).unwrap();
     file.seek(SeekFrom::Start(real - 512)).unwrap();
@@ -399,7 +416,13 @@ fn identical_files_share_one_object_across_layers() {
     }
     let f = fixture();
     let big = vec![9u8; 3 << 20]; // the streaming path
-    let a = put(&f, &Tar::new().file("lib/libc.so", &big).file("etc/a", b"same").finish());
+    let a = put(
+        &f,
+        &Tar::new()
+            .file("lib/libc.so", &big)
+            .file("etc/a", b"same")
+            .finish(),
+    );
     let b = put(
         &f,
         &Tar::new()
@@ -416,12 +439,17 @@ fn identical_files_share_one_object_across_layers() {
     let u = f.layers.usage().unwrap();
     assert!(u.shared_bytes >= 3 << 20, "{u:?}");
     let sum: u64 = u.layers.iter().map(|l| l.1).sum();
-    assert!(u.total_bytes + (3 << 20) <= sum, "shared counted once: {u:?}");
+    assert!(
+        u.total_bytes + (3 << 20) <= sum,
+        "shared counted once: {u:?}"
+    );
     // Removing one layer keeps the other's files; removing both frees the objects.
     f.layers.remove(&a).unwrap();
     assert_eq!(std::fs::read(db.join("usr/lib/libc.so")).unwrap(), big);
     f.layers.remove(&b).unwrap();
-    let left = std::fs::read_dir(f.layers.root().join("objects")).unwrap().count();
+    let left = std::fs::read_dir(f.layers.root().join("objects"))
+        .unwrap()
+        .count();
     assert_eq!(left, 0, "unused objects collected");
 }
 
@@ -440,8 +468,16 @@ fn hardlink_to_a_symlink_links_the_symlink() {
     );
     let dir = f.layers.ensure(&id).unwrap();
     let m = std::fs::symlink_metadata(dir.join("hard")).unwrap();
-    assert!(m.file_type().is_symlink(), "the link is the symlink, not the file it names");
-    assert_eq!(std::fs::metadata(outside.path().join("secret")).unwrap().nlink(), 1);
+    assert!(
+        m.file_type().is_symlink(),
+        "the link is the symlink, not the file it names"
+    );
+    assert_eq!(
+        std::fs::metadata(outside.path().join("secret"))
+            .unwrap()
+            .nlink(),
+        1
+    );
 }
 
 #[test]

@@ -147,7 +147,10 @@ fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), RootfsError> {
         )
     };
     if rc != 0 {
-        return Err(last_err(format!("setting xattr {name} on {}", path.display())));
+        return Err(last_err(format!(
+            "setting xattr {name} on {}",
+            path.display()
+        )));
     }
     Ok(())
 }
@@ -221,7 +224,16 @@ impl Meta {
     fn object_key(&self, content: &[u8]) -> String {
         let mut h = Sha256::new();
         h.update(content);
-        h.update(format!("\0{:o}\0{}\0{}\0{}\0", self.mode & 0o7777, self.uid, self.gid, self.mtime).as_bytes());
+        h.update(
+            format!(
+                "\0{:o}\0{}\0{}\0{}\0",
+                self.mode & 0o7777,
+                self.uid,
+                self.gid,
+                self.mtime
+            )
+            .as_bytes(),
+        );
         let mut xattrs: Vec<&(String, Vec<u8>)> = self.xattrs.iter().collect();
         xattrs.sort();
         for (name, value) in xattrs {
@@ -334,9 +346,8 @@ impl Unpacker<'_> {
         match kind {
             T::Directory => {
                 if !clear_target(&target, true)? {
-                    std::fs::create_dir(&target).map_err(|e| {
-                        RootfsError::io(format!("mkdir {}", target.display()), e)
-                    })?;
+                    std::fs::create_dir(&target)
+                        .map_err(|e| RootfsError::io(format!("mkdir {}", target.display()), e))?;
                 }
                 for (n, v) in &meta.xattrs {
                     set_xattr(&target, n, v)?;
@@ -360,9 +371,8 @@ impl Unpacker<'_> {
                     .ok_or_else(|| self.entry_err(&shown, "symlink without target".into()))?
                     .into_owned();
                 clear_target(&target, false)?;
-                std::os::unix::fs::symlink(&link, &target).map_err(|e| {
-                    RootfsError::io(format!("symlink {}", target.display()), e)
-                })?;
+                std::os::unix::fs::symlink(&link, &target)
+                    .map_err(|e| RootfsError::io(format!("symlink {}", target.display()), e))?;
                 lchown(&target, meta.uid, meta.gid)?;
                 for (n, v) in &meta.xattrs {
                     // Most namespaces refuse xattrs on symlinks; that is not worth failing for.
@@ -404,9 +414,8 @@ impl Unpacker<'_> {
                 }
                 clear_target(&target, false)?;
                 // link(2) without AT_SYMLINK_FOLLOW: a symlink source is linked, not followed.
-                std::fs::hard_link(&source, &target).map_err(|e| {
-                    RootfsError::io(format!("hardlink {}", target.display()), e)
-                })?;
+                std::fs::hard_link(&source, &target)
+                    .map_err(|e| RootfsError::io(format!("hardlink {}", target.display()), e))?;
             }
             T::Char | T::Block | T::Fifo => {
                 let (ftype, dev) = match kind {
