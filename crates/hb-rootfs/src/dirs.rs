@@ -21,7 +21,7 @@ pub struct ContainerDirs {
     pub merged: PathBuf,
 }
 
-fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id
             .bytes()

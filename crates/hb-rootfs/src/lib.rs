@@ -10,13 +10,16 @@
 #![warn(missing_docs)]
 
 mod dirs;
+mod overlay;
 mod unpack;
 
 use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 pub use dirs::ContainerDirs;
+pub use overlay::{overlay_mount_data, MOUNT_DATA_MAX};
 
 /// Errors of the hot tier.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +58,14 @@ pub enum RootfsError {
         /// How many containers pin it.
         users: usize,
     },
+    /// The overlay mount data does not fit one page even with short links.
+    #[error("overlay mount data for {layers} layers is {bytes} bytes even with short links (limit 4095): mount with fsconfig lowerdir+ instead")]
+    TooManyLayers {
+        /// How many lower dirs.
+        layers: usize,
+        /// The length of the shortest data string.
+        bytes: usize,
+    },
     /// Not a `sha256:<64 hex>` id.
     #[error("invalid layer id {0:?}")]
     BadId(String),
@@ -74,8 +85,11 @@ impl RootfsError {
 pub struct HotUsage {
     /// Bytes of all unpacked layers.
     pub total_bytes: u64,
-    /// Per layer (diff_id → bytes).
+    /// Per layer (diff_id → bytes, each file object counted once within the layer).
     pub layers: Vec<(String, u64)>,
+    /// Bytes of file objects used by more than one layer (counted once in `total_bytes`,
+    /// once in each such layer's entry).
+    pub shared_bytes: u64,
 }
 
 struct Shared {
@@ -105,15 +119,21 @@ fn hex_of(diff_id: &str) -> Result<&str, RootfsError> {
 impl LayerStore {
     /// Opens the tier at `root`, removing temp dirs a crash left.
     pub fn open(root: &Path, store: hb_store::Store) -> Result<LayerStore, RootfsError> {
-        for d in [root.to_path_buf(), root.join("pins")] {
+        for d in [root.to_path_buf(), root.join("pins"), root.join("objects")] {
             std::fs::create_dir_all(&d)
                 .map_err(|e| RootfsError::io(format!("creating {}", d.display()), e))?;
         }
-        let entries = std::fs::read_dir(root)
-            .map_err(|e| RootfsError::io(format!("listing {}", root.display()), e))?;
-        for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                let _ = unpack::remove_tree(&e.path());
+        // Objects may be setuid binaries: keep them out of reach of unprivileged users.
+        std::fs::set_permissions(root.join("objects"), std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| RootfsError::io(format!("chmod {}/objects", root.display()), e))?;
+        for dir in [root.to_path_buf(), root.join("objects"), root.join("l")] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                    unpack::remove_tree(&e.path())?;
+                }
             }
         }
         Ok(LayerStore {
@@ -188,7 +208,12 @@ impl LayerStore {
                 source,
             })?;
         let reader = std::io::BufReader::with_capacity(1 << 20, reader);
-        if let Err(e) = unpack::unpack_layer(reader, &tmp, diff_id) {
+        if let Err(e) = unpack::unpack_layer(
+            reader,
+            &tmp,
+            Some(&self.shared.root.join("objects")),
+            diff_id,
+        ) {
             let _ = unpack::remove_tree(&tmp);
             return Err(e);
         }
@@ -244,21 +269,61 @@ impl LayerStore {
         Ok(unpack::tree_size(&self.path(diff_id)))
     }
 
-    /// Usage of every unpacked layer.
+    /// Usage of every unpacked layer: per layer, each inode once; in total, each inode once
+    /// across all layers; shared = inodes that more than one layer uses.
     pub fn usage(&self) -> Result<HotUsage, RootfsError> {
         let mut u = HotUsage::default();
         let entries = std::fs::read_dir(&self.shared.root)
             .map_err(|e| RootfsError::io("listing unpacked layers", e))?;
+        // inode -> (bytes, first layer index, seen in more than one layer)
+        let mut inodes: HashMap<(u64, u64), (u64, usize, bool)> = HashMap::new();
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
-                let size = unpack::tree_size(&e.path());
-                u.total_bytes += size;
+                let idx = u.layers.len();
+                let mut mine = HashSet::new();
+                let mut size = 0;
+                unpack::walk_inodes(&e.path(), |dev, ino, bytes| {
+                    if !mine.insert((dev, ino)) {
+                        return;
+                    }
+                    size += bytes;
+                    let slot = inodes.entry((dev, ino)).or_insert((bytes, idx, false));
+                    if slot.1 != idx {
+                        slot.2 = true;
+                    }
+                });
                 u.layers.push((format!("sha256:{name}"), size));
+            }
+        }
+        for (bytes, _, shared) in inodes.values() {
+            u.total_bytes += bytes;
+            if *shared {
+                u.shared_bytes += bytes;
             }
         }
         u.layers.sort();
         Ok(u)
+    }
+
+    /// Deletes file objects no layer links any more (link count 1); returns the bytes freed.
+    /// `remove` calls it.
+    pub fn collect_objects(&self) -> Result<u64, RootfsError> {
+        let dir = self.shared.root.join("objects");
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| RootfsError::io(format!("listing {}", dir.display()), e))?;
+        let mut freed = 0;
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue; // a temp file of an unpack in progress
+            }
+            if let Ok(m) = e.path().symlink_metadata() {
+                if m.nlink() == 1 && std::fs::remove_file(e.path()).is_ok() {
+                    freed += m.blocks() * 512;
+                }
+            }
+        }
+        Ok(freed)
     }
 
     fn pins(&self) -> HashMap<String, Vec<String>> {
@@ -302,7 +367,8 @@ impl LayerStore {
             .join(format!(".tmp-rm-{}", hex_of(diff_id)?));
         std::fs::rename(&p, &doomed)
             .map_err(|e| RootfsError::io(format!("removing {}", p.display()), e))?;
-        unpack::remove_tree(&doomed)
+        unpack::remove_tree(&doomed)?;
+        self.collect_objects().map(|_| ())
     }
 
     /// Records that container `id` uses these layers (persisted).

@@ -285,3 +285,225 @@ fn a_crash_leftover_is_cleaned_at_open() {
     assert!(again.ensure("sha256:nothex").is_err());
     assert!(again.ensure(&format!("sha256:{}", "0".repeat(64))).is_err());
 }
+
+fn getxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: lgetxattr into a buffer we own.
+    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| buf[..r as usize].to_vec())
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_500_000_000);
+    h
+}
+
+#[test]
+fn pax_xattrs_long_names_symlink_times_and_dir_modes() {
+    if !root() {
+        return;
+    }
+    let f = fixture();
+    let mut b = tar::Builder::new(Vec::new());
+    // ping's file capability (cap_net_raw+ep, VFS v2).
+    let cap: Vec<u8> = vec![
+        1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    b.append_pax_extensions([
+        ("SCHILY.xattr.security.capability", cap.as_slice()),
+        ("SCHILY.xattr.user.note", b"n".as_slice()),
+        ("SCHILY.xattr.trusted.overlay.redirect", b"/etc".as_slice()),
+    ])
+    .unwrap();
+    let mut h = header(tar::EntryType::Regular, 0o4755, 4);
+    b.append_data(&mut h, "bin/ping", &b"ping"[..]).unwrap();
+    let long = format!("deep/{}/file", "x".repeat(150));
+    let mut h = header(tar::EntryType::Regular, 0o644, 2);
+    b.append_data(&mut h, &long, &b"ln"[..]).unwrap(); // GNU long name
+    let pax_long = format!("pax/{}", "y".repeat(200));
+    b.append_pax_extensions([("path", pax_long.as_bytes())])
+        .unwrap();
+    let mut h = header(tar::EntryType::Regular, 0o644, 2);
+    h.set_path("pax/short").unwrap();
+    h.set_cksum();
+    b.append(&h, &b"px"[..]).unwrap();
+    let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+    b.append_link(&mut h, "bin/sh", "ping").unwrap();
+    // A read-only dir whose mode and mtime must be applied after its child is written.
+    let mut h = header(tar::EntryType::Directory, 0o555, 0);
+    b.append_data(&mut h, "ro/", std::io::empty()).unwrap();
+    let mut h = header(tar::EntryType::Regular, 0o644, 1);
+    b.append_data(&mut h, "ro/child", &b"c"[..]).unwrap();
+    let id = put(&f, &b.into_inner().unwrap());
+    let dir = f.layers.ensure(&id).unwrap();
+    let ping = dir.join("bin/ping");
+    assert_eq!(
+        getxattr(&ping, "security.capability").as_deref(),
+        Some(cap.as_slice())
+    );
+    assert_eq!(getxattr(&ping, "user.note").as_deref(), Some(&b"n"[..]));
+    assert_eq!(
+        getxattr(&ping, "trusted.overlay.redirect"),
+        None,
+        "overlay xattrs dropped"
+    );
+    assert_eq!(std::fs::metadata(&ping).unwrap().mode() & 0o7777, 0o4755);
+    assert_eq!(std::fs::read(dir.join(&long)).unwrap(), b"ln");
+    assert_eq!(std::fs::read(dir.join(&pax_long)).unwrap(), b"px");
+    let sh = std::fs::symlink_metadata(dir.join("bin/sh")).unwrap();
+    assert!(sh.file_type().is_symlink());
+    assert_eq!(
+        sh.mtime(),
+        1_500_000_000,
+        "symlink mtime set without following"
+    );
+    let ro = std::fs::metadata(dir.join("ro")).unwrap();
+    assert_eq!(ro.mode() & 0o7777, 0o555);
+    assert_eq!(ro.mtime(), 1_500_000_000);
+    assert_eq!(std::fs::read(dir.join("ro/child")).unwrap(), b"c");
+}
+
+#[test]
+fn a_huge_sparse_file_unpacks_sparse() {
+    let f = fixture();
+    let real: u64 = 5 << 30; // > 4 GiB: the size needs GNU base-256/large octal
+    let mut h = tar::Header::new_gnu();
+    h.set_path("big.img").unwrap();
+    h.set_entry_type(tar::EntryType::GNUSparse);
+    h.set_mode(0o644);
+    h.set_size(512);
+    h.set_mtime(1);
+    h.set_uid(0);
+    h.set_gid(0);
+    {
+        let g = h.as_gnu_mut().unwrap();
+        g.set_real_size(real);
+        g.sparse[0].set_offset(real - 512);
+        g.sparse[0].set_length(512);
+    }
+    h.set_cksum();
+    let mut tar = h.as_bytes().to_vec();
+    tar.extend_from_slice(&[0xAB; 512]);
+    tar.extend_from_slice(&[0; 1024]);
+    let id = put(&f, &tar);
+    let dir = f.layers.ensure(&id).unwrap();
+    let m = std::fs::metadata(dir.join("big.img")).unwrap();
+    assert_eq!(m.len(), real);
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "written sparse, not 5 GiB of zeros"
+    );
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(dir.join("big.img")).unwrap();
+    file.seek(SeekFrom::Start(real - 512)).unwrap();
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).unwrap();
+    assert_eq!(tail, vec![0xAB; 512]);
+}
+
+#[test]
+fn identical_files_share_one_object_across_layers() {
+    if !root() {
+        return;
+    }
+    let f = fixture();
+    let big = vec![9u8; 3 << 20]; // the streaming path
+    let a = put(
+        &f,
+        &Tar::new()
+            .file("lib/libc.so", &big)
+            .file("etc/a", b"same")
+            .finish(),
+    );
+    let b = put(
+        &f,
+        &Tar::new()
+            .file("usr/lib/libc.so", &big)
+            .file("etc/b", b"same")
+            .raw("etc/c", b'0', b"same", 0o600, "", 0) // other mode: other object
+            .finish(),
+    );
+    let (da, db) = (f.layers.ensure(&a).unwrap(), f.layers.ensure(&b).unwrap());
+    let ino = |p: PathBuf| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(ino(da.join("lib/libc.so")), ino(db.join("usr/lib/libc.so")));
+    assert_eq!(ino(da.join("etc/a")), ino(db.join("etc/b")));
+    assert_ne!(ino(db.join("etc/b")), ino(db.join("etc/c")));
+    let u = f.layers.usage().unwrap();
+    assert!(u.shared_bytes >= 3 << 20, "{u:?}");
+    let sum: u64 = u.layers.iter().map(|l| l.1).sum();
+    assert!(
+        u.total_bytes + (3 << 20) <= sum,
+        "shared counted once: {u:?}"
+    );
+    // Removing one layer keeps the other's files; removing both frees the objects.
+    f.layers.remove(&a).unwrap();
+    assert_eq!(std::fs::read(db.join("usr/lib/libc.so")).unwrap(), big);
+    f.layers.remove(&b).unwrap();
+    let left = std::fs::read_dir(f.layers.root().join("objects"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "unused objects collected");
+}
+
+#[test]
+fn hardlink_to_a_symlink_links_the_symlink() {
+    let f = fixture();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"s").unwrap();
+    let target = outside.path().join("secret").display().to_string();
+    let id = put(
+        &f,
+        &Tar::new()
+            .raw("sym", b'2', b"", 0o777, &target, 0)
+            .raw("hard", b'1', b"", 0o644, "sym", 0)
+            .finish(),
+    );
+    let dir = f.layers.ensure(&id).unwrap();
+    let m = std::fs::symlink_metadata(dir.join("hard")).unwrap();
+    assert!(
+        m.file_type().is_symlink(),
+        "the link is the symlink, not the file it names"
+    );
+    assert_eq!(
+        std::fs::metadata(outside.path().join("secret"))
+            .unwrap()
+            .nlink(),
+        1
+    );
+}
+
+#[test]
+fn mount_data_uses_short_links_when_long() {
+    let f = fixture();
+    let lowers: Vec<PathBuf> = (0..60)
+        .map(|i| f.layers.root().join(format!("{i:064x}")))
+        .collect();
+    let (up, work) = (Path::new("/u"), Path::new("/w"));
+    let few = overlay_mount_data(&f.layers, &lowers[..3], up, work).unwrap();
+    assert!(few.starts_with(&format!("lowerdir={}:", lowers[0].display())));
+    let many = overlay_mount_data(&f.layers, &lowers, up, work).unwrap();
+    assert!(many.len() <= MOUNT_DATA_MAX, "{}", many.len());
+    let first = many
+        .strip_prefix("lowerdir=")
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap();
+    assert_eq!(std::fs::read_link(first).unwrap(), lowers[0]);
+    assert!(many.ends_with(",upperdir=/u,workdir=/w"));
+    let too_many: Vec<PathBuf> = (0..400)
+        .map(|i| f.layers.root().join(format!("{i:064x}")))
+        .collect();
+    assert!(matches!(
+        overlay_mount_data(&f.layers, &too_many, up, work),
+        Err(RootfsError::TooManyLayers { .. })
+    ));
+}

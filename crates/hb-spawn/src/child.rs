@@ -340,13 +340,16 @@ unsafe fn become_and_exec(plan: &Plan, err: RawFd) -> ! {
             fail(err, Step::Caps, errno(), cap, 125);
         }
     }
-    if libc::setgroups(plan.groups.len(), plan.groups.as_ptr()) != 0 {
+    // Raw system calls, not glibc's wrappers: those broadcast the change to every thread glibc
+    // believes exists (SIGSETXID, then a futex wait), and after a raw clone of a multi-threaded
+    // caller (tests) those threads are not in this process, so the wait never ends.
+    if libc::syscall(libc::SYS_setgroups, plan.groups.len(), plan.groups.as_ptr()) != 0 {
         fail(err, Step::User, errno(), 0, 125);
     }
-    if libc::setresgid(plan.gid, plan.gid, plan.gid) != 0 {
+    if libc::syscall(libc::SYS_setresgid, plan.gid, plan.gid, plan.gid) != 0 {
         fail(err, Step::User, errno(), 1, 125);
     }
-    if libc::setresuid(plan.uid, plan.uid, plan.uid) != 0 {
+    if libc::syscall(libc::SYS_setresuid, plan.uid, plan.uid, plan.uid) != 0 {
         fail(err, Step::User, errno(), 2, 125);
     }
     // As root the sets become exactly the kept ones; a non-root user's were cleared by setuid
