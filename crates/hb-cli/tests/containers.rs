@@ -38,7 +38,7 @@ const APPLETS: &[&str] = &[
 fn busybox_layer() -> Vec<u8> {
     let busybox = std::fs::read("/bin/busybox").expect("read /bin/busybox");
     let mut b = tar::Builder::new(Vec::new());
-    let mut dir = |b: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32| {
+    let dir = |b: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32| {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Directory);
         h.set_mode(mode);
@@ -54,7 +54,7 @@ fn busybox_layer() -> Vec<u8> {
     ] {
         dir(&mut b, d, if d == "tmp" { 0o1777 } else { 0o755 });
     }
-    let mut file = |b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], mode: u32| {
+    let file = |b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], mode: u32| {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(tar::EntryType::Regular);
         h.set_mode(mode);
