@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HyperBox quick start, offline: builds hb and hyperboxd, starts the daemon with its data under
 # ~/.hyperbox, builds a tiny image from this machine's own binaries (no registry, no internet),
-# loads it, and shows it with `hb images` and `hb system df`. Safe to run again.
+# loads it, shows it with `hb images` and `hb system df`, and runs containers from it (as root:
+# containers need namespaces and cgroups). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HB_HOME=${HB_HOME:-$HOME/.hyperbox}
@@ -35,9 +36,9 @@ copy_with_libs() {
 }
 if [ -x /bin/busybox ]; then
   copy_with_libs /bin/busybox
-  for c in sh ls cat echo true; do ln -sf busybox "$root/bin/$c"; done
+  for c in sh ls cat echo true hostname id; do ln -sf busybox "$root/bin/$c"; done
 else
-  for c in sh ls cat echo true; do copy_with_libs "$(command -v $c)"; done
+  for c in sh ls cat echo true hostname id; do copy_with_libs "$(command -v $c)"; done
 fi
 echo 'root:x:0:0:root:/root:/bin/sh' > "$root/etc/passwd"
 (cd "$root" && tar --numeric-owner --owner=0 --group=0 --mtime=@0 --sort=name -cf "$work/layer.tar" .)
@@ -54,7 +55,17 @@ echo "==> hb images"
 "$BIN/hb" images
 echo "==> hb system df"
 "$BIN/hb" system df
+if [ "$(id -u)" = 0 ]; then
+  echo "==> hb run --rm hyperbox/tiny (isolated: own pid, mount, uts, ipc, net namespaces)"
+  "$BIN/hb" run --rm --network none hyperbox/tiny sh -c 'echo "hello from $(hostname), pid $$, as $(id -u)"'
+  echo "==> timing 20 warm starts of /bin/true"
+  start=$(date +%s%N)
+  for _ in $(seq 20); do "$BIN/hb" run --rm --network none hyperbox/tiny true; done
+  echo "    $(( ($(date +%s%N) - start) / 20000000 )) ms per hb run --rm (client, daemon, container, cleanup)"
+else
+  echo "(not root: skipping hb run; containers need namespaces and cgroups)"
+fi
 echo
 echo "hyperboxd keeps running (pid $(cat "$HB_HOME/hyperboxd.pid" 2>/dev/null || echo '?')); use it with:"
 echo "  export HYPERBOX_HOST=$HYPERBOX_HOST; $BIN/hb images"
-echo "stop it with: kill \$(cat $HB_HOME/hyperboxd.pid)"
+echo "stop it with: kill \$(cat $HB_HOME/hyperboxd.pid) \$(cat $HB_HOME/monitor.pid 2>/dev/null)"
