@@ -555,9 +555,11 @@ impl Containers {
             layers
                 .pin(&id, &diff_ids)
                 .map_err(|e| io_err("pinning layers", e))?;
-            let lowers = layers
-                .ensure_image(&diff_ids, parallel)
-                .map_err(|e| io_err("unpacking the image", e))?;
+            let lowers = dedup_lowers(
+                layers
+                    .ensure_image(&diff_ids, parallel)
+                    .map_err(|e| io_err("unpacking the image", e))?,
+            );
             let dirs =
                 ContainerDirs::create(&root, &id).map_err(|e| io_err("container dirs", e))?;
             let paths = ContainerPaths {
@@ -607,10 +609,11 @@ impl Containers {
     /// Paths of an existing container (for re-registering after a monitor restart).
     fn paths_of(&self, r: &ContainerRecord) -> Result<ContainerPaths> {
         let dirs = ContainerDirs::open(&self.root, &r.id);
-        let lowers = self
-            .layers
-            .ensure_image(&r.layers, self.parallel)
-            .map_err(|e| io_err("unpacking the image", e))?;
+        let lowers = dedup_lowers(
+            self.layers
+                .ensure_image(&r.layers, self.parallel)
+                .map_err(|e| io_err("unpacking the image", e))?,
+        );
         Ok(ContainerPaths {
             lowers,
             upper: dirs.upper.clone(),
@@ -1013,6 +1016,16 @@ impl Containers {
             other => Err(monitor_refusal(other)),
         }
     }
+}
+
+/// An image may list the same layer twice (empty layers often repeat); overlayfs refuses a
+/// lower dir given twice (ELOOP). The topmost copy already shows everything the lower one does.
+fn dedup_lowers(top_first: Vec<PathBuf>) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    top_first
+        .into_iter()
+        .filter(|p| seen.insert(p.clone()))
+        .collect()
 }
 
 fn now_ns() -> u64 {
