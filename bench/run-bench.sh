@@ -65,16 +65,29 @@ print(f"{statistics.median(t):.2f} | {p99:.2f} | {statistics.mean(t):.2f} | {t[0
 ' "$RAW/$name.json"
 }
 
+# A crun bundle of hb/tiny, as the peer lab makes it (umoci unpack of the lab's OCI layout,
+# `crun spec` with args /bin/true): crun's floor, no overlay and no image store.
+BUNDLE=$WORK/bundle-tiny
+if command -v crun >/dev/null && command -v umoci >/dev/null && [ -d "$LAB/oci" ]; then
+  umoci unpack --image "$LAB/oci:tiny" "$WORK/umoci" >/dev/null && mkdir -p "$BUNDLE" \
+    && mv "$WORK/umoci/rootfs" "$BUNDLE/rootfs" \
+    && (cd "$BUNDLE" && crun spec && python3 -c '
+import json; c = json.load(open("config.json")); c["process"]["terminal"] = False
+c["process"]["args"] = ["/bin/true"]; json.dump(c, open("config.json", "w"))') || BUNDLE=""
+else
+  BUNDLE=""
+fi
+
 # ------------------------------------------------------------------ latency, warm
 $HB pull -q "$TINY" >/dev/null
 $HB run --rm --network none "$TINY" /bin/true
 row "run --rm tiny /bin/true, net none | hb | $(hf hb-none --warmup 5 --runs "$RUNS" "$HB run --rm --network none $TINY /bin/true")"
 row "run --rm tiny /bin/true, bridge | hb | $(hf hb-bridge --warmup 5 --runs "$RUNS" "$HB run --rm $TINY /bin/true")"
-if [ -d "$LAB/bundles/tiny" ] && command -v crun >/dev/null; then
-  row "run --rm tiny /bin/true (bundle, no overlay) | crun | $(hf crun --warmup 5 --runs "$RUNS" "crun run -b $LAB/bundles/tiny hbrb$$")"
+if [ -n "$BUNDLE" ]; then
+  row "run tiny /bin/true (prepared bundle, no overlay) | crun | $(hf crun --warmup 5 --runs "$RUNS" "crun run -b $BUNDLE hbrb$$")"
 fi
 if [ "${SKIP_PODMAN:-0}" != 1 ] && command -v podman >/dev/null; then
-  podman pull -q --tls-verify=false "$TINY" >/dev/null 2>&1 || true
+  podman pull -q "$TINY" >/dev/null 2>&1 || podman pull -q --tls-verify=false "$TINY" >/dev/null 2>&1 || true
   row "run --rm tiny /bin/true, net none | podman | $(hf podman-none --warmup 3 --runs 20 "podman run --rm --network none $TINY /bin/true")"
   row "run --rm tiny /bin/true, bridge | podman | $(hf podman-bridge --warmup 3 --runs 20 "podman run --rm $TINY /bin/true")"
 fi
@@ -111,11 +124,11 @@ tp() { # label conc cmd...  (closed loop: conc workers back-to-back for TP_SECS)
 }
 hb_none() { $HB run --rm --network none "$TINY" /bin/true; }
 hb_bridge() { $HB run --rm "$TINY" /bin/true; }
-crun_one() { crun run -b "$LAB/bundles/tiny" "hbtp$$x$1x$2"; }
+crun_one() { crun run -b "$BUNDLE" "hbtp$$x$1x$2"; }
 for c in $CONCS; do
   tp hb-none "$c" hb_none
   tp hb-bridge "$c" hb_bridge
-  if [ -d "$LAB/bundles/tiny" ] && command -v crun >/dev/null; then tp crun "$c" crun_one; fi
+  if [ -n "$BUNDLE" ]; then tp crun "$c" crun_one; fi
 done
 
 # ------------------------------------------------------------------ first run after a pull
