@@ -49,7 +49,7 @@ trap cleanup EXIT
 for _ in $(seq 200); do $HB version >/dev/null 2>&1 && break; sleep 0.05; done
 
 rows=()
-row() { rows+=("| $* |"); }
+row() { rows+=("| $* |"); echo "| $* |" >&2; }
 hf() { # name hyperfine-args...  -> "median | p99 | mean | min | max | n"
   local name=$1; shift
   if ! hyperfine -N --style none --export-json "$RAW/$name.json" "$@" > "$RAW/$name.txt" 2>&1; then
@@ -104,6 +104,7 @@ tp() { # label conc cmd...  (closed loop: conc workers back-to-back for TP_SECS)
   mkdir -p "$dir"
   local end=$(( $(date +%s%N) + TP_SECS * 1000000000 ))
   local start=$(date +%s%N)
+  local pids=()
   for w in $(seq "$conc"); do
     (
       ok=0 bad=0 i=0
@@ -113,8 +114,10 @@ tp() { # label conc cmd...  (closed loop: conc workers back-to-back for TP_SECS)
       done
       echo "$ok $bad" > "$dir/w$w"
     ) &
+    pids+=($!)
   done
-  wait
+  # Only the workers: a bare `wait` would also wait for the daemon started above.
+  wait "${pids[@]}"
   local el=$(( ($(date +%s%N) - start) / 1000000 ))
   local ok=0 bad=0
   for f in "$dir"/w*; do read -r o b < "$f"; ok=$((ok + o)); bad=$((bad + b)); done
