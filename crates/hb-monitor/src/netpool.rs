@@ -89,8 +89,16 @@ impl NetPool {
         self.networks.release(id, netns)
     }
 
-    /// Deletes the pooled namespaces (the monitor is stopping).
+    /// Deletes the pooled namespaces and the bridge with its rules (the monitor is stopping,
+    /// after its containers: nothing of ours is left on the host).
     pub fn drain_pool(&mut self) {
+        self.drain_namespaces();
+        if let Err(e) = self.networks.remove_bridge() {
+            tracing::warn!("removing the bridge: {e}");
+        }
+    }
+
+    fn drain_namespaces(&mut self) {
         for p in self.ready.drain(..) {
             let name = p
                 .file_name()

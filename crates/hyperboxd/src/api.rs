@@ -544,8 +544,10 @@ async fn remove(d: Shared, name: String, force: bool) -> ApiResult {
             .map(|n| json!({"Untagged": hb_image::reference::familiar_name(n)}))
             .collect();
         if let Some(id) = removal.deleted {
-            // Free the image's blobs and chunks now, as `docker rmi` frees its layers.
+            // Free the image's blobs and chunks now, as `docker rmi` frees its layers, and
+            // its unpacked layers (the hot tier) that no image and no container still uses.
             d.catalog.prune_blobs()?;
+            evict_unused_layers(&d)?;
             out.push(json!({ "Deleted": id }));
         }
         Ok(out)
@@ -554,10 +556,29 @@ async fn remove(d: Shared, name: String, force: bool) -> ApiResult {
     Ok(axum::Json(v).into_response())
 }
 
+/// Removes unpacked layers whose image is gone (a layer a container pins stays).
+fn evict_unused_layers(d: &Daemon) -> Result<(), ApiError> {
+    let live = d.catalog.live_blobs()?;
+    let layers = d.containers.layers();
+    let usage = layers
+        .usage()
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    for (diff_id, _) in usage.layers {
+        if !live.contains(&diff_id) {
+            match layers.remove(&diff_id) {
+                Ok(()) | Err(hb_rootfs::RootfsError::Busy { .. }) => {}
+                Err(e) => tracing::warn!(layer = %diff_id, "evicting an unused layer: {e}"),
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn prune(d: Shared, docker_shape: bool) -> ApiResult {
     let v = blocking(move || {
         let before = d.catalog.store().stats()?;
         let (blobs, report) = d.catalog.prune_blobs()?;
+        evict_unused_layers(&d)?;
         let after = d.catalog.store().stats()?;
         let reclaimed = before.pack_bytes.saturating_sub(after.pack_bytes);
         Ok(if docker_shape {

@@ -266,6 +266,10 @@ impl Containers {
                         to_remove.push(r.id.clone());
                     }
                 }
+                // A `--rm` container whose removal a crash lost (its records are not fsynced).
+                None if r.auto_remove() && r.state.status == Status::Exited => {
+                    to_remove.push(r.id.clone());
+                }
                 None => {}
             }
         }
@@ -531,7 +535,9 @@ impl Containers {
                 return Err(e);
             }
         }
-        if let Err(e) = self.store_record(&record, true) {
+        // A `--rm` container is ephemeral: no fsync for its record (after a crash the monitor
+        // knows it, or its leftovers are swept as stale).
+        if let Err(e) = self.store_record(&record, !record.auto_remove()) {
             self.records_lock().remove(&id);
             return Err(e);
         }
@@ -828,7 +834,9 @@ impl Containers {
         })
         .await
         .map_err(|e| io_err("removing", e))??;
-        self.table.delete(&r.id).map_err(ContainerError::internal)?;
+        self.table
+            .delete(&r.id, !r.auto_remove())
+            .map_err(ContainerError::internal)?;
         {
             let mut removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
             if removed.len() >= 1024 {

@@ -140,9 +140,12 @@ impl ContainerTable {
         txn.commit().map_err(db_err)
     }
 
-    /// Deletes a record (no error if absent).
-    pub fn delete(&self, id: &str) -> Result<(), String> {
-        let txn = self.store.database().begin_write().map_err(db_err)?;
+    /// Deletes a record (no error if absent); `durable: false` skips the fsync.
+    pub fn delete(&self, id: &str, durable: bool) -> Result<(), String> {
+        let mut txn = self.store.database().begin_write().map_err(db_err)?;
+        if !durable {
+            txn.set_durability(redb::Durability::None).map_err(db_err)?;
+        }
         {
             let mut t = txn.open_table(CONTAINERS).map_err(db_err)?;
             t.remove(id).map_err(db_err)?;
