@@ -986,6 +986,8 @@ impl Monitor {
         if let Some(net) = self.net.as_mut() {
             net.drain_pool();
         }
+        // Containers' own cgroups went with them; the parent goes too when it is empty.
+        let _ = hb_spawn::remove_parent_if_empty(&self.config.cgroup_parent);
         let _ = std::fs::remove_file(&self.config.socket);
         let _ = std::fs::remove_file(self.config.socket.with_extension("pid"));
     }

@@ -470,6 +470,23 @@ fn copy_cpuset(d: &Path) -> Result<(), SpawnError> {
     Ok(())
 }
 
+/// Removes the parent cgroup in every hierarchy if it is empty (the monitor is stopping and
+/// its containers are gone). A parent that still has children is left alone.
+pub fn remove_parent_if_empty(parent: &str) -> Result<(), SpawnError> {
+    if !valid_name(parent) {
+        return Err(SpawnError::setup(format!("invalid cgroup parent {parent}")));
+    }
+    let roots: Vec<PathBuf> = match layout()? {
+        Layout::V1(c) => c.iter().map(|(_, m)| m.join(parent)).collect(),
+        Layout::V2(m) => vec![m.join(parent)],
+    };
+    for root in roots {
+        // rmdir fails with EBUSY/ENOTEMPTY while children exist: exactly what we want.
+        let _ = std::fs::remove_dir(&root);
+    }
+    Ok(())
+}
+
 /// Removes cgroups under `parent` whose container id is not in `live` (after a crash);
 /// processes left in them are killed first. Returns the ids removed.
 pub fn remove_stale_cgroups(parent: &str, live: &[String]) -> Result<Vec<String>, SpawnError> {

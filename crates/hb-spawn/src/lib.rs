@@ -23,7 +23,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
-pub use cgroup::{remove_stale_cgroups, Cgroup, CgroupStats};
+pub use cgroup::{remove_parent_if_empty, remove_stale_cgroups, Cgroup, CgroupStats};
 pub use spec::{ContainerSpec, MountSpec, NetworkMode, ProcessSpec, Resources, RootfsSpec};
 pub use user::ResolvedUser;
 
