@@ -90,6 +90,10 @@ struct Proc {
     log: Option<LogWriter>,
     /// The process was reaped; waiting for its output to drain until this instant.
     draining_until: Option<Instant>,
+    /// stdin that arrived on an attach before the start (docker attaches, then starts).
+    early_stdin: Vec<u8>,
+    /// ... and whether that attach already closed its stdin.
+    early_close: bool,
 }
 
 /// The monitor's state.
@@ -270,8 +274,13 @@ impl Monitor {
                     if pfd.revents & libc::POLLOUT != 0 {
                         self.flush_conn(i);
                     }
-                    if readable {
-                        self.read_conn(i);
+                    let gone = pfd.revents & (libc::POLLHUP | libc::POLLERR) != 0;
+                    match self.conns[i].as_mut() {
+                        // Fully closed by the peer (a half-close would not raise POLLHUP):
+                        // drop it, or poll would report the hang-up forever.
+                        Some(c) if c.read_closed && gone => c.dead = true,
+                        _ if readable => self.read_conn(i),
+                        _ => {}
                     }
                 }
                 Slot::Out(pi, k) if readable => self.read_output(&ids[pi], k),
@@ -348,8 +357,14 @@ impl Monitor {
                 }
                 Mode::Attach { id, stdin: true } => {
                     let id = id.clone();
-                    if let Some(io) = self.procs.get_mut(&id).and_then(|p| p.io.as_mut()) {
-                        io.stdin_buf.extend_from_slice(&buf[..n]);
+                    if let Some(p) = self.procs.get_mut(&id) {
+                        match p.io.as_mut() {
+                            Some(io) => io.stdin_buf.extend_from_slice(&buf[..n]),
+                            None if p.early_stdin.len() < MAX_PENDING => {
+                                p.early_stdin.extend_from_slice(&buf[..n])
+                            }
+                            None => {}
+                        }
                     }
                     self.write_stdin(&id);
                 }
@@ -361,8 +376,11 @@ impl Monitor {
                 match &c.mode {
                     Mode::Attach { id, stdin: true } => {
                         let id = id.clone();
-                        if let Some(io) = self.procs.get_mut(&id).and_then(|p| p.io.as_mut()) {
-                            io.stdin_close = true;
+                        if let Some(p) = self.procs.get_mut(&id) {
+                            match p.io.as_mut() {
+                                Some(io) => io.stdin_close = true,
+                                None => p.early_close = true,
+                            }
                         }
                         self.write_stdin(&id);
                     }
@@ -445,8 +463,11 @@ impl Monitor {
                 _ => None,
             });
             if let Some((id, bytes)) = leftover {
-                if let Some(io) = self.procs.get_mut(&id).and_then(|p| p.io.as_mut()) {
-                    io.stdin_buf.extend_from_slice(&bytes);
+                if let Some(p) = self.procs.get_mut(&id) {
+                    match p.io.as_mut() {
+                        Some(io) => io.stdin_buf.extend_from_slice(&bytes),
+                        None => p.early_stdin.extend_from_slice(&bytes),
+                    }
                 }
                 self.write_stdin(&id);
             }
@@ -465,7 +486,12 @@ impl Monitor {
                 log,
                 hosts_file,
             } => self.create(*spec, network, open_stdin, log, hosts_file),
-            Request::Start { id } => self.start(&id),
+            Request::Start { id } => {
+                let r = self.start(&id);
+                // stdin that arrived before the start (and its EOF) goes in now.
+                self.write_stdin(&id);
+                r
+            }
             Request::Exec {
                 id,
                 exec_id,
@@ -584,6 +610,8 @@ impl Monitor {
                 io: None,
                 log: None,
                 draining_until: None,
+                early_stdin: Vec::new(),
+                early_close: false,
             },
         );
         Response::Ok
@@ -656,6 +684,9 @@ impl Monitor {
             Ok(spawned) => {
                 let pid = spawned.pid;
                 c.spawned = Some(spawned);
+                let mut io = io;
+                io.stdin_buf = std::mem::take(&mut p.early_stdin);
+                io.stdin_close = std::mem::take(&mut p.early_close);
                 p.io = Some(io);
                 p.log = Some(log);
                 p.state.pid = pid;
@@ -726,6 +757,8 @@ impl Monitor {
                         io: Some(io),
                         log: None,
                         draining_until: None,
+                        early_stdin: Vec::new(),
+                        early_close: false,
                     },
                 );
                 Response::Started(state)
