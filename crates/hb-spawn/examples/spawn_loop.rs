@@ -13,23 +13,6 @@ use hb_spawn::{
     Cgroup, ContainerSpec, NetworkMode, ProcessSpec, Resources, RootfsSpec, Spawner, Stdio,
 };
 
-const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
-
 /// A new network namespace, kept alive by the returned file (we switch into it and back).
 fn new_netns() -> Result<std::fs::File, Box<dyn std::error::Error>> {
     let ours = std::fs::File::open("/proc/thread-self/ns/net")?;
@@ -131,7 +114,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         } else {
             NetworkMode::None
         },
-        capabilities: DEFAULT_CAPS.iter().map(|c| c.to_string()).collect(),
+        capabilities: hb_spawn::DEFAULT_CAPABILITIES
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
         privileged: false,
         seccomp: true,
         no_new_privileges: true,

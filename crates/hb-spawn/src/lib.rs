@@ -94,8 +94,26 @@ pub struct Spawned {
     pub cgroup: Cgroup,
 }
 
-/// Capability names in kernel order.
-const CAPS: &[&str] = &[
+/// Docker's default capability set.
+pub const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Capability names in kernel order (bit n is `CAPABILITIES[n]`).
+pub const CAPABILITIES: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_DAC_READ_SEARCH",
@@ -210,25 +228,7 @@ impl Spawner {
             seccomp: RefCell::new(HashMap::new()),
         };
         // The common case compiled up front.
-        let default: Vec<String> = [
-            "CAP_CHOWN",
-            "CAP_DAC_OVERRIDE",
-            "CAP_FSETID",
-            "CAP_FOWNER",
-            "CAP_MKNOD",
-            "CAP_NET_RAW",
-            "CAP_SETGID",
-            "CAP_SETUID",
-            "CAP_SETFCAP",
-            "CAP_SETPCAP",
-            "CAP_NET_BIND_SERVICE",
-            "CAP_SYS_CHROOT",
-            "CAP_KILL",
-            "CAP_AUDIT_WRITE",
-        ]
-        .iter()
-        .map(|c| c.to_string())
-        .collect();
+        let default: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
         s.seccomp_for(&default)?;
         Ok(s)
     }
@@ -257,7 +257,7 @@ impl Spawner {
             } else {
                 format!("CAP_{up}")
             };
-            let n = CAPS
+            let n = CAPABILITIES
                 .iter()
                 .position(|x| *x == name)
                 .ok_or_else(|| SpawnError::setup(format!("unknown capability {c:?}")))?;
@@ -303,7 +303,7 @@ impl Spawner {
         let seccomp = if spec.seccomp && !spec.privileged {
             let names: Vec<String> = (0..=self.last_cap)
                 .filter(|c| keep_caps & (1u64 << c) != 0)
-                .filter_map(|c| CAPS.get(c as usize).map(|s| s.to_string()))
+                .filter_map(|c| CAPABILITIES.get(c as usize).map(|s| s.to_string()))
                 .collect();
             Some(self.seccomp_for(&names)?)
         } else {

@@ -101,25 +101,7 @@ impl Bed {
             hostname: "box".into(),
             mounts: vec![],
             network: NetworkMode::None,
-            capabilities: [
-                "CAP_CHOWN",
-                "CAP_DAC_OVERRIDE",
-                "CAP_FSETID",
-                "CAP_FOWNER",
-                "CAP_MKNOD",
-                "CAP_NET_RAW",
-                "CAP_SETGID",
-                "CAP_SETUID",
-                "CAP_SETFCAP",
-                "CAP_SETPCAP",
-                "CAP_NET_BIND_SERVICE",
-                "CAP_SYS_CHROOT",
-                "CAP_KILL",
-                "CAP_AUDIT_WRITE",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+            capabilities: DEFAULT_CAPABILITIES.iter().map(|s| s.to_string()).collect(),
             privileged: false,
             seccomp: true,
             no_new_privileges: true,

@@ -7,69 +7,6 @@ use std::path::{Path, PathBuf};
 use hb_spawn::{ContainerSpec, MountSpec, NetworkMode, ProcessSpec, Resources, RootfsSpec};
 use serde_json::{json, Map, Value};
 
-/// Docker's default capability set.
-pub const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
-
-/// Every capability name the kernel knows (for `--cap-add ALL` and validation).
-pub const ALL_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
 /// Docker's smallest memory limit.
 pub const MIN_MEMORY: u64 = 6 * 1024 * 1024;
 
@@ -260,14 +197,20 @@ pub fn host_settings(host: &Value) -> Result<HostSettings, String> {
     }
     let pids = host["PidsLimit"].as_i64().filter(|&p| p != 0);
     let privileged = host["Privileged"].as_bool().unwrap_or(false);
-    let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|c| c.to_string()).collect();
+    let mut caps: Vec<String> = hb_spawn::DEFAULT_CAPABILITIES
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
     for c in strings(&host["CapAdd"]).unwrap_or_default() {
         let c = cap_name(&c);
         if c == "CAP_ALL" {
-            caps = ALL_CAPS.iter().map(|c| c.to_string()).collect();
+            caps = hb_spawn::CAPABILITIES
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
             continue;
         }
-        if !ALL_CAPS.contains(&c.as_str()) {
+        if !hb_spawn::CAPABILITIES.contains(&c.as_str()) {
             return Err(format!("unknown capability: {c:?}"));
         }
         if !caps.contains(&c) {
@@ -280,7 +223,7 @@ pub fn host_settings(host: &Value) -> Result<HostSettings, String> {
             caps.clear();
             continue;
         }
-        if !ALL_CAPS.contains(&c.as_str()) {
+        if !hb_spawn::CAPABILITIES.contains(&c.as_str()) {
             return Err(format!("unknown capability: {c:?}"));
         }
         caps.retain(|x| *x != c);
