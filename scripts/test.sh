@@ -22,6 +22,6 @@ sum() { grep -E '^test result:' "$log" | grep -Eo "[0-9]+ $1" | awk '{s += $1} E
 echo "tests: $(sum passed) passed, $(sum failed) failed"
 rm -f "$log"
 # Lints last: on a fresh target dir, a `cargo build` run after clippy failed its rustc
-# target probe (CI, and a fresh clone here); clippy after the build did not hit that path.
+# target probe (CI, and a fresh clone here); whether this order avoids it is not yet verified.
 [ "$status" = 0 ] && cargo clippy --workspace --all-targets --locked -- -D warnings
 exit "$status"
