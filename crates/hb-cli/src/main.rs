@@ -517,10 +517,8 @@ pub(crate) async fn pull(addr: &DaemonAddr, a: PullArgs) -> anyhow::Result<ExitC
         if let Some(e) = v.get("error").and_then(Value::as_str) {
             error = Some(e.to_string());
         }
-        if let Some(i) = v.get("id").and_then(Value::as_str) {
-            if i.starts_with("sha256:") {
-                id = Some(i.to_string());
-            }
+        if let Some(i) = v.get("hyperbox_image_id").and_then(Value::as_str) {
+            id = Some(i.to_string());
         }
         view.event(&v);
         Ok(())

@@ -1060,13 +1060,10 @@ fn make_stdio(tty: bool, open_stdin: bool) -> std::io::Result<(Io, Stdio)> {
         fdio::set_nonblocking(&master)?;
         let out = master.try_clone()?;
         let input = master.try_clone()?;
-        let stdin = if open_stdin {
-            slave.try_clone()?
-        } else {
-            fdio::dev_null()?
-        };
+        // With a TTY all three are the terminal, as in Docker, stdin open or not: the child
+        // makes fd 0 its controlling terminal, and without -i no input ever arrives.
         let stdio = Stdio {
-            stdin,
+            stdin: slave.try_clone()?,
             stdout: slave.try_clone()?,
             stderr: slave,
         };

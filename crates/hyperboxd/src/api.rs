@@ -230,6 +230,7 @@ async fn route(
         (&Method::GET, "/images/get") => save(d, q.all("names")).await,
         (&Method::POST, "/images/prune") => prune(d, true).await,
         (&Method::GET, "/system/df") => docker_df(d).await,
+        (&Method::GET, "/events") => events(d, q),
         (&Method::POST, "/auth") => login(d, body).await,
         (&Method::GET, "/hyperbox/system/df") => hyperbox_df(d).await,
         (&Method::POST, "/hyperbox/system/prune") => prune(d, false).await,
@@ -288,9 +289,15 @@ fn kernel_version() -> String {
 async fn info(d: Shared) -> ApiResult {
     let catalog = d.catalog.clone();
     let images = blocking(move || Ok(catalog.list()?.len())).await?;
+    let records = d.containers.snapshot();
+    let running = records
+        .iter()
+        .filter(|r| r.state.status == crate::containers::record::Status::Running)
+        .count();
     Ok(axum::Json(json!({
         "ID": "hyperbox",
-        "Containers": 0, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": 0,
+        "Containers": records.len(), "ContainersRunning": running, "ContainersPaused": 0,
+        "ContainersStopped": records.len() - running,
         "Images": images,
         "Driver": "hyperbox-chunkstore",
         "DockerRootDir": d.config.daemon.data_dir,
@@ -319,6 +326,103 @@ fn json_stream(rx: mpsc::Receiver<Value>) -> Response {
         .unwrap_or_else(|e| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
         })
+}
+
+/// `GET /events`: past events from `since`, then live ones until `until` (or forever), each a
+/// JSON line, narrowed by `filters` (type, event, container, image).
+fn events(d: Shared, q: Query) -> ApiResult {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.as_nanos() as i128)
+        .unwrap_or(0);
+    let time = |key: &str| -> Result<Option<i128>, ApiError> {
+        match q.get(key).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) => crate::events::parse_time(v, now)
+                .map(Some)
+                .ok_or_else(|| ApiError::bad_request(format!("invalid {key} time: {v:?}"))),
+        }
+    };
+    let since = time("since")?;
+    let until = time("until")?;
+    let filters: HashMap<String, Vec<String>> = match q.get("filters").filter(|f| !f.is_empty()) {
+        Some(f) => crate::container_api::parse_filters(f)?,
+        None => HashMap::new(),
+    };
+    let wanted = move |e: &Value| -> bool {
+        let any = |key: &str, values: &[&Value]| {
+            filters.get(key).is_none_or(|want| {
+                want.iter().any(|w| {
+                    values.iter().any(|v| {
+                        v.as_str().is_some_and(|s| {
+                            s == w
+                                || s.trim_start_matches('/') == w
+                                || (w.len() >= 3 && s.starts_with(w.as_str()))
+                        })
+                    })
+                })
+            })
+        };
+        let actor = &e["Actor"];
+        let is_container = e["Type"] == "container";
+        any("type", &[&e["Type"]])
+            && any("event", &[&e["Action"]])
+            && (!filters.contains_key("container")
+                || is_container && any("container", &[&actor["ID"], &actor["Attributes"]["name"]]))
+            && any(
+                "image",
+                &[
+                    &actor["Attributes"]["image"],
+                    &actor["Attributes"]["name"],
+                    &actor["ID"],
+                ],
+            )
+    };
+    // Without `since`, only what happens from now on.
+    let (past, mut live) = d.events.replay_and_follow(since.unwrap_or(now + 1));
+    let (tx, rx) = mpsc::channel::<Value>(256);
+    tokio::spawn(async move {
+        let mut last = i128::MIN;
+        for e in past {
+            if until.is_some_and(|u| e.time_nano > u) {
+                return;
+            }
+            last = e.time_nano;
+            if wanted(&e.json) && tx.send(e.json).await.is_err() {
+                return;
+            }
+        }
+        loop {
+            let deadline = until.map(|u| {
+                let left = (u - now).max(0) as u64;
+                tokio::time::Instant::now() + std::time::Duration::from_nanos(left)
+            });
+            let next = match deadline {
+                Some(t) => match tokio::time::timeout_at(t, live.recv()).await {
+                    Ok(r) => r,
+                    Err(_) => return,
+                },
+                None => tokio::select! {
+                    r = live.recv() => r,
+                    _ = tx.closed() => return,
+                },
+            };
+            match next {
+                Ok(e) if e.time_nano <= last => {}
+                Ok(e) => {
+                    if until.is_some_and(|u| e.time_nano > u) {
+                        return;
+                    }
+                    if wanted(&e.json) && tx.send(e.json).await.is_err() {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Ok(json_stream(rx))
 }
 
 fn progress_line(e: &PullEvent) -> Vec<Value> {
@@ -384,6 +488,9 @@ async fn pull(d: Shared, q: Query) -> ApiResult {
         match d.puller.pull(&reference, platform.as_ref(), &report).await {
             Ok(rec) => {
                 tracing::info!(image = %reference, id = %rec.id, ms = started.elapsed().as_millis() as u64, "pulled");
+                let name = hb_image::reference::familiar_name(&reference.canonical());
+                d.events
+                    .publish("image", "pull", &name, &[("name", name.clone())]);
                 let _ = tx
                     .send(json!({"status": format!("Digest: {}", rec.manifest_digest)}))
                     .await;
@@ -392,7 +499,11 @@ async fn pull(d: Shared, q: Query) -> ApiResult {
                 } else {
                     format!("Status: Downloaded newer image for {reference}")
                 };
-                let _ = tx.send(json!({"status": status, "id": rec.id})).await;
+                // Docker's last line carries no id (the CLI would print it as a prefix);
+                // `hb pull -q` reads the image id from an extra field clients ignore.
+                let _ = tx
+                    .send(json!({"status": status, "hyperbox_image_id": rec.id}))
+                    .await;
             }
             Err(e) => {
                 tracing::warn!(image = %reference, error = %e, "pull failed");
@@ -500,7 +611,11 @@ async fn inspect(d: Shared, name: String) -> ApiResult {
         obj.insert("Config".into(), config.get("config").cloned().unwrap_or(Value::Null));
         obj.insert("Author".into(), config.get("author").cloned().unwrap_or(json!("")));
         obj.insert("RootFS".into(), json!({"Type": "layers", "Layers": rec.layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()}));
-        obj.insert("Metadata".into(), json!({"LastTagTime": ""}));
+        // A Go time.Time in the docker CLI: the zero time, never "".
+        obj.insert(
+            "Metadata".into(),
+            json!({"LastTagTime": "0001-01-01T00:00:00Z"}),
+        );
         obj.insert("GraphDriver".into(), json!({"Name": "hyperbox-chunkstore", "Data": {}}));
         obj.insert("HyperBox".into(), json!({
             "ManifestDigest": rec.manifest_digest,
@@ -527,17 +642,31 @@ async fn tag(d: Shared, name: String, q: Query) -> ApiResult {
             "refusing to create a tag with a digest reference",
         ));
     }
-    blocking(move || {
+    let events = d.events.clone();
+    let id = blocking(move || {
         d.catalog.tag(&name, &target.canonical())?;
-        Ok(())
+        let id = d.catalog.resolve(&target.canonical())?.map(|r| r.id);
+        Ok((id, target))
     })
     .await?;
+    if let (Some(id), target) = id {
+        let name = hb_image::reference::familiar_name(&target.canonical());
+        events.publish("image", "tag", &id, &[("name", name)]);
+    }
     Ok(StatusCode::CREATED.into_response())
 }
 
 async fn remove(d: Shared, name: String, force: bool) -> ApiResult {
     let v = blocking(move || {
         let removal = d.catalog.remove(&name, force)?;
+        for n in &removal.untagged {
+            let n = hb_image::reference::familiar_name(n);
+            d.events
+                .publish("image", "untag", &n, &[("name", n.clone())]);
+        }
+        if let Some(id) = &removal.deleted {
+            d.events.publish("image", "delete", id, &[]);
+        }
         let mut out: Vec<Value> = removal
             .untagged
             .iter()
@@ -634,14 +763,33 @@ async fn hyperbox_df(d: Shared) -> ApiResult {
 }
 
 async fn docker_df(d: Shared) -> ApiResult {
+    let mut in_use: HashMap<String, i64> = HashMap::new();
+    for r in d.containers.snapshot() {
+        *in_use.entry(r.image_id.clone()).or_default() += 1;
+    }
     let v = blocking(move || {
         let stats = d.catalog.store().stats()?;
         let rows = images_with_usage(&d)?;
         let images: Vec<Value> = rows
             .iter()
-            .map(|(r, n, u)| image_summary(r, n, Some(u)))
+            .map(|(r, n, u)| {
+                let mut v = image_summary(r, n, Some(u));
+                // The docker CLI sums Size - SharedSize of images in use and subtracts that from
+                // LayersSize (bytes on disk): sizes here are stored (compressed, deduplicated)
+                // bytes, so the figures add up.
+                v["Size"] = json!(u.stored_bytes);
+                v["Containers"] = json!(in_use.get(&r.id).copied().unwrap_or(0));
+                v
+            })
             .collect();
-        Ok(json!({"LayersSize": stats.pack_bytes, "Images": images, "Containers": [], "Volumes": [], "BuildCache": []}))
+        // Pack files can hold less than the images' stored bytes (recipes live in the
+        // index): never report less on disk than the images in use account for.
+        let exclusive: u64 = rows
+            .iter()
+            .map(|(_, _, u)| u.stored_bytes - u.shared_bytes.min(u.stored_bytes))
+            .sum();
+        let layers = stats.pack_bytes.max(exclusive);
+        Ok(json!({"LayersSize": layers, "Images": images, "Containers": [], "Volumes": [], "BuildCache": []}))
     })
     .await?;
     Ok(axum::Json(v).into_response())
@@ -727,10 +875,14 @@ async fn load(d: Shared, body: Body) -> ApiResult {
     }
     drop(file);
     let p2 = path.clone();
+    let d2 = d.clone();
     let result = blocking(move || Ok(hb_image::archive::load(&d.catalog, &p2)?)).await;
     let _ = tokio::fs::remove_file(&path).await;
     let loaded = result?;
     let mut lines = Vec::new();
+    for img in &loaded {
+        d2.events.publish("image", "load", &img.id, &[]);
+    }
     for img in loaded {
         if img.names.is_empty() {
             lines.push(json!({"stream": format!("Loaded image ID: {}\n", img.id)}));

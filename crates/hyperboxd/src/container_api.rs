@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io::{BufRead, Seek, SeekFrom};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -210,7 +211,7 @@ fn list(c: &Containers, q: &Query) -> ApiResult {
 }
 
 /// Docker's `filters` query: `{"status":["exited"]}` or the older `{"status":{"exited":true}}`.
-pub fn parse_filters(raw: &str) -> Result<HashMap<String, Vec<String>>, ApiError> {
+pub(crate) fn parse_filters(raw: &str) -> Result<HashMap<String, Vec<String>>, ApiError> {
     let v: Value = serde_json::from_str(raw)
         .map_err(|e| ApiError::bad_request(format!("invalid filters: {e}")))?;
     let mut out = HashMap::new();
@@ -370,8 +371,12 @@ async fn kill(c: &Containers, key: &str, q: &Query) -> ApiResult {
     Ok(no_content())
 }
 
-async fn wait(c: &Containers, key: &str, q: &Query) -> ApiResult {
-    let condition = q.get("condition").unwrap_or("not-running").to_string();
+async fn wait(c: &Arc<Containers>, key: &str, q: &Query) -> ApiResult {
+    let condition = q
+        .get("condition")
+        .filter(|c| !c.is_empty())
+        .unwrap_or("not-running")
+        .to_string();
     if !matches!(condition.as_str(), "not-running" | "next-exit" | "removed") {
         return Err(ApiError::bad_request(format!(
             "invalid condition: {condition:?}"
@@ -383,23 +388,37 @@ async fn wait(c: &Containers, key: &str, q: &Query) -> ApiResult {
         } else {
             json!({"Message": err})
         };
-        Ok(axum::Json(json!({"StatusCode": code, "Error": error})).into_response())
+        json!({"StatusCode": code, "Error": error})
     };
     let last = match c.find(key) {
         Ok(r) => r,
         // Already removed (an auto-remove can win the race against this request).
         Err(e) => match c.removed_exit(key) {
-            Some((code, err)) => return answer(code, &err),
+            Some((code, err)) => return Ok(axum::Json(answer(code, &err)).into_response()),
             None => return Err(e.into()),
         },
     };
-    match c.wait(&last.id, &condition).await? {
-        Some(r) => answer(r.state.exit_code, &r.state.error),
-        None => match c.removed_exit(&last.id) {
-            Some((code, err)) => answer(code, &err),
-            None => answer(last.state.exit_code, &last.state.error),
-        },
-    }
+    // Headers now, the result when the condition holds: the docker CLI sends its start only
+    // after this response's headers arrive.
+    let watch = c.watch(&last.id, &condition)?;
+    let c = c.clone();
+    let body = async move {
+        let v = match watch.await {
+            Ok(Some(r)) => answer(r.state.exit_code, &r.state.error),
+            Ok(None) => match c.removed_exit(&last.id) {
+                Some((code, err)) => answer(code, &err),
+                None => answer(last.state.exit_code, &last.state.error),
+            },
+            Err(e) => answer(-1, &e.message),
+        };
+        let mut line = serde_json::to_vec(&v).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::io::Error>(Bytes::from(line))
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from_stream(futures_util::stream::once(body)))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 async fn resize(c: &Containers, key: &str, q: &Query) -> ApiResult {

@@ -5,6 +5,8 @@
 pub mod api;
 mod container_api;
 pub mod containers;
+pub mod events;
+pub mod serve;
 pub mod socket;
 
 use std::path::Path;
@@ -27,6 +29,8 @@ pub struct Daemon {
     pub puller: Puller,
     /// Containers (records, lifecycle through the monitor).
     pub containers: Arc<containers::Containers>,
+    /// Lifecycle events for `/events`.
+    pub events: Arc<events::EventLog>,
 }
 
 /// Store options from the `[cache]` and `[deduplication]` sections.
@@ -100,6 +104,7 @@ impl Daemon {
         std::fs::create_dir_all(&run).with_context(|| format!("creating {}", run.display()))?;
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let resolv = container_resolv_conf(&resolv);
+        let events = Arc::new(events::EventLog::new());
         let containers = containers::Containers::open(
             opened.catalog.clone(),
             containers::ContainersConfig {
@@ -111,6 +116,7 @@ impl Daemon {
                 parallel: config.prewarming.parallel_ops as usize,
                 resolv_conf: resolv,
                 cgroup_parent: config.daemon.cgroup_parent.clone(),
+                events: events.clone(),
             },
         )
         .await
@@ -120,6 +126,7 @@ impl Daemon {
             catalog: opened.catalog,
             puller: opened.puller,
             containers,
+            events,
         })
     }
 
@@ -154,37 +161,143 @@ impl Daemon {
     }
 }
 
-/// Runs the daemon until SIGINT or SIGTERM.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+/// How long open connections may take to finish once SIGTERM arrived.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Runs the daemon until SIGINT or SIGTERM. `config_path` is where SIGHUP re-reads the
+/// config from (the default path when `None`).
+pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let socket_path = config.daemon.socket.clone();
-    // Refuse before touching the store, so a second daemon says why it cannot start.
-    socket::refuse_if_served(&socket_path)?;
+    // Refuse before touching the store, so a second daemon says why it cannot start (a
+    // socket-activated daemon owns the socket and may find it connectable).
+    if std::env::var_os("LISTEN_FDS").is_none() {
+        socket::refuse_if_served(&socket_path)?;
+    }
     let daemon = Daemon::open(config).await?;
     clean_tmp(&daemon.tmp_dir())?;
-    let listener = socket::bind_unix(&socket_path)?;
-    tracing::info!(socket = %socket_path.display(), data_dir = %daemon.config.daemon.data_dir.display(), "hyperboxd ready");
-    let app = api::router(Arc::new(daemon));
-    let shutdown = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("cannot watch SIGTERM: {e}");
-                    return std::future::pending().await;
-                }
-            };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
-        }
-        tracing::info!("shutting down");
-    };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving the API")?;
-    let _ = std::fs::remove_file(&socket_path);
+    let listeners = serve::Listeners::open(&daemon.config)?;
+    let activated = listeners.activated;
+    let limits = serve::ConnectionLimits::new(&daemon.config);
+    let addrs: Vec<String> = listeners.list.iter().map(|l| l.describe()).collect();
+    tracing::info!(listen = ?addrs, socket_activated = activated, data_dir = %daemon.config.daemon.data_dir.display(), "hyperboxd ready");
+    let daemon = Arc::new(daemon);
+    let app = api::router(daemon.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(serve::serve(
+        listeners,
+        app,
+        limits.clone(),
+        Arc::new(NoObserver),
+        stop_rx,
+        DRAIN,
+    ));
+    serve::notify_systemd(&[sd_notify::NotifyState::Ready]);
+    watch_signals(&daemon.config, config_path, &limits).await;
+    serve::notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("shutting down: draining connections");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    serve::remove_socket_file(activated, &socket_path);
     Ok(())
+}
+
+/// Counts nothing (until metrics observe connections).
+struct NoObserver;
+impl serve::ConnectionObserver for NoObserver {
+    fn opened(&self) {}
+    fn closed(&self) {}
+}
+
+/// Waits for SIGINT or SIGTERM; on SIGHUP re-reads the config and applies what can change
+/// while running.
+async fn watch_signals(
+    running: &Config,
+    config_path: Option<std::path::PathBuf>,
+    limits: &serve::ConnectionLimits,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot watch SIGTERM/SIGHUP; stopping on Ctrl-C only");
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    let mut current = running.clone();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => return,
+            _ = hup.recv() => {
+                serve::notify_systemd(&[sd_notify::NotifyState::Reloading]);
+                current = reload(&current, config_path.as_deref(), limits);
+                serve::notify_systemd(&[sd_notify::NotifyState::Ready]);
+            }
+        }
+    }
+}
+
+/// Keys SIGHUP applies without a restart.
+const RELOADABLE: &[&str] = &[
+    "networking.max_connections",
+    "networking.connection_timeout_secs",
+    "networking.tcp_keepalive_secs",
+];
+
+/// Re-reads the config; applies the reloadable keys and logs every other changed key as
+/// needing a restart. A config that no longer loads changes nothing.
+fn reload(current: &Config, path: Option<&Path>, limits: &serve::ConnectionLimits) -> Config {
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let new = match Config::load(path, env) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("SIGHUP: config not reloaded, keeping the running one: {e}");
+            return current.clone();
+        }
+    };
+    let changed = changed_keys(&current.to_toml(), &new.to_toml());
+    let (applied, restart): (Vec<String>, Vec<String>) = changed
+        .into_iter()
+        .partition(|k| RELOADABLE.contains(&k.as_str()));
+    limits.apply(&new);
+    let mut kept = new.clone();
+    if !restart.is_empty() {
+        tracing::warn!(keys = ?restart, "SIGHUP: these settings need a restart of hyperboxd; still running with the old values");
+        // Only the reloadable part of the new config is in effect.
+        kept = current.clone();
+        kept.networking.max_connections = new.networking.max_connections;
+        kept.networking.connection_timeout_secs = new.networking.connection_timeout_secs;
+        kept.networking.tcp_keepalive_secs = new.networking.tcp_keepalive_secs;
+    }
+    tracing::info!(applied = ?applied, "SIGHUP: config reloaded");
+    kept
+}
+
+/// `section.key` names whose lines differ between two `Config::to_toml` renderings.
+fn changed_keys(old: &str, new: &str) -> Vec<String> {
+    fn keyed(text: &str) -> std::collections::BTreeMap<String, String> {
+        let mut section = String::new();
+        let mut out = std::collections::BTreeMap::new();
+        for line in text.lines() {
+            let t = line.trim();
+            if let Some(s) = t.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+                section = s.to_string();
+            } else if let Some((k, v)) = t.split_once('=') {
+                out.insert(format!("{section}.{}", k.trim()), v.trim().to_string());
+            }
+        }
+        out
+    }
+    let (a, b) = (keyed(old), keyed(new));
+    let mut keys: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.extend(b.keys().filter(|k| !a.contains_key(*k)).cloned());
+    keys
 }
 
 /// Uploads left by a crash are useless: start with an empty tmp dir.

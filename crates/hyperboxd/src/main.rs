@@ -120,7 +120,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(hyperboxd::serve(config)) {
+    match runtime.block_on(hyperboxd::serve(config, args.config.clone())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hyperboxd: {e:#}");

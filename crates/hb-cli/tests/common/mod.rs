@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod busybox;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -125,6 +127,10 @@ pub struct Daemon {
     pub socket: PathBuf,
     pub child: Option<Child>,
     pub extra_config: String,
+    /// The API's TCP address (`[daemon] listen_addr`).
+    pub tcp_addr: String,
+    /// The metrics address (`[monitoring] metrics_addr`).
+    pub metrics_addr: String,
 }
 
 impl Daemon {
@@ -136,6 +142,8 @@ impl Daemon {
             dir,
             child: None,
             extra_config: extra_config.to_string(),
+            tcp_addr: format!("127.0.0.1:{}", free_port()),
+            metrics_addr: format!("127.0.0.1:{}", free_port()),
         };
         d.spawn();
         d
@@ -159,11 +167,14 @@ impl Daemon {
             .file_name()
             .map(|n| n.to_string_lossy().replace('.', ""))
             .unwrap_or_default();
-        let ours = format!(
+        let mut ours = format!(
             "data_dir = \"{}\"\nsocket = \"{}\"\ncgroup_parent = \"hbtest-{tag}\"\n",
             self.data_dir.display(),
             self.socket.display()
         );
+        if !self.extra_config.contains("listen_addr") {
+            ours.push_str(&format!("listen_addr = \"{}\"\n", self.tcp_addr));
+        }
         // And its own bridge and subnet, so parallel tests never share addresses.
         let n = NEXT_NET.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let net = format!(
@@ -172,11 +183,20 @@ impl Daemon {
             200 + std::process::id() % 50,
             n % 250
         );
-        let extra = if self.extra_config.contains("[networking]") {
+        let mut extra = if self.extra_config.contains("[networking]") {
             self.extra_config.replacen("[networking]\n", &net, 1)
         } else {
             format!("{}\n{net}", self.extra_config)
         };
+        // Its own metrics port too.
+        if !extra.contains("metrics_addr") {
+            let m = format!("[monitoring]\nmetrics_addr = \"{}\"\n", self.metrics_addr);
+            extra = if extra.contains("[monitoring]") {
+                extra.replacen("[monitoring]\n", &m, 1)
+            } else {
+                format!("{extra}\n{m}")
+            };
+        }
         // Keys of ours go into the test's [daemon] section when it has one (a key appears once).
         let config = if extra.contains("[daemon]") {
             extra.replacen("[daemon]\n", &format!("[daemon]\n{ours}"), 1)

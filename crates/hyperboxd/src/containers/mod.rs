@@ -106,6 +106,7 @@ pub struct Containers {
     /// Exit codes (and errors) of recently removed containers, so a `wait` that arrives after
     /// an auto-remove (`run --rm`) still learns how the container ended. Bounded.
     removed: Mutex<std::collections::VecDeque<(String, i32, String)>>,
+    events: Arc<crate::events::EventLog>,
 }
 
 fn io_err(what: &str, e: impl std::fmt::Display) -> ContainerError {
@@ -159,6 +160,8 @@ pub struct ContainersConfig {
     pub resolv_conf: String,
     /// `[daemon] cgroup_parent`.
     pub cgroup_parent: String,
+    /// Where lifecycle events go (`/events`).
+    pub events: Arc<crate::events::EventLog>,
 }
 
 impl Containers {
@@ -195,6 +198,7 @@ impl Containers {
             resolv_conf: cfg.resolv_conf,
             cgroup_parent: cfg.cgroup_parent,
             removed: Mutex::new(std::collections::VecDeque::new()),
+            events: cfg.events,
         });
         // Without a monitor (not root, no cgroups) images still work; container requests say why.
         if let Err(e) = c.connect_monitor().await {
@@ -339,6 +343,10 @@ impl Containers {
             }
         };
         tracing::info!(container = %r.id, code = r.state.exit_code, oom = r.state.oom_killed, auto_remove = r.auto_remove(), "container exited");
+        if r.state.oom_killed {
+            self.publish(&r, "oom", &[]);
+        }
+        self.publish(&r, "die", &[("exitCode", r.state.exit_code.to_string())]);
         if r.auto_remove() {
             if let Err(e) = self.remove(&r.id, true).await {
                 tracing::warn!(container = %r.id, "auto-removing: {e}");
@@ -352,6 +360,13 @@ impl Containers {
 
     fn execs_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ExecRecord>> {
         self.execs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A container event, with Docker's actor attributes (name, image).
+    fn publish(&self, r: &ContainerRecord, action: &str, extra: &[(&str, String)]) {
+        let mut attrs = vec![("name", r.name.clone()), ("image", r.image.clone())];
+        attrs.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+        self.events.publish("container", action, &r.id, &attrs);
     }
 
     /// All records.
@@ -541,6 +556,7 @@ impl Containers {
             self.records_lock().remove(&id);
             return Err(e);
         }
+        self.publish(&record, "create", &[]);
         Ok(record)
     }
 
@@ -655,12 +671,7 @@ impl Containers {
             }
         ) {
             // A new monitor does not know it yet.
-            let paths = {
-                let this = r.clone();
-                let layers = self.layers.clone();
-                let _ = layers;
-                self.paths_of(&this)?
-            };
+            let paths = self.paths_of(&r)?;
             self.register(&r, &paths).await?;
             answer = self
                 .monitor
@@ -670,17 +681,25 @@ impl Containers {
         }
         match answer {
             Response::Started(s) => match self.update_state(&r.id, &s, true)? {
-                Some(r) => Ok(r),
+                Some(r) => {
+                    self.publish(&r, "start", &[]);
+                    Ok(r)
+                }
                 None => Err(ContainerError::no_such(&r.id)),
             },
             other => {
+                // Docker leaves a failed container "created" with the error recorded.
                 let e = monitor_refusal(other);
                 r.state.error = e.message.clone();
                 r.state.exit_code = e.exit_code;
-                if r.state.status == Status::Created {
-                    // Docker leaves a failed container "created" with the error recorded.
-                }
                 let _ = self.save(&r);
+                if r.auto_remove() {
+                    // As Docker: a --rm container that failed to start is removed, so a
+                    // client waiting for its removal is answered.
+                    if let Err(re) = self.remove(&r.id, true).await {
+                        tracing::warn!(container = %r.id, "auto-removing after a failed start: {re}");
+                    }
+                }
                 Err(e)
             }
         }
@@ -690,11 +709,39 @@ impl Containers {
     /// Returns the record as it was when the condition held (None when removed).
     pub async fn wait(&self, key: &str, condition: &str) -> Result<Option<ContainerRecord>> {
         let id = self.find(key)?.id;
-        let mut rx = self.changed.subscribe();
-        // next-exit: an exit after this request (a finish time other than the current one).
+        let rx = self.changed.subscribe();
         let first_finish = self.get(&id).map(|r| r.state.finished_at);
+        self.wait_changes(&id, condition, rx, first_finish).await
+    }
+
+    /// [`Containers::wait`] split in two: the watch starts now (so a start that follows this
+    /// call is seen), and the returned future finishes when the condition holds. The API
+    /// answers a wait's headers at once and its body later: the docker CLI waits for those
+    /// headers before it starts the container.
+    pub fn watch(
+        self: &Arc<Self>,
+        key: &str,
+        condition: &str,
+    ) -> Result<impl std::future::Future<Output = Result<Option<ContainerRecord>>> + Send + 'static>
+    {
+        let id = self.find(key)?.id;
+        let rx = self.changed.subscribe();
+        let first_finish = self.get(&id).map(|r| r.state.finished_at);
+        let me = self.clone();
+        let condition = condition.to_string();
+        Ok(async move { me.wait_changes(&id, &condition, rx, first_finish).await })
+    }
+
+    async fn wait_changes(
+        &self,
+        id: &str,
+        condition: &str,
+        mut rx: broadcast::Receiver<String>,
+        // next-exit: an exit after the request (a finish time other than this one).
+        first_finish: Option<String>,
+    ) -> Result<Option<ContainerRecord>> {
         loop {
-            let current = self.get(&id);
+            let current = self.get(id);
             let done = match (&current, condition) {
                 (None, _) => true,
                 (Some(_), "removed") => false,
@@ -742,7 +789,10 @@ impl Containers {
             .await
             .map_err(|e| io_err("the container monitor", e))?
         {
-            Response::Ok => Ok(()),
+            Response::Ok => {
+                self.publish(&r, "kill", &[("signal", signal.to_string())]);
+                Ok(())
+            }
             other => Err(monitor_refusal(other)),
         }
     }
@@ -846,6 +896,7 @@ impl Containers {
         }
         self.records_lock().remove(&r.id);
         self.execs_lock().retain(|_, e| e.container != r.id);
+        self.publish(&r, "destroy", &[]);
         let _ = self.changed.send(r.id.clone());
         Ok(())
     }

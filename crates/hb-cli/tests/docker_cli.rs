@@ -1,0 +1,402 @@
+//! The real docker CLI against hyperboxd: every docker client found on the machine (the 28.x
+//! client in /usr/local/bin and Debian's 20.10 in /usr/bin; `.ci/run` installs the latter) runs
+//! the same session over the unix socket and over TCP. Needs root and a static busybox, like
+//! the container tests.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::busybox::{can_run, image};
+use common::Daemon;
+
+/// The docker clients to test with.
+fn clients() -> Vec<PathBuf> {
+    let found: Vec<PathBuf> = ["/usr/local/bin/docker", "/usr/bin/docker"]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .collect();
+    assert!(
+        !found.is_empty(),
+        "no docker CLI found: apt-get install docker.io (.ci/run does it)"
+    );
+    found
+}
+
+struct Docker<'a> {
+    cli: &'a Path,
+    host: String,
+    config_dir: tempfile::TempDir,
+    daemon: &'a Daemon,
+}
+
+impl<'a> Docker<'a> {
+    fn new(cli: &'a Path, host: String, daemon: &'a Daemon) -> Docker<'a> {
+        Docker {
+            cli,
+            host,
+            // No user config (credential helpers, contexts) may leak in.
+            config_dir: tempfile::tempdir().expect("tempdir"),
+            daemon,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(self.cli);
+        c.args(args)
+            .env("DOCKER_HOST", &self.host)
+            .env("DOCKER_CONFIG", self.config_dir.path())
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_API_VERSION");
+        c
+    }
+
+    fn run(&self, args: &[&str], input: Option<&[u8]>) -> Output {
+        let mut c = self.command(args);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = c.spawn().expect("run docker");
+        if let Some(data) = input {
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(data).expect("write stdin");
+        }
+        // A hang is a failure, not a stuck test run.
+        let start = Instant::now();
+        loop {
+            if child.try_wait().expect("try_wait").is_some() {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!(
+                    "{} {args:?} hung\ndaemon log:\n{}",
+                    self.cli.display(),
+                    self.daemon.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait_with_output().expect("docker output")
+    }
+
+    /// Runs and asserts success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        self.ok_with(args, None)
+    }
+
+    fn ok_with(&self, args: &[&str], input: Option<&[u8]>) -> String {
+        let o = self.run(args, input);
+        assert!(
+            o.status.success(),
+            "{} {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            self.cli.display(),
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.daemon.log()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn code(&self, args: &[&str]) -> (i32, String, String) {
+        let o = self.run(args, None);
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The whole session a user of the docker CLI runs, against one daemon.
+fn session(docker: &Docker, img: &str, tag: &str) {
+    let v = docker.ok(&["version", "--format", "{{.Server.APIVersion}}"]);
+    assert_eq!(v.trim(), "1.43", "server API version");
+    let info = docker.ok(&["info", "--format", "{{.Driver}} {{.ServerVersion}}"]);
+    assert!(info.starts_with("hyperbox"), "{info}");
+
+    // Images: pull with progress, list, tag, inspect, save/load, rmi.
+    let pulled = docker.ok(&["pull", img]);
+    assert!(
+        pulled.contains("Pull complete") || pulled.contains("Already exists"),
+        "{pulled}"
+    );
+    assert!(pulled.contains("Digest: sha256:"), "{pulled}");
+    let images = docker.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(images.contains(&format!("{img}:latest")), "{images}");
+    let local = format!("hbtest/{tag}:v1");
+    docker.ok(&["tag", img, &local]);
+    let id = docker.ok(&["image", "inspect", "--format", "{{.Id}}", &local]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("img.tar");
+    let archive = archive.to_str().expect("utf-8 path");
+    docker.ok(&["save", "-o", archive, &local]);
+    let untagged = docker.ok(&["rmi", &local]);
+    assert!(untagged.contains("Untagged"), "{untagged}");
+    let loaded = docker.ok(&["load", "-i", archive]);
+    assert!(loaded.contains(&local), "{loaded}");
+    docker.ok(&["rmi", &local]);
+
+    let since = now_secs().to_string();
+    // run in the foreground: output, exit code, --rm, env, workdir, user, entrypoint, a bind
+    // mount, limits, no network.
+    let host_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(host_dir.path().join("f"), "from-host").expect("write");
+    let bind = format!("{}:/v:ro", host_dir.path().display());
+    let (code, out, err) = docker.code(&[
+        "run",
+        "--rm",
+        "-e",
+        "A=1",
+        "-w",
+        "/tmp",
+        "-u",
+        "1000",
+        "--entrypoint",
+        "/bin/sh",
+        "-v",
+        &bind,
+        "--memory",
+        "64m",
+        "--cpus",
+        "0.5",
+        "--network",
+        "none",
+        img,
+        "-c",
+        "echo $A $(pwd) $(id -u) $(cat /v/f); echo to-err >&2; exit 7",
+    ]);
+    assert_eq!(code, 7, "stdout {out:?} stderr {err:?}");
+    assert_eq!(out, "1 /tmp 1000 from-host\n");
+    assert!(err.contains("to-err"), "{err:?}");
+    // -i: stdin reaches the container.
+    let echoed = docker.ok_with(&["run", "--rm", "-i", img, "cat"], Some(b"piped in\n"));
+    assert_eq!(echoed, "piped in\n");
+    // Engine refusals exit 125, a missing command 127.
+    let (code, _, err) = docker.code(&["run", "--rm", img, "/no/such/binary"]);
+    assert_eq!(code, 127, "{err}");
+    let (code, _, err) = docker.code(&["run", "--rm", "127.0.0.1:1/hbtest/absent:none", "true"]);
+    assert_eq!(code, 125, "{err}");
+
+    // Detached with a published port, then everything one does to a running container.
+    let name = format!("web-{tag}");
+    let port = common::free_port();
+    let publish = format!("127.0.0.1:{port}:80");
+    docker.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "-p",
+        &publish,
+        img,
+        "sh",
+        "-c",
+        "echo started; exec httpd -f -p 80 -h /www",
+    ]);
+    let ps = docker.ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.contains(&format!("{name} Up")), "{ps}");
+    let served = wait_for_http(&format!("127.0.0.1:{port}"));
+    assert!(served.contains("hello from hb"), "{served}");
+    let logs = docker.ok(&["logs", &name]);
+    assert_eq!(logs, "started\n");
+    let execd = docker.ok(&["exec", &name, "echo", "in-exec"]);
+    assert_eq!(execd, "in-exec\n");
+    let cat = docker.ok_with(&["exec", "-i", &name, "cat"], Some(b"exec stdin\n"));
+    assert_eq!(cat, "exec stdin\n");
+    let top = docker.ok(&["top", &name]);
+    assert!(top.contains("httpd"), "{top}");
+    let stats = docker.ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.PIDs}}",
+        &name,
+    ]);
+    assert!(stats.starts_with(&name), "{stats}");
+    let state = docker.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.Config.Image}}",
+        &name,
+    ]);
+    assert_eq!(state.trim(), format!("running {img}"));
+    docker.ok(&["stop", "-t", "1", &name]);
+    let waited = docker.ok(&["wait", &name]);
+    assert!(waited.trim().parse::<i32>().is_ok(), "{waited}");
+    docker.ok(&["rm", &name]);
+
+    // logs -f follows until the container ends; kill; rm -f of a running container.
+    let follow = format!("follow-{tag}");
+    docker.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &follow,
+        img,
+        "sh",
+        "-c",
+        "for i in 1 2 3; do echo line$i; sleep 0.2; done",
+    ]);
+    let followed = docker.ok(&["logs", "-f", &follow]);
+    assert_eq!(followed, "line1\nline2\nline3\n");
+    let sleeper = format!("sleeper-{tag}");
+    docker.ok(&["run", "-d", "--name", &sleeper, img, "sleep", "100"]);
+    docker.ok(&["kill", &sleeper]);
+    let code = docker.ok(&["wait", &sleeper]);
+    assert_eq!(code.trim(), "137");
+    docker.ok(&["start", &sleeper]);
+    docker.ok(&["rm", "-f", &sleeper]);
+
+    // create, start -a, attach.
+    let created = format!("created-{tag}");
+    docker.ok(&["create", "--name", &created, img, "echo", "from-create"]);
+    let started = docker.ok(&["start", "-a", &created]);
+    assert_eq!(started, "from-create\n");
+    let attached = format!("attached-{tag}");
+    docker.ok(&[
+        "run",
+        "-d",
+        "--name",
+        &attached,
+        img,
+        "sh",
+        "-c",
+        "sleep 1; echo late",
+    ]);
+    let out = docker.ok(&["attach", &attached]);
+    assert_eq!(out, "late\n");
+
+    // events saw the lifecycle.
+    let until = (now_secs() + 1).to_string();
+    let events = docker.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        &format!("container={created}"),
+        "--format",
+        "{{.Action}}",
+    ]);
+    let actions: Vec<&str> = events.lines().collect();
+    assert_eq!(actions, ["create", "start", "die"], "{events}");
+
+    // df, prunes.
+    let df = docker.ok(&["system", "df"]);
+    assert!(df.contains("Images"), "{df}");
+    let pruned = docker.ok(&["container", "prune", "-f"]);
+    assert!(pruned.contains("Total reclaimed space"), "{pruned}");
+    let left = docker.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(
+        !left.contains(&created) && !left.contains(&attached),
+        "{left}"
+    );
+    docker.ok(&["image", "prune", "-f"]);
+
+    // Something HyperBox does not offer: Docker's error, no hang.
+    let (code, _, err) = docker.code(&["volume", "create", "v1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Error response from daemon"), "{err}");
+}
+
+/// GET / over HTTP/1.0 until it answers (the server may need a moment to listen).
+fn wait_for_http(addr: &str) -> String {
+    use std::io::Read;
+    let start = Instant::now();
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            if s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n").is_ok() {
+                let mut body = String::new();
+                if s.read_to_string(&mut body).is_ok() && !body.is_empty() {
+                    return body;
+                }
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{addr} never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn docker_cli_drives_hyperboxd_over_the_unix_socket() {
+    if !can_run() {
+        return;
+    }
+    let (registry, img) = image();
+    let d = Daemon::start(&format!(
+        "[daemon]\ninsecure_registries = [\"{}\"]\n",
+        registry.addr
+    ));
+    for (i, cli) in clients().iter().enumerate() {
+        let docker = Docker::new(cli, format!("unix://{}", d.socket.display()), &d);
+        session(&docker, img, &format!("u{i}"));
+    }
+}
+
+#[test]
+fn docker_cli_drives_hyperboxd_over_tcp() {
+    if !can_run() {
+        return;
+    }
+    let (registry, img) = image();
+    let d = Daemon::start(&format!(
+        "[daemon]\ninsecure_registries = [\"{}\"]\n",
+        registry.addr
+    ));
+    for (i, cli) in clients().iter().enumerate() {
+        let docker = Docker::new(cli, format!("tcp://{}", d.tcp_addr), &d);
+        session(&docker, img, &format!("t{i}"));
+    }
+}
+
+#[test]
+fn docker_run_tty_gives_a_terminal_and_the_exit_code() {
+    if !can_run() {
+        return;
+    }
+    let (registry, img) = image();
+    let d = Daemon::start(&format!(
+        "[daemon]\ninsecure_registries = [\"{}\"]\n",
+        registry.addr
+    ));
+    for cli in clients() {
+        // `script` gives the CLI a terminal, as a user's shell would.
+        let cmd = format!(
+            "DOCKER_HOST=unix://{} {} run --rm -t {img} sh -c 'test -t 0 && test -t 1 && echo tty-yes; exit 4'",
+            d.socket.display(),
+            cli.display()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("script (bsdutils)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(4), "{text}\n{}", d.log());
+        assert!(text.contains("tty-yes"), "{text}");
+        // A TTY turns \n into \r\n: the stream is raw terminal output, not multiplexed frames.
+        assert!(text.contains("tty-yes\r"), "{text:?}");
+    }
+}

@@ -1,0 +1,395 @@
+//! The API's listeners and connections. Listeners are the unix socket and TCP
+//! `[daemon] listen_addr`, bound here or handed over by systemd socket activation
+//! (`LISTEN_FDS`). Each connection is served by hyper under the `[networking]` limits: at most
+//! `max_connections` at once (the rest wait in the kernel's accept backlog until a slot frees),
+//! `connection_timeout_secs` to send a request's headers (a slowloris client is dropped), TCP
+//! keepalive probes after `tcp_keepalive_secs`. On shutdown, accepting stops and open
+//! connections get a bounded time to finish.
+
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, RawFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use axum::Router;
+use hb_config::Config;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{watch, Notify, Semaphore};
+
+/// One listening socket of the API.
+pub enum Listener {
+    /// The unix socket (`[daemon] socket`).
+    Unix(UnixListener),
+    /// TCP (`[daemon] listen_addr`).
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    /// Where it listens, for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Unix(l) => match l.local_addr() {
+                Ok(a) => match a.as_pathname() {
+                    Some(p) => format!("unix://{}", p.display()),
+                    None => "unix (unnamed)".into(),
+                },
+                Err(_) => "unix (unknown)".into(),
+            },
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(a) => format!("tcp://{a}"),
+                Err(_) => "tcp (unknown)".into(),
+            },
+        }
+    }
+}
+
+/// The API's listeners, and whether systemd handed (some of) them over.
+pub struct Listeners {
+    /// Every socket to accept on.
+    pub list: Vec<Listener>,
+    /// True when the sockets came from socket activation (the unix socket file is then
+    /// systemd's, not ours to remove).
+    pub activated: bool,
+}
+
+impl Listeners {
+    /// Takes the sockets systemd passed (`LISTEN_FDS`), then binds what is still missing: the
+    /// unix socket at `[daemon] socket` and TCP at `[daemon] listen_addr`. A listen address
+    /// off loopback is refused: the API controls root-level container work and this daemon
+    /// offers no TLS or authentication on TCP.
+    pub fn open(config: &Config) -> anyhow::Result<Listeners> {
+        let tcp_addr: SocketAddr = config
+            .daemon
+            .listen_addr
+            .parse()
+            .with_context(|| format!("[daemon] listen_addr {:?}", config.daemon.listen_addr))?;
+        if !tcp_addr.ip().is_loopback() {
+            bail!(
+                "[daemon] listen_addr {tcp_addr} is not a loopback address: the API runs \
+                 containers as root, and hyperboxd has no TLS or client authentication for TCP \
+                 yet; listen on 127.0.0.1 (or ::1) and tunnel it (ssh -L) instead"
+            );
+        }
+        let mut list = Vec::new();
+        let activated_fds: Vec<RawFd> = sd_notify::listen_fds()
+            .context("reading LISTEN_FDS from systemd")?
+            .collect();
+        let activated = !activated_fds.is_empty();
+        for fd in activated_fds {
+            list.push(adopt(fd)?);
+        }
+        if !list.iter().any(|l| matches!(l, Listener::Unix(_))) {
+            list.push(Listener::Unix(crate::socket::bind_unix(
+                &config.daemon.socket,
+            )?));
+        }
+        if !list.iter().any(|l| matches!(l, Listener::Tcp(_))) {
+            let std = std::net::TcpListener::bind(tcp_addr)
+                .with_context(|| format!("binding [daemon] listen_addr {tcp_addr}"))?;
+            std.set_nonblocking(true)
+                .context("making the TCP listener non-blocking")?;
+            list.push(Listener::Tcp(
+                TcpListener::from_std(std).context("registering the TCP listener")?,
+            ));
+        }
+        Ok(Listeners { list, activated })
+    }
+}
+
+/// A socket passed by systemd: a unix or TCP listener, told apart by its address family.
+fn adopt(fd: RawFd) -> anyhow::Result<Listener> {
+    // SAFETY: systemd passes these fds to us alone (LISTEN_PID was checked by listen_fds), and
+    // each is wrapped exactly once here.
+    let sock = unsafe { socket2::Socket::from_raw_fd(fd) };
+    let addr = sock
+        .local_addr()
+        .with_context(|| format!("inspecting socket-activated fd {fd}"))?;
+    sock.set_nonblocking(true)
+        .with_context(|| format!("making fd {fd} non-blocking"))?;
+    if addr.is_unix() {
+        let std: std::os::unix::net::UnixListener = sock.into();
+        Ok(Listener::Unix(
+            UnixListener::from_std(std).context("registering a socket-activated unix socket")?,
+        ))
+    } else if addr.as_socket().is_some() {
+        let std: std::net::TcpListener = sock.into();
+        Ok(Listener::Tcp(
+            TcpListener::from_std(std).context("registering a socket-activated TCP socket")?,
+        ))
+    } else {
+        bail!("socket-activated fd {fd} is neither a unix nor a TCP socket")
+    }
+}
+
+/// The `[networking]` connection settings, live: SIGHUP changes them for new connections.
+pub struct ConnectionLimits {
+    slots: Arc<Semaphore>,
+    max: AtomicUsize,
+    header_timeout_ms: AtomicU64,
+    keepalive_secs: AtomicU64,
+}
+
+impl ConnectionLimits {
+    /// Limits from `[networking]`.
+    pub fn new(config: &Config) -> Arc<ConnectionLimits> {
+        let max = config.networking.max_connections as usize;
+        let l = Arc::new(ConnectionLimits {
+            slots: Arc::new(Semaphore::new(max)),
+            max: AtomicUsize::new(max),
+            header_timeout_ms: AtomicU64::new(0),
+            keepalive_secs: AtomicU64::new(0),
+        });
+        l.apply(config);
+        l
+    }
+
+    /// Takes the values of `config` (on start and on SIGHUP).
+    pub fn apply(&self, config: &Config) {
+        self.header_timeout_ms.store(
+            config
+                .networking
+                .connection_timeout_secs
+                .saturating_mul(1000),
+            Ordering::Relaxed,
+        );
+        self.keepalive_secs
+            .store(config.networking.tcp_keepalive_secs, Ordering::Relaxed);
+        let new = config.networking.max_connections as usize;
+        let old = self.max.swap(new, Ordering::Relaxed);
+        if new > old {
+            self.slots.add_permits(new - old);
+        } else if new < old {
+            // Taking slots away waits for connections holding them to end.
+            let slots = self.slots.clone();
+            tokio::spawn(async move {
+                if let Ok(p) = slots.acquire_many_owned((old - new) as u32).await {
+                    p.forget();
+                }
+            });
+        }
+    }
+
+    /// The current maximum of concurrent connections.
+    pub fn max_connections(&self) -> usize {
+        self.max.load(Ordering::Relaxed)
+    }
+}
+
+/// Told when connections open and close (the metrics' connection gauge).
+pub trait ConnectionObserver: Send + Sync {
+    /// A connection was accepted.
+    fn opened(&self);
+    /// A connection ended (or was upgraded away to a hijacked stream).
+    fn closed(&self);
+}
+
+/// Connections in flight, so shutdown can wait for them.
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+/// Serves `app` on every listener until `shutdown` turns true, then lets open connections
+/// finish for at most `drain`.
+pub async fn serve(
+    listeners: Listeners,
+    app: Router,
+    limits: Arc<ConnectionLimits>,
+    observer: Arc<dyn ConnectionObserver>,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+) {
+    let in_flight = Arc::new(InFlight::default());
+    let mut loops = Vec::new();
+    for listener in listeners.list {
+        loops.push(tokio::spawn(accept_loop(
+            listener,
+            app.clone(),
+            limits.clone(),
+            observer.clone(),
+            shutdown.clone(),
+            in_flight.clone(),
+        )));
+    }
+    for l in loops {
+        let _ = l.await;
+    }
+    let wait_idle = async {
+        loop {
+            let notified = in_flight.idle.notified();
+            if in_flight.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    };
+    if tokio::time::timeout(drain, wait_idle).await.is_err() {
+        tracing::warn!(
+            open = in_flight.count.load(Ordering::Relaxed),
+            "connections still open after {}s of draining; closing them",
+            drain.as_secs()
+        );
+    }
+}
+
+async fn accept_loop(
+    listener: Listener,
+    app: Router,
+    limits: Arc<ConnectionLimits>,
+    observer: Arc<dyn ConnectionObserver>,
+    mut shutdown: watch::Receiver<bool>,
+    in_flight: Arc<InFlight>,
+) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        // A free slot first: beyond max_connections, clients wait in the backlog.
+        let permit = tokio::select! {
+            p = limits.slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let accepted = tokio::select! {
+            a = accept(&listener, &limits) => a,
+            _ = shutdown.changed() => return,
+        };
+        let io = match accepted {
+            Ok(io) => io,
+            Err(e) => {
+                tracing::warn!(listener = %listener.describe(), "accept failed: {e}");
+                // Out of fds and the like: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let header_timeout =
+            Duration::from_millis(limits.header_timeout_ms.load(Ordering::Relaxed).max(1));
+        let service = TowerToHyperService::new(app.clone());
+        let observer = observer.clone();
+        let in_flight = in_flight.clone();
+        let mut shutdown = shutdown.clone();
+        in_flight.count.fetch_add(1, Ordering::AcqRel);
+        observer.opened();
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder.timer(TokioTimer::new());
+            builder.header_read_timeout(header_timeout);
+            let conn = builder.serve_connection(io, service).with_upgrades();
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = shutdown.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!("connection ended: {e}");
+            }
+            drop(permit);
+            observer.closed();
+            if in_flight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+                in_flight.idle.notify_waiters();
+            }
+        });
+    }
+}
+
+/// One accepted connection as hyper's IO type (TCP gets keepalive and no Nagle delay).
+async fn accept(
+    listener: &Listener,
+    limits: &ConnectionLimits,
+) -> std::io::Result<TokioIo<Stream>> {
+    match listener {
+        Listener::Unix(l) => {
+            let (s, _) = l.accept().await?;
+            Ok(TokioIo::new(Stream::Unix(s)))
+        }
+        Listener::Tcp(l) => {
+            let (s, _) = l.accept().await?;
+            s.set_nodelay(true)?;
+            let secs = limits.keepalive_secs.load(Ordering::Relaxed).max(1);
+            let ka = socket2::TcpKeepalive::new()
+                .with_time(Duration::from_secs(secs))
+                .with_interval(Duration::from_secs(secs.clamp(1, 75)));
+            socket2::SockRef::from(&s).set_tcp_keepalive(&ka)?;
+            Ok(TokioIo::new(Stream::Tcp(s)))
+        }
+    }
+}
+
+/// A unix or TCP stream behind one type, for hyper.
+pub enum Stream {
+    /// From the unix socket.
+    Unix(tokio::net::UnixStream),
+    /// From TCP.
+    Tcp(tokio::net::TcpStream),
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Unix(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Unix(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Unix(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Unix(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Tells systemd (when it started us with `Type=notify`) how the daemon is doing; a no-op
+/// without `NOTIFY_SOCKET`.
+pub fn notify_systemd(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+}
+
+/// Removes the unix socket file on shutdown unless systemd owns it.
+pub fn remove_socket_file(listeners_activated: bool, path: &Path) {
+    if !listeners_activated {
+        let _ = std::fs::remove_file(path);
+    }
+}
