@@ -6,10 +6,12 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Instant;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use crate::chunk_id::{ChunkHasher, ChunkId, StandardHasher};
+use crate::counters::StoreCounters;
 use crate::error::{IndexContext, IoContext, StoreError};
 use crate::index::{
     get_location, validate_digest, BlobRecord, BLOBS, CHUNKS, FORMAT_VERSION, META, META_FORMAT,
@@ -69,6 +71,8 @@ pub(crate) struct StoreInner {
     /// it exclusively while deleting pack files, so a location looked up is
     /// always backed by an open file.
     pub pack_files: RwLock<()>,
+    /// Activity counters behind [`Store::counters`]; the workers hold a clone.
+    pub counters: Arc<StoreCounters>,
     // Declared last: dropped after everything above (its Drop joins threads).
     pub workers: ChunkWorkers,
 }
@@ -118,7 +122,13 @@ impl Store {
             .filter(|(n, _)| packs_dir.join(pack_file_name(*n)).exists());
         let appender = PackAppender::new(&packs_dir, config.pack_roll_size, resume, next_number)?;
         let db = Arc::new(db);
-        let workers = ChunkWorkers::start(&opts, Arc::clone(&db), Arc::clone(&config.hasher))?;
+        let counters = Arc::new(StoreCounters::default());
+        let workers = ChunkWorkers::start(
+            &opts,
+            Arc::clone(&db),
+            Arc::clone(&config.hasher),
+            Arc::clone(&counters),
+        )?;
         let readers = PackReaders::new(&packs_dir, opts.use_mmap);
         Ok(Store {
             inner: Arc::new(StoreInner {
@@ -131,6 +141,7 @@ impl Store {
                 readers,
                 gate: Arc::new(MaintenanceGate::default()),
                 pack_files: RwLock::new(()),
+                counters,
                 workers,
             }),
         })
@@ -321,8 +332,13 @@ impl StoreInner {
         out: &mut Vec<u8>,
         dec: &mut zstd::bulk::Decompressor<'static>,
     ) -> Result<(), StoreError> {
-        let record = self.read_record(id, loc)?;
-        decode_record(id, loc, &record, out, dec).map_err(|detail| StoreError::CorruptChunk {
+        // Decoding is inside the timing: with mmap the pages are only read when
+        // touched, which is during decoding.
+        let decoded = self.counters.chunk_reads.time(|| {
+            let record = self.read_record(id, loc)?;
+            Ok(decode_record(id, loc, &record, out, dec))
+        })?;
+        decoded.map_err(|detail| StoreError::CorruptChunk {
             chunk: id.to_string(),
             pack: pack_label(loc.pack),
             detail,
@@ -337,7 +353,7 @@ impl StoreInner {
         out: &mut Vec<u8>,
         dec: &mut zstd::bulk::Decompressor<'static>,
     ) -> Result<Location, StoreError> {
-        let (loc, record) = {
+        let (loc, record, started) = {
             let _files = self
                 .pack_files
                 .read()
@@ -345,10 +361,16 @@ impl StoreInner {
             let loc = self.locate(id)?.ok_or_else(|| StoreError::ChunkMissing {
                 chunk: id.to_string(),
             })?;
+            // The index lookup is not pack I/O: timing starts after it.
+            let started = Instant::now();
             let record = self.read_record(id, &loc)?;
-            (loc, record)
+            (loc, record, started)
         };
-        decode_record(id, &loc, &record, out, dec).map_err(|detail| StoreError::CorruptChunk {
+        // Decoding is inside the timing: with mmap the pages are only read when
+        // touched, which is during decoding.
+        let decoded = decode_record(id, &loc, &record, out, dec);
+        self.counters.chunk_reads.record(started.elapsed());
+        decoded.map_err(|detail| StoreError::CorruptChunk {
             chunk: id.to_string(),
             pack: pack_label(loc.pack),
             detail,

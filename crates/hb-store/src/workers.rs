@@ -14,11 +14,11 @@ use std::thread::JoinHandle;
 use redb::{Database, ReadableDatabase};
 
 use crate::chunk_id::{ChunkHasher, ChunkId};
+use crate::counters::StoreCounters;
 use crate::error::StoreError;
 use crate::index::CHUNKS;
 use crate::locking::lock;
 use crate::options::{HashAlgorithm, StoreOptions};
-use crate::pack::encode_record;
 
 /// One chunk to hash and compress.
 pub(crate) struct ChunkJob {
@@ -56,6 +56,8 @@ struct WorkerConfig {
     /// Set when dedup is on: lets a worker skip compressing known chunks.
     db: Option<Arc<Database>>,
     hasher: Arc<dyn ChunkHasher>,
+    /// The store's counters, for compression work.
+    counters: Arc<StoreCounters>,
 }
 
 /// The worker pool. Dropping it closes the job channel and joins the threads.
@@ -72,6 +74,7 @@ impl ChunkWorkers {
         opts: &StoreOptions,
         db: Arc<Database>,
         hasher: Arc<dyn ChunkHasher>,
+        counters: Arc<StoreCounters>,
     ) -> Result<Self, StoreError> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let workers = opts.parallel_ops.min(cores).max(1);
@@ -82,6 +85,7 @@ impl ChunkWorkers {
             compression_level: opts.compression.then_some(opts.zstd_level()),
             db: opts.dedup.then_some(db),
             hasher,
+            counters,
         });
         let mut threads = Vec::with_capacity(workers);
         for i in 0..workers {
@@ -163,9 +167,11 @@ fn process(
                         .map_err(|e| StoreError::io("creating a zstd compressor", e))?,
                 );
             }
-            encode_record(&id, &data, compressor.as_mut())?
+            config
+                .counters
+                .encode_record(&id, &data, compressor.as_mut())?
         }
-        None => encode_record(&id, &data, None)?,
+        None => config.counters.encode_record(&id, &data, None)?,
     };
     Ok(HashedChunk {
         id,

@@ -22,7 +22,7 @@ use crate::chunker::{ContentChunker, MAX_CHUNK};
 use crate::error::{IndexContext, StoreError};
 use crate::index::{get_location, validate_digest, BlobRecord, BLOBS, CHUNKS, PACKS};
 use crate::locking::WriterPass;
-use crate::pack::{encode_record, pack_label, Location};
+use crate::pack::{pack_label, Location};
 use crate::recipe::Segment;
 use crate::store::{BlobInfo, Store, StoreInner};
 use crate::workers::{ChunkJob, ChunkOutcome, HashedChunk};
@@ -301,6 +301,7 @@ impl Pipeline {
         let verify = !id.algorithm().collision_resistant();
         let mut tentative = id;
         if self.inner.opts.dedup {
+            self.inner.counters.dedup_lookup();
             let mut counter = 0u32;
             loop {
                 let cand = id.with_counter(counter);
@@ -309,6 +310,7 @@ impl Pipeline {
                     taken = true;
                     let loc = self.own[index].loc;
                     if !verify || self.content_equals(&cand, &loc, &raw)? {
+                        self.inner.counters.dedup_hit(raw_len);
                         self.slots[outcome.seq] = Slot::Own { index, raw_len };
                         return Ok(());
                     }
@@ -316,6 +318,7 @@ impl Pipeline {
                 if let Some(loc) = self.inner.locate(&cand)? {
                     taken = true;
                     if !verify || self.content_equals(&cand, &loc, &raw)? {
+                        self.inner.counters.dedup_hit(raw_len);
                         self.slots[outcome.seq] = Slot::Indexed { id: cand, raw_len };
                         return Ok(());
                     }
@@ -331,7 +334,15 @@ impl Pipeline {
             Some(r) => r,
             None => self.encode(&id, &raw)?,
         };
-        let (pack, offset) = self.inner.appender().append(&record)?;
+        let (pack, offset) = {
+            // Timed after taking the lock: waiting for other writers is not I/O.
+            let mut appender = self.inner.appender();
+            self.inner
+                .counters
+                .chunk_writes
+                .time(|| appender.append(&record))?
+        };
+        self.inner.counters.chunk_written(raw_len);
         let header = crate::pack::RecordHeader::parse(&record).map_err(|detail| {
             StoreError::CorruptChunk {
                 chunk: id.to_string(),
@@ -365,7 +376,7 @@ impl Pipeline {
     fn encode(&mut self, id: &ChunkId, raw: &[u8]) -> Result<Vec<u8>, StoreError> {
         let opts = &self.inner.opts;
         if !opts.compression {
-            return encode_record(id, raw, None);
+            return self.inner.counters.encode_record(id, raw, None);
         }
         if self.compressor.is_none() {
             self.compressor = Some(
@@ -373,7 +384,9 @@ impl Pipeline {
                     .map_err(|e| StoreError::io("creating a zstd compressor", e))?,
             );
         }
-        encode_record(id, raw, self.compressor.as_mut())
+        self.inner
+            .counters
+            .encode_record(id, raw, self.compressor.as_mut())
     }
 
     fn decompressor(&mut self) -> Result<zstd::bulk::Decompressor<'static>, StoreError> {
@@ -452,7 +465,10 @@ impl Pipeline {
         // index entry can point at them.
         for &pack in ends.keys() {
             let file = self.inner.appender().sync_handle(pack)?;
-            file.sync_data()
+            self.inner
+                .counters
+                .pack_syncs
+                .time(|| file.sync_data())
                 .map_err(|e| StoreError::io(format!("syncing {}", pack_label(pack)), e))?;
         }
         let what = match blob {

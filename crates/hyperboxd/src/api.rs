@@ -181,9 +181,12 @@ fn strip_version(path: &str) -> Result<&str, ApiError> {
 }
 
 async fn dispatch(State(d): State<Shared>, req: Request) -> Response {
+    let began = std::time::Instant::now();
     let method = req.method().clone();
     let uri = req.uri().clone();
     let path = strip_version(uri.path()).unwrap_or("");
+    let op = operation_name(&method, path);
+    let metrics = d.metrics.clone();
     let result = if path.starts_with("/containers/") || path.starts_with("/exec/") {
         let path = path.to_string();
         match Query::parse(uri.query()) {
@@ -206,7 +209,57 @@ async fn dispatch(State(d): State<Shared>, req: Request) -> Response {
         .insert("Api-Version", header::HeaderValue::from_static(API_VERSION));
     resp.headers_mut()
         .insert("Server", header::HeaderValue::from_static("hyperboxd"));
+    // Time to the response head: streams (logs -f, attach, events) are not held open here.
+    metrics.record_operation(op, began.elapsed());
     resp
+}
+
+/// A short, bounded name for the metrics: `containers.create`, `images.list`, … (ids and
+/// names in paths collapse, so label values stay few).
+fn operation_name(method: &Method, path: &str) -> &'static str {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let is_get = method == Method::GET || method == Method::HEAD;
+    match parts.as_slice() {
+        ["_ping"] => "ping",
+        ["version"] => "version",
+        ["info"] => "info",
+        ["events"] => "events",
+        ["auth"] => "auth",
+        ["system", "df"] => "system.df",
+        ["images", "create"] => "images.pull",
+        ["images", "json"] => "images.list",
+        ["images", "load"] => "images.load",
+        ["images", "get"] => "images.save",
+        ["images", "prune"] => "images.prune",
+        ["images", .., "json"] => "images.inspect",
+        ["images", .., "tag"] => "images.tag",
+        ["images", .., "get"] => "images.save",
+        ["images", ..] if method == Method::DELETE => "images.remove",
+        ["containers", "json"] => "containers.list",
+        ["containers", "create"] => "containers.create",
+        ["containers", "prune"] => "containers.prune",
+        ["containers", _] if method == Method::DELETE => "containers.remove",
+        ["containers", _, action] => match *action {
+            "json" => "containers.inspect",
+            "start" => "containers.start",
+            "stop" => "containers.stop",
+            "restart" => "containers.restart",
+            "kill" => "containers.kill",
+            "wait" => "containers.wait",
+            "attach" => "containers.attach",
+            "resize" => "containers.resize",
+            "exec" => "exec.create",
+            "logs" => "containers.logs",
+            "top" => "containers.top",
+            "stats" => "containers.stats",
+            _ => "other",
+        },
+        ["exec", _, "start"] => "exec.start",
+        ["exec", _, "json"] if is_get => "exec.inspect",
+        ["exec", _, "resize"] => "exec.resize",
+        ["hyperbox", ..] => "hyperbox",
+        _ => "other",
+    }
 }
 
 async fn route(
@@ -485,7 +538,9 @@ async fn pull(d: Shared, q: Query) -> ApiResult {
             }
         };
         let started = std::time::Instant::now();
-        match d.puller.pull(&reference, platform.as_ref(), &report).await {
+        let result = d.puller.pull(&reference, platform.as_ref(), &report).await;
+        d.metrics.record_pull(started.elapsed(), result.is_ok());
+        match result {
             Ok(rec) => {
                 tracing::info!(image = %reference, id = %rec.id, ms = started.elapsed().as_millis() as u64, "pulled");
                 let name = hb_image::reference::familiar_name(&reference.canonical());

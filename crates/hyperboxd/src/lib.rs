@@ -6,6 +6,7 @@ pub mod api;
 mod container_api;
 pub mod containers;
 pub mod events;
+pub mod metrics;
 pub mod serve;
 pub mod socket;
 
@@ -31,6 +32,8 @@ pub struct Daemon {
     pub containers: Arc<containers::Containers>,
     /// Lifecycle events for `/events`.
     pub events: Arc<events::EventLog>,
+    /// Prometheus metrics (`[monitoring]`).
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// Store options from the `[cache]` and `[deduplication]` sections.
@@ -105,6 +108,10 @@ impl Daemon {
         let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let resolv = container_resolv_conf(&resolv);
         let events = Arc::new(events::EventLog::new());
+        let metrics = Arc::new(metrics::Metrics::new(
+            opened.catalog.store().clone(),
+            config.monitoring.history_buffer_mb as usize * 1024 * 1024,
+        ));
         let containers = containers::Containers::open(
             opened.catalog.clone(),
             containers::ContainersConfig {
@@ -117,6 +124,7 @@ impl Daemon {
                 resolv_conf: resolv,
                 cgroup_parent: config.daemon.cgroup_parent.clone(),
                 events: events.clone(),
+                metrics: metrics.clone(),
             },
         )
         .await
@@ -127,6 +135,7 @@ impl Daemon {
             puller: opened.puller,
             containers,
             events,
+            metrics,
         })
     }
 
@@ -181,31 +190,63 @@ pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> a
     let addrs: Vec<String> = listeners.list.iter().map(|l| l.describe()).collect();
     tracing::info!(listen = ?addrs, socket_activated = activated, data_dir = %daemon.config.daemon.data_dir.display(), "hyperboxd ready");
     let daemon = Arc::new(daemon);
+    let readiness = Arc::new(metrics::Readiness::new());
+    let metrics_server = serve_metrics(&daemon, readiness.clone()).await?;
     let app = api::router(daemon.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(serve::serve(
         listeners,
         app,
         limits.clone(),
-        Arc::new(NoObserver),
+        daemon.metrics.clone(),
         stop_rx,
         DRAIN,
     ));
+    readiness.set_ready();
     serve::notify_systemd(&[sd_notify::NotifyState::Ready]);
     watch_signals(&daemon.config, config_path, &limits).await;
+    readiness.set_not_ready("hyperboxd is shutting down");
     serve::notify_systemd(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down: draining connections");
     let _ = stop_tx.send(true);
     let _ = server.await;
     serve::remove_socket_file(activated, &socket_path);
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     Ok(())
 }
 
-/// Counts nothing (until metrics observe connections).
-struct NoObserver;
-impl serve::ConnectionObserver for NoObserver {
-    fn opened(&self) {}
-    fn closed(&self) {}
+/// Serves `/metrics`, `/health` and `/ready` on `[monitoring] metrics_addr` (when enabled) and
+/// starts the store sampler behind the interval views.
+async fn serve_metrics(
+    daemon: &Arc<Daemon>,
+    readiness: Arc<metrics::Readiness>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    daemon.metrics.spawn_sampler();
+    let m = &daemon.config.monitoring;
+    if !m.enabled {
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(&m.metrics_addr)
+        .await
+        .with_context(|| format!("binding [monitoring] metrics_addr {}", m.metrics_addr))?;
+    tracing::info!(addr = %m.metrics_addr, "metrics served");
+    let app = metrics::router(daemon.metrics.clone(), readiness);
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("metrics server: {e}");
+        }
+    })))
+}
+
+impl serve::ConnectionObserver for metrics::Metrics {
+    fn opened(&self) {
+        self.connection_opened();
+    }
+    fn closed(&self) {
+        self.connection_closed();
+    }
 }
 
 /// Waits for SIGINT or SIGTERM; on SIGHUP re-reads the config and applies what can change

@@ -107,6 +107,10 @@ pub struct Containers {
     /// an auto-remove (`run --rm`) still learns how the container ended. Bounded.
     removed: Mutex<std::collections::VecDeque<(String, i32, String)>>,
     events: Arc<crate::events::EventLog>,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Containers created but not started yet: when their create began, and whether their
+    /// layers were all unpacked already (a hot-tier hit), for the start metrics.
+    pending_starts: Mutex<HashMap<String, (std::time::Instant, bool)>>,
 }
 
 fn io_err(what: &str, e: impl std::fmt::Display) -> ContainerError {
@@ -162,6 +166,8 @@ pub struct ContainersConfig {
     pub cgroup_parent: String,
     /// Where lifecycle events go (`/events`).
     pub events: Arc<crate::events::EventLog>,
+    /// Start counts and latencies, hot-tier hits.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Containers {
@@ -199,6 +205,8 @@ impl Containers {
             cgroup_parent: cfg.cgroup_parent,
             removed: Mutex::new(std::collections::VecDeque::new()),
             events: cfg.events,
+            metrics: cfg.metrics,
+            pending_starts: Mutex::new(HashMap::new()),
         });
         // Without a monitor (not root, no cgroups) images still work; container requests say why.
         if let Err(e) = c.connect_monitor().await {
@@ -451,6 +459,7 @@ impl Containers {
 
     /// `POST /containers/create`.
     pub async fn create(&self, body: Value, name: Option<String>) -> Result<ContainerRecord> {
+        let began = std::time::Instant::now();
         let image = body["Image"].as_str().unwrap_or("").to_string();
         if image.is_empty() {
             return Err(ContainerError::new(400, "config: an image is required"));
@@ -481,6 +490,7 @@ impl Containers {
         let host = if host.is_null() { json!({}) } else { host };
         host_settings(&host).map_err(|e| ContainerError::new(400, e))?;
         let id = random_id();
+        let generated = name.as_deref().is_none_or(str::is_empty);
         let name = match name.filter(|n| !n.is_empty()) {
             Some(n) => {
                 let n = n.strip_prefix('/').unwrap_or(&n).to_string();
@@ -499,7 +509,7 @@ impl Containers {
         let mut args = config::command(&config).map_err(|e| ContainerError::new(400, e))?;
         let path = args.remove(0);
         let now = now_ns();
-        let record = ContainerRecord {
+        let mut record = ContainerRecord {
             id: id.clone(),
             name: name.clone(),
             created: time_ns(now),
@@ -530,6 +540,12 @@ impl Containers {
         {
             // Reserve the name in memory first, so two creates cannot both take it.
             let mut records = self.records_lock();
+            if generated && records.values().any(|r| r.name == record.name) {
+                // Another create took the generated name meanwhile: pick again, under the lock.
+                let taken = records.values().map(|r| r.name.clone()).collect();
+                record.name = names::generate(&taken);
+            }
+            let name = record.name.clone();
             if let Some(other) = records.values().find(|r| r.name == name) {
                 return Err(ContainerError::new(
                     409,
@@ -541,6 +557,7 @@ impl Containers {
             }
             records.insert(id.clone(), record.clone());
         }
+        let hot = record.layers.iter().all(|d| self.layers.is_unpacked(d));
         match self.prepare(&record).await {
             Ok(()) => {}
             Err(e) => {
@@ -557,6 +574,17 @@ impl Containers {
             return Err(e);
         }
         self.publish(&record, "create", &[]);
+        {
+            let mut pending = self
+                .pending_starts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            // Created-but-never-started containers must not pile up here.
+            if pending.len() >= 4096 {
+                pending.retain(|_, (t, _)| t.elapsed() < Duration::from_secs(600));
+            }
+            pending.insert(record.id.clone(), (began, hot));
+        }
         Ok(record)
     }
 
@@ -654,6 +682,7 @@ impl Containers {
 
     /// `POST /containers/{id}/start`.
     pub async fn start(&self, key: &str) -> Result<ContainerRecord> {
+        let began = std::time::Instant::now();
         let mut r = self.find(key)?;
         if r.state.status == Status::Running {
             return Ok(r);
@@ -683,6 +712,18 @@ impl Containers {
             Response::Started(s) => match self.update_state(&r.id, &s, true)? {
                 Some(r) => {
                     self.publish(&r, "start", &[]);
+                    // A first start counts from its create (create + start is `docker run`);
+                    // a restart is hot by definition (its layers are unpacked).
+                    let first = self
+                        .pending_starts
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&r.id);
+                    let (latency, hot) = match first {
+                        Some((created, hot)) => (created.elapsed(), hot),
+                        None => (began.elapsed(), true),
+                    };
+                    self.metrics.record_start(latency, hot);
                     Ok(r)
                 }
                 None => Err(ContainerError::no_such(&r.id)),
@@ -897,6 +938,10 @@ impl Containers {
         self.records_lock().remove(&r.id);
         self.execs_lock().retain(|_, e| e.container != r.id);
         self.publish(&r, "destroy", &[]);
+        self.pending_starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&r.id);
         let _ = self.changed.send(r.id.clone());
         Ok(())
     }
