@@ -94,6 +94,7 @@ async fn create(c: &Containers, q: &Query, body: Body) -> ApiResult {
             "container config must be a JSON object",
         ));
     }
+    crate::containers::config::check_types(&v).map_err(ApiError::bad_request)?;
     let r = c.create(v, q.get("name").map(str::to_string)).await?;
     Ok((
         StatusCode::CREATED,

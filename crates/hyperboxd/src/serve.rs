@@ -89,16 +89,31 @@ impl Listeners {
             )?));
         }
         if !list.iter().any(|l| matches!(l, Listener::Tcp(_))) {
-            let std = std::net::TcpListener::bind(tcp_addr)
+            let std = bind_tcp(tcp_addr)
                 .with_context(|| format!("binding [daemon] listen_addr {tcp_addr}"))?;
-            std.set_nonblocking(true)
-                .context("making the TCP listener non-blocking")?;
             list.push(Listener::Tcp(
                 TcpListener::from_std(std).context("registering the TCP listener")?,
             ));
         }
         Ok(Listeners { list, activated })
     }
+}
+
+/// Clients beyond `max_connections` wait in the accept queue: make it deep (std's 128 would
+/// drop SYNs of a burst, and clients would stall in SYN retries of a second or more).
+const BACKLOG: i32 = 4096;
+
+fn bind_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(BACKLOG)?;
+    sock.set_nonblocking(true)?;
+    Ok(sock.into())
 }
 
 /// A socket passed by systemd: a unix or TCP listener, told apart by its address family.

@@ -434,3 +434,173 @@ mod tests {
         );
     }
 }
+
+/// The JSON type a create field must have (Docker's Go structs decide; `null` is always fine).
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Bool,
+    Int,
+    Strings,
+    /// Docker's `StrSlice`: a string or an array of strings.
+    StrOrStrings,
+    Object,
+    /// An object whose values are strings (labels, tmpfs options).
+    StringMap,
+    Objects,
+}
+
+const CONFIG_FIELDS: &[(&str, Kind)] = &[
+    ("Image", Kind::Str),
+    ("Hostname", Kind::Str),
+    ("Domainname", Kind::Str),
+    ("User", Kind::Str),
+    ("WorkingDir", Kind::Str),
+    ("StopSignal", Kind::Str),
+    ("MacAddress", Kind::Str),
+    ("AttachStdin", Kind::Bool),
+    ("AttachStdout", Kind::Bool),
+    ("AttachStderr", Kind::Bool),
+    ("Tty", Kind::Bool),
+    ("OpenStdin", Kind::Bool),
+    ("StdinOnce", Kind::Bool),
+    ("NetworkDisabled", Kind::Bool),
+    ("ArgsEscaped", Kind::Bool),
+    ("StopTimeout", Kind::Int),
+    ("Env", Kind::Strings),
+    ("OnBuild", Kind::Strings),
+    ("Cmd", Kind::StrOrStrings),
+    ("Entrypoint", Kind::StrOrStrings),
+    ("Shell", Kind::StrOrStrings),
+    ("Labels", Kind::StringMap),
+    ("ExposedPorts", Kind::Object),
+    ("Volumes", Kind::Object),
+    ("Healthcheck", Kind::Object),
+    ("HostConfig", Kind::Object),
+    ("NetworkingConfig", Kind::Object),
+];
+
+const HOST_FIELDS: &[(&str, Kind)] = &[
+    ("Memory", Kind::Int),
+    ("MemorySwap", Kind::Int),
+    ("MemoryReservation", Kind::Int),
+    ("NanoCpus", Kind::Int),
+    ("CpuShares", Kind::Int),
+    ("CpuPeriod", Kind::Int),
+    ("CpuQuota", Kind::Int),
+    ("PidsLimit", Kind::Int),
+    ("ShmSize", Kind::Int),
+    ("OomScoreAdj", Kind::Int),
+    ("AutoRemove", Kind::Bool),
+    ("Privileged", Kind::Bool),
+    ("ReadonlyRootfs", Kind::Bool),
+    ("PublishAllPorts", Kind::Bool),
+    ("Init", Kind::Bool),
+    ("OomKillDisable", Kind::Bool),
+    ("Binds", Kind::Strings),
+    ("CapAdd", Kind::Strings),
+    ("CapDrop", Kind::Strings),
+    ("Dns", Kind::Strings),
+    ("DnsSearch", Kind::Strings),
+    ("DnsOptions", Kind::Strings),
+    ("ExtraHosts", Kind::Strings),
+    ("SecurityOpt", Kind::Strings),
+    ("GroupAdd", Kind::Strings),
+    ("NetworkMode", Kind::Str),
+    ("IpcMode", Kind::Str),
+    ("PidMode", Kind::Str),
+    ("UTSMode", Kind::Str),
+    ("UsernsMode", Kind::Str),
+    ("CgroupParent", Kind::Str),
+    ("Runtime", Kind::Str),
+    ("PortBindings", Kind::Object),
+    ("LogConfig", Kind::Object),
+    ("RestartPolicy", Kind::Object),
+    ("Tmpfs", Kind::StringMap),
+    ("Sysctls", Kind::StringMap),
+    ("Mounts", Kind::Objects),
+    ("Devices", Kind::Objects),
+    ("Ulimits", Kind::Objects),
+];
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn fits(kind: Kind, v: &Value) -> bool {
+    let all_strings = |a: &Vec<Value>| a.iter().all(Value::is_string);
+    match (kind, v) {
+        (_, Value::Null) => true,
+        (Kind::Str, Value::String(_)) | (Kind::Bool, Value::Bool(_)) => true,
+        (Kind::Int, Value::Number(n)) => n.is_i64() || n.is_u64(),
+        (Kind::Strings, Value::Array(a)) => all_strings(a),
+        (Kind::StrOrStrings, Value::String(_)) => true,
+        (Kind::StrOrStrings, Value::Array(a)) => all_strings(a),
+        (Kind::Object, Value::Object(_)) => true,
+        (Kind::StringMap, Value::Object(m)) => m.values().all(Value::is_string),
+        (Kind::Objects, Value::Array(a)) => a.iter().all(Value::is_object),
+        _ => false,
+    }
+}
+
+fn expected(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Str => "a string",
+        Kind::Bool => "a boolean",
+        Kind::Int => "an integer",
+        Kind::Strings => "an array of strings",
+        Kind::StrOrStrings => "a string or an array of strings",
+        Kind::Object => "an object",
+        Kind::StringMap => "an object of strings",
+        Kind::Objects => "an array of objects",
+    }
+}
+
+/// Refuses a create request whose known fields have the wrong JSON type, as Docker's decoder
+/// does (400), instead of quietly ignoring them.
+pub fn check_types(body: &Value) -> Result<(), String> {
+    let check = |section: &str, obj: &Value, fields: &[(&str, Kind)]| -> Result<(), String> {
+        for (name, kind) in fields {
+            if let Some(v) = obj.get(*name) {
+                if !fits(*kind, v) {
+                    return Err(format!(
+                        "invalid JSON: {section}{name} must be {}, not {}",
+                        expected(*kind),
+                        type_name(v)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    };
+    check("", body, CONFIG_FIELDS)?;
+    check("HostConfig.", &body["HostConfig"], HOST_FIELDS)
+}
+
+#[cfg(test)]
+mod type_tests {
+    use super::*;
+
+    #[test]
+    fn wrong_types_are_named() {
+        assert!(check_types(&json!({"Image": "a", "Cmd": "true", "Env": ["A=1"]})).is_ok());
+        assert!(check_types(&json!({"Image": "a", "Cmd": null, "HostConfig": null})).is_ok());
+        let e = check_types(&json!({"Image": 5})).unwrap_err();
+        assert!(e.contains("Image must be a string, not a number"), "{e}");
+        let e = check_types(&json!({"Env": "A=1"})).unwrap_err();
+        assert!(e.contains("Env must be an array of strings"), "{e}");
+        let e = check_types(&json!({"HostConfig": {"Memory": "lots"}})).unwrap_err();
+        assert!(e.contains("HostConfig.Memory must be an integer"), "{e}");
+        let e = check_types(&json!({"HostConfig": {"Memory": 1.5}})).unwrap_err();
+        assert!(e.contains("HostConfig.Memory"), "{e}");
+        let e = check_types(&json!({"Labels": {"a": 1}})).unwrap_err();
+        assert!(e.contains("Labels"), "{e}");
+    }
+}
