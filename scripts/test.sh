@@ -21,6 +21,9 @@ cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
 sum() { grep -E '^test result:' "$log" | grep -Eo "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
 echo "tests: $(sum passed) passed, $(sum failed) failed"
 rm -f "$log"
+# Deployment files (systemd, compose, kubernetes, grafana) against real validators, offline
+# after their first install.
+[ "$status" = 0 ] && { ./scripts/check-deploy.sh || status=$?; }
 # Lints last: on a fresh target dir, a `cargo build` run after clippy failed its rustc
 # target probe (CI, and a fresh clone here); whether this order avoids it is not yet verified.
 [ "$status" = 0 ] && cargo clippy --workspace --all-targets --locked -- -D warnings
