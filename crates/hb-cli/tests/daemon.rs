@@ -142,3 +142,101 @@ fn disk_full_mid_pull_fails_cleanly() {
     d.hb_ok(&["pull", &format!("{}/hb/small", reg.addr)]);
     assert_eq!(d.images_json().as_array().unwrap().len(), 1);
 }
+
+/// systemd's side of `deploy/systemd`: sockets passed with LISTEN_FDS (by
+/// `systemd-socket-activate`, systemd's own tool), READY/RELOADING/STOPPING on NOTIFY_SOCKET,
+/// SIGHUP reloads, SIGTERM stops cleanly.
+#[test]
+fn socket_activation_and_sd_notify_follow_systemd() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixDatagram, UnixStream};
+    use std::time::{Duration, Instant};
+    let tool = std::path::Path::new("/usr/bin/systemd-socket-activate");
+    if !tool.exists() {
+        eprintln!("skipping: systemd-socket-activate missing (apt-get install systemd)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let port = free_port();
+    let config = dir.path().join("hyperbox.toml");
+    let tag = std::process::id();
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ndata_dir = \"{}\"\nsocket = \"{}\"\nlisten_addr = \"127.0.0.1:{port}\"\ncgroup_parent = \"hbsa-{tag}\"\n[networking]\nbridge_name = \"hbsa{}\"\nbridge_subnet = \"10.251.{}.0/24\"\n[monitoring]\nmetrics_addr = \"127.0.0.1:{}\"\n",
+            dir.path().join("data").display(),
+            sock.display(),
+            tag % 10000,
+            tag % 250,
+            free_port()
+        ),
+    )
+    .unwrap();
+    let notify_path = dir.path().join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut child = std::process::Command::new(tool)
+        .arg(format!("--listen={}", sock.display()))
+        .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg(format!("--setenv=NOTIFY_SOCKET={}", notify_path.display()))
+        .arg("--setenv=HYPERBOX_LOG=info")
+        .arg(bin("hyperboxd"))
+        .arg("--config")
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = notify
+            .recv(&mut buf)
+            .expect("a notification from hyperboxd");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    // The tool starts the daemon on the first connection; that connection is then served
+    // by the daemon from the passed socket.
+    let start = Instant::now();
+    let mut api = loop {
+        if let Ok(s) = UnixStream::connect(&sock) {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "socket never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(next().trim(), "READY=1");
+    api.write_all(b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    api.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The TCP socket came from the tool too.
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.write_all(b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let pid = child.id() as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    assert!(next().starts_with("RELOADING=1"));
+    assert_eq!(next().trim(), "READY=1");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(next().trim(), "STOPPING=1");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    // The monitor (and its containers) outlive the daemon by design; stop it here.
+    if let Ok(p) = std::fs::read_to_string(dir.path().join("monitor.pid")) {
+        if let Ok(p) = p.trim().parse::<i32>() {
+            // SAFETY: the pid comes from the monitor's own pid file.
+            unsafe { libc::kill(p, libc::SIGTERM) };
+        }
+    }
+}
