@@ -4,7 +4,9 @@
 
 mod client;
 mod containers;
+mod engine_stats;
 mod output;
+mod predict;
 
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
@@ -140,12 +142,23 @@ enum Command {
         /// `json` for the daemon's documents.
         #[arg(long)]
         format: Option<String>,
+        /// The engine's own figures instead (the metrics port's values, for a person).
+        #[arg(long)]
+        engine: bool,
+        /// With --engine: over the last INTERVAL only (5m, 1h, 24h).
+        #[arg(long, requires = "engine")]
+        interval: Option<String>,
         /// Containers (default: all running).
         containers: Vec<String>,
     },
     /// Container commands.
     #[command(subcommand)]
     Container(ContainerCommand),
+    /// The next predicted images (confidence, reason, warm); `replay` and `gen-trace` work on
+    /// traces offline.
+    Predict(predict::PredictArgs),
+    /// Pull if missing and unpack into the hot tier now (or `--evict` from it).
+    Prewarm(predict::PrewarmArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -470,11 +483,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(a) => containers::exec(&addr, a).await,
         Command::Top { container } => containers::top(&addr, container).await,
         Command::Stats {
+            engine: true,
+            interval,
+            ..
+        } => engine_stats::show(&addr, interval.as_deref()).await,
+        Command::Stats {
             no_stream: _,
             format,
             containers: c,
+            ..
         } => containers::stats(&addr, c, format).await,
         Command::Container(ContainerCommand::Prune { .. }) => containers::prune(&addr).await,
+        Command::Predict(a) => predict::predict(&addr, a).await,
+        Command::Prewarm(a) => predict::prewarm(&addr, a).await,
         Command::Version => {
             println!("Client:\n Version:    {}", env!("CARGO_PKG_VERSION"));
             let v = get_json(&addr, "/version").await?;

@@ -162,4 +162,17 @@ fn guide_pipelines_promtool_intervals_and_probes() {
         );
     }
     assert_eq!(get(&m, "/metrics?interval=soon").0, 400);
+
+    // `hb stats --engine` shows the same figures for a person.
+    let human = d.hb_ok(&["stats", "--engine"]);
+    assert!(human.contains("cache hit ratio        75.0 %"), "{human}");
+    assert!(
+        human.contains("container starts       3 hot, 1 cold"),
+        "{human}"
+    );
+    let human = d.hb_ok(&["stats", "--engine", "--interval", "1h"]);
+    assert!(human.contains("75.0 %"), "{human}");
+    assert!(d
+        .hb_err(&["stats", "--engine", "--interval", "soon"])
+        .contains("bad interval"));
 }

@@ -195,6 +195,14 @@ impl HotCache {
         victims
     }
 
+    /// Drops `image` without a policy decision: the daemon removed its layers from disk itself
+    /// (by hand, `rmi`, prune). Counted as an eviction. Returns whether it was warm.
+    pub fn drop_image(&mut self, image: &str) -> bool {
+        let was_warm = self.contains(image);
+        self.remove(image, 0.0);
+        was_warm
+    }
+
     /// Closes the accounting at the end of a replay: unused prewarms count as wasted.
     pub fn finish(&mut self) {
         for entry in self.entries.values_mut() {

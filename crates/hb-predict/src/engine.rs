@@ -246,6 +246,13 @@ impl Engine {
         self.cache.start(image, size_mb, now, &|_| false);
     }
 
+    /// Tells the policy an image left the hot tier outside its decisions (the daemon dropped
+    /// its layers by hand or through `rmi`/prune), so a later prediction prewarms it again.
+    /// Returns whether the policy had it warm.
+    pub fn forget_warm(&mut self, image: &str) -> bool {
+        self.cache.drop_image(image)
+    }
+
     fn intern(&mut self, image: &str, size_mb: f64) -> u32 {
         if let Some(&id) = self.ids.get(image) {
             self.sizes[id as usize] = size_mb;

@@ -330,3 +330,31 @@ fn tune_proposes_from_the_sweep() {
     assert_eq!(cpu_table_row(12).parallel_ops, 4);
     assert_eq!(cpu_table_row(64).batch_delay_ms, 2);
 }
+
+#[test]
+fn forget_warm_lets_a_prediction_prewarm_again() {
+    let mut e = engine(Technique::Predictive, 4096.0);
+    let mut t = T0;
+    for _ in 0..3 {
+        start(&mut e, ev(t, "a:1", 100.0, Some("shop")));
+        start(&mut e, ev(t + 5.0, "b:1", 100.0, Some("shop")));
+        t += 60.0;
+    }
+    // B is warm in the policy: A's start only protects it.
+    let (_, actions) = start(&mut e, ev(t, "a:1", 100.0, Some("shop")));
+    assert!(
+        actions.iter().all(|a| !matches!(a, Action::Prewarm { .. })),
+        "{actions:?}"
+    );
+    // The daemon dropped B's layers by hand: the next refresh, still in A's session,
+    // prewarms it again.
+    assert!(e.forget_warm("b:1"));
+    assert!(!e.forget_warm("b:1"));
+    let actions = e.tick(t + 10.0);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Prewarm { image, .. } if image == "b:1")),
+        "{actions:?}"
+    );
+}

@@ -286,9 +286,13 @@ async fn route(
         (&Method::GET, "/events") => events(d, q),
         (&Method::POST, "/auth") => login(d, body).await,
         (&Method::GET, "/hyperbox/system/df") => hyperbox_df(d).await,
+        (&Method::GET, "/hyperbox/metrics") => engine_metrics(d, q).await,
         (&Method::POST, "/hyperbox/system/prune") => prune(d, false).await,
         (&Method::POST, "/hyperbox/system/check") => check(d, q.flag("repair")).await,
         (&Method::POST, "/hyperbox/logout") => logout(d, q).await,
+        (&Method::GET, "/hyperbox/predict") => predict(d, q).await,
+        (&Method::POST, "/hyperbox/prewarm") => prewarm(d, q).await,
+        (&Method::POST, "/hyperbox/evict") => evict(d, q).await,
         _ => {
             if let Some(rest) = path.strip_prefix("/images/") {
                 if let Some(name) = rest.strip_suffix("/json") {
@@ -512,6 +516,8 @@ async fn pull(d: Shared, q: Query) -> ApiResult {
     };
     let (tx, rx) = mpsc::channel::<Value>(256);
     tokio::spawn(async move {
+        // Prewarm work yields while a user's pull runs.
+        let _user = d.prewarmer.activity().begin();
         let label = reference
             .tag()
             .or(reference.digest())
@@ -544,6 +550,7 @@ async fn pull(d: Shared, q: Query) -> ApiResult {
             Ok(rec) => {
                 tracing::info!(image = %reference, id = %rec.id, ms = started.elapsed().as_millis() as u64, "pulled");
                 let name = hb_image::reference::familiar_name(&reference.canonical());
+                d.prewarmer.image_pulled(&reference.canonical());
                 d.events
                     .publish("image", "pull", &name, &[("name", name.clone())]);
                 let _ = tx
@@ -722,6 +729,8 @@ async fn remove(d: Shared, name: String, force: bool) -> ApiResult {
         if let Some(id) = &removal.deleted {
             d.events.publish("image", "delete", id, &[]);
         }
+        d.prewarmer
+            .image_removed(&removal.untagged, removal.deleted.as_deref());
         let mut out: Vec<Value> = removal
             .untagged
             .iter()
@@ -773,6 +782,78 @@ async fn prune(d: Shared, docker_shape: bool) -> ApiResult {
     })
     .await?;
     Ok(axum::Json(v).into_response())
+}
+
+/// `GET /hyperbox/predict[?min_confidence=X&limit=N]`: the next predicted images (confidence,
+/// reason, horizon, whether warm) and the predictor's counters.
+async fn predict(d: Shared, q: Query) -> ApiResult {
+    let min_confidence = match q.get("min_confidence").filter(|v| !v.is_empty()) {
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|x| (0.0..=100.0).contains(x))
+            .ok_or_else(|| ApiError::bad_request(format!("min_confidence {v:?} is not 0..=100")))?,
+        None => 0.0,
+    };
+    let limit = match q.get("limit").filter(|v| !v.is_empty()) {
+        Some(v) => v
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_request(format!("limit {v:?} is not a count")))?,
+        None => 20,
+    };
+    let view = blocking(move || Ok(d.prewarmer.predictions(min_confidence, limit))).await?;
+    Ok(axum::Json(view).into_response())
+}
+
+/// The `image` query parameter of the prewarm and evict operations.
+fn image_param(q: &Query) -> Result<String, ApiError> {
+    q.get("image")
+        .filter(|i| !i.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::bad_request("image is required"))
+}
+
+/// `POST /hyperbox/prewarm?image=REF`: pulls the image if missing and unpacks it into the hot
+/// tier; answers when done.
+async fn prewarm(d: Shared, q: Query) -> ApiResult {
+    let image = image_param(&q)?;
+    ImageRef::parse(&image)?;
+    // A warm by hand is a user's request: background prewarms wait for it.
+    let _user = d.prewarmer.activity().begin();
+    match d.prewarmer.warm_now(&image).await {
+        Ok(report) => Ok(axum::Json(report).into_response()),
+        Err(e) => {
+            // A registry's own answer (404, 401) keeps its status.
+            let status = match e.downcast_ref::<ImageError>() {
+                Some(ImageError::NotFound(_) | ImageError::RemoteNotFound { .. }) => {
+                    StatusCode::NOT_FOUND
+                }
+                Some(ImageError::Unauthorized { .. }) => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            Err(ApiError::new(status, format!("prewarming {image}: {e:#}")))
+        }
+    }
+}
+
+/// `POST /hyperbox/evict?image=REF`: drops the image's unpacked layers from the hot tier (what
+/// another warm image or a container uses stays); the image stays in the store.
+async fn evict(d: Shared, q: Query) -> ApiResult {
+    let image = image_param(&q)?;
+    let name = image.clone();
+    let removed = blocking(move || {
+        d.prewarmer
+            .evict_now(&name)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))
+    })
+    .await?;
+    match removed {
+        Some(n) => Ok(axum::Json(json!({"image": image, "layers_removed": n})).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("No such image: {image}"),
+        )),
+    }
 }
 
 async fn check(d: Shared, repair: bool) -> ApiResult {
@@ -928,6 +1009,15 @@ async fn load(d: Shared, body: Body) -> ApiResult {
             ));
         }
     }
+    // A tokio File finishes its last write on a blocking thread: without this flush the reader
+    // below could open the spool before the tail landed (a truncated archive).
+    if let Err(e) = file.flush().await {
+        let _ = tokio::fs::remove_file(&path).await;
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("spooling the upload: {e}"),
+        ));
+    }
     drop(file);
     let p2 = path.clone();
     let d2 = d.clone();
@@ -1026,6 +1116,23 @@ async fn save(d: Shared, names: Vec<String>) -> ApiResult {
         .header(header::CONTENT_TYPE, "application/x-tar")
         .body(Body::from_stream(stream))
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// `GET /hyperbox/metrics[?interval=]`: the metrics port's exposition on the API socket, for
+/// `hb stats --engine` (the metrics port may be disabled or elsewhere).
+async fn engine_metrics(d: Shared, q: Query) -> ApiResult {
+    let interval = match q.get("interval").filter(|i| !i.is_empty()) {
+        Some(i) => Some(crate::metrics::http::parse_interval(i).map_err(ApiError::bad_request)?),
+        None => None,
+    };
+    if interval.is_none() {
+        d.metrics.refresh_store_stats().await;
+    }
+    let text = d
+        .metrics
+        .render(interval)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod container_api;
 pub mod containers;
 pub mod events;
 pub mod metrics;
+pub mod prewarm;
 pub mod serve;
 pub mod socket;
 
@@ -26,14 +27,16 @@ pub struct Daemon {
     pub config: Config,
     /// The image catalog (and through it the content store).
     pub catalog: ImageCatalog,
-    /// Registry pulls.
-    pub puller: Puller,
+    /// Registry pulls (shared with the prewarm workers).
+    pub puller: Arc<Puller>,
     /// Containers (records, lifecycle through the monitor).
     pub containers: Arc<containers::Containers>,
     /// Lifecycle events for `/events`.
     pub events: Arc<events::EventLog>,
     /// Prometheus metrics (`[monitoring]`).
     pub metrics: Arc<metrics::Metrics>,
+    /// Prediction and prewarming (`[prediction]`, `[prewarming]`, `[cache] size_mb`).
+    pub prewarmer: Arc<prewarm::Prewarmer>,
 }
 
 /// Store options from the `[cache]` and `[deduplication]` sections.
@@ -112,6 +115,7 @@ impl Daemon {
             opened.catalog.store().clone(),
             config.monitoring.history_buffer_mb as usize * 1024 * 1024,
         ));
+        let activity = Arc::new(prewarm::UserActivity::default());
         let containers = containers::Containers::open(
             opened.catalog.clone(),
             containers::ContainersConfig {
@@ -125,17 +129,30 @@ impl Daemon {
                 cgroup_parent: config.daemon.cgroup_parent.clone(),
                 events: events.clone(),
                 metrics: metrics.clone(),
+                activity: activity.clone(),
             },
         )
         .await
         .context("starting the container runtime")?;
+        let puller = Arc::new(opened.puller);
+        let prewarmer = prewarm::Prewarmer::open(
+            prewarm::PrewarmSettings::from_config(&config),
+            opened.catalog.clone(),
+            puller.clone(),
+            containers.layers().clone(),
+            metrics.clone(),
+            activity,
+        )
+        .await?;
+        containers.set_prewarmer(prewarmer.clone());
         Ok(Daemon {
             config,
             catalog: opened.catalog,
-            puller: opened.puller,
+            puller,
             containers,
             events,
             metrics,
+            prewarmer,
         })
     }
 

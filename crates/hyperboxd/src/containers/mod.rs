@@ -9,7 +9,7 @@ pub mod record;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use hb_image::ImageCatalog;
@@ -111,6 +111,10 @@ pub struct Containers {
     /// Containers created but not started yet: when their create began, and whether their
     /// layers were all unpacked already (a hot-tier hit), for the start metrics.
     pending_starts: Mutex<HashMap<String, (std::time::Instant, bool)>>,
+    /// Users' creates and starts in flight: prewarm work yields to them.
+    activity: Arc<crate::prewarm::UserActivity>,
+    /// Learns every successful start (set once the predictor is open).
+    prewarmer: OnceLock<Arc<crate::prewarm::Prewarmer>>,
 }
 
 fn io_err(what: &str, e: impl std::fmt::Display) -> ContainerError {
@@ -168,6 +172,8 @@ pub struct ContainersConfig {
     pub events: Arc<crate::events::EventLog>,
     /// Start counts and latencies, hot-tier hits.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Users' requests in flight, which prewarming yields to.
+    pub activity: Arc<crate::prewarm::UserActivity>,
 }
 
 impl Containers {
@@ -207,6 +213,8 @@ impl Containers {
             events: cfg.events,
             metrics: cfg.metrics,
             pending_starts: Mutex::new(HashMap::new()),
+            activity: cfg.activity,
+            prewarmer: OnceLock::new(),
         });
         // Without a monitor (not root, no cgroups) images still work; container requests say why.
         if let Err(e) = c.connect_monitor().await {
@@ -220,6 +228,13 @@ impl Containers {
     /// The unpacked-layer store (hot tier).
     pub fn layers(&self) -> &LayerStore {
         &self.layers
+    }
+
+    /// Connects the predictor: from now on every successful start is reported to it.
+    pub fn set_prewarmer(&self, prewarmer: Arc<crate::prewarm::Prewarmer>) {
+        if self.prewarmer.set(prewarmer).is_err() {
+            tracing::warn!("the predictor was already connected");
+        }
     }
 
     /// The cgroup under which containers live.
@@ -460,6 +475,7 @@ impl Containers {
     /// `POST /containers/create`.
     pub async fn create(&self, body: Value, name: Option<String>) -> Result<ContainerRecord> {
         let began = std::time::Instant::now();
+        let _user = self.activity.begin();
         let image = body["Image"].as_str().unwrap_or("").to_string();
         if image.is_empty() {
             return Err(ContainerError::new(400, "config: an image is required"));
@@ -683,6 +699,7 @@ impl Containers {
     /// `POST /containers/{id}/start`.
     pub async fn start(&self, key: &str) -> Result<ContainerRecord> {
         let began = std::time::Instant::now();
+        let _user = self.activity.begin();
         let mut r = self.find(key)?;
         if r.state.status == Status::Running {
             return Ok(r);
@@ -724,6 +741,14 @@ impl Containers {
                         None => (began.elapsed(), true),
                     };
                     self.metrics.record_start(latency, hot);
+                    if let Some(p) = self.prewarmer.get() {
+                        p.record_start(crate::prewarm::StartNotice {
+                            image: r.image.clone(),
+                            image_id: r.image_id.clone(),
+                            project: crate::prewarm::StartNotice::project_of(&r.config),
+                            hot,
+                        });
+                    }
                     Ok(r)
                 }
                 None => Err(ContainerError::no_such(&r.id)),

@@ -21,7 +21,7 @@
 
 mod exposition;
 mod history;
-mod http;
+pub(crate) mod http;
 mod tally;
 #[cfg(test)]
 mod tests;
