@@ -60,13 +60,12 @@ impl Registry {
             ),
         )
         .expect("write registry config");
-        let child = Command::new(bin)
-            .arg("serve")
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
             .arg(&cfg)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
+            .stderr(Stdio::null());
+        let child = spawn_tied_to_process(cmd).expect("start docker-registry");
         let a = addr.clone();
         wait_until("the registry", Duration::from_secs(20), || {
             http_status(&a, "/v2/") == Some(200)
@@ -77,6 +76,42 @@ impl Registry {
             _dir: dir,
         }
     }
+}
+
+/// Spawns `cmd` so that it is killed when this test process ends, even when no destructor
+/// runs (a registry shared by a whole test binary lives in a static). PR_SET_PDEATHSIG fires
+/// when the spawning *thread* ends, so the spawning is done by one thread that lives as long
+/// as the process.
+fn spawn_tied_to_process(cmd: Command) -> std::io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    use std::sync::mpsc;
+    type Job = (Command, mpsc::Sender<std::io::Result<Child>>);
+    static SPAWNER: std::sync::OnceLock<Mutex<mpsc::Sender<Job>>> = std::sync::OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::spawn(move || {
+            for (mut cmd, reply) in rx {
+                // SAFETY: prctl is async-signal-safe and touches only the child.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        Ok(())
+                    });
+                }
+                let _ = reply.send(cmd.spawn());
+            }
+        });
+        Mutex::new(tx)
+    });
+    let (reply, answer) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .send((cmd, reply))
+        .map_err(|_| std::io::Error::other("spawner thread gone"))?;
+    answer
+        .recv()
+        .map_err(|_| std::io::Error::other("spawner thread gone"))?
 }
 
 impl Drop for Registry {
