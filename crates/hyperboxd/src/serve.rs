@@ -331,12 +331,18 @@ async fn accept(
         }
         Listener::Tcp(l) => {
             let (s, _) = l.accept().await?;
-            s.set_nodelay(true)?;
+            // Options failing on one connection (its peer already gone) say nothing about the
+            // listener: serve it anyway instead of backing off the accept loop.
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY: {e}");
+            }
             let secs = limits.keepalive_secs.load(Ordering::Relaxed).max(1);
             let ka = socket2::TcpKeepalive::new()
                 .with_time(Duration::from_secs(secs))
                 .with_interval(Duration::from_secs(secs.clamp(1, 75)));
-            socket2::SockRef::from(&s).set_tcp_keepalive(&ka)?;
+            if let Err(e) = socket2::SockRef::from(&s).set_tcp_keepalive(&ka) {
+                tracing::debug!("TCP keepalive: {e}");
+            }
             Ok(TokioIo::new(Stream::Tcp(s)))
         }
     }
