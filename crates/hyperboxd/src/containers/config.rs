@@ -303,6 +303,21 @@ pub struct ContainerPaths {
     pub resolv_file: PathBuf,
 }
 
+impl ContainerPaths {
+    /// The paths inside a container's dirs, over the image's `lowers`.
+    pub fn new(dirs: &hb_rootfs::ContainerDirs, lowers: Vec<PathBuf>) -> ContainerPaths {
+        ContainerPaths {
+            lowers,
+            upper: dirs.upper.clone(),
+            work: dirs.work.clone(),
+            merged: dirs.merged.clone(),
+            hostname_file: dirs.root.join("hostname"),
+            hosts_file: dirs.root.join("hosts"),
+            resolv_file: dirs.root.join("resolv.conf"),
+        }
+    }
+}
+
 /// The spawner's spec for a container.
 pub fn container_spec(
     id: &str,

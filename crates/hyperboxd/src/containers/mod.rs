@@ -628,15 +628,7 @@ impl Containers {
             );
             let dirs =
                 ContainerDirs::create(&root, &id).map_err(|e| io_err("container dirs", e))?;
-            let paths = ContainerPaths {
-                lowers,
-                upper: dirs.upper.clone(),
-                work: dirs.work.clone(),
-                merged: dirs.merged.clone(),
-                hostname_file: dirs.root.join("hostname"),
-                hosts_file: dirs.root.join("hosts"),
-                resolv_file: dirs.root.join("resolv.conf"),
-            };
+            let paths = ContainerPaths::new(&dirs, lowers);
             std::fs::write(&paths.hostname_file, format!("{hostname}\n"))
                 .map_err(|e| io_err("writing hostname", e))?;
             std::fs::write(&paths.hosts_file, "127.0.0.1\tlocalhost\n")
@@ -680,15 +672,7 @@ impl Containers {
                 .ensure_image(&r.layers, self.parallel)
                 .map_err(|e| io_err("unpacking the image", e))?,
         );
-        Ok(ContainerPaths {
-            lowers,
-            upper: dirs.upper.clone(),
-            work: dirs.work.clone(),
-            merged: dirs.merged.clone(),
-            hostname_file: dirs.root.join("hostname"),
-            hosts_file: dirs.root.join("hosts"),
-            resolv_file: dirs.root.join("resolv.conf"),
-        })
+        Ok(ContainerPaths::new(&dirs, lowers))
     }
 
     /// The container's json-file log.
