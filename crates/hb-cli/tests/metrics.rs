@@ -4,41 +4,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use common::busybox::{can_run, image};
-use common::Daemon;
-
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics port");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read");
-    let status = raw[9..12].parse().expect("status");
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    // Chunked bodies: drop the size lines (the exposition has no bare hex lines).
-    let body = if raw
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        body.split("\r\n")
-            .enumerate()
-            .filter(|(i, _)| i % 2 == 1)
-            .map(|(_, s)| s)
-            .collect()
-    } else {
-        body.to_string()
-    };
-    (status, body)
-}
+use common::{http_get as get, metric_sample as sample, Daemon};
 
 /// Runs a pipeline of the guide on `text` as its stdin.
 fn pipeline(text: &str, pipe: &str) -> String {
@@ -56,14 +26,6 @@ fn pipeline(text: &str, pipe: &str) -> String {
         .expect("write");
     let out = child.wait_with_output().expect("sh output");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn sample(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
 }
 
 #[test]

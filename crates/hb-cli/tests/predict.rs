@@ -6,36 +6,17 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::busybox::{busybox_layer, can_run};
-use common::{layer_tar, noise, push, sha256, Daemon, Registry, TestImage};
+use common::{
+    http_get, layer_tar, metric_sample as sample, noise, push, sha256, Daemon, Registry, TestImage,
+};
 use serde_json::Value;
 
 fn metrics_text(addr: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics port");
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    write!(
-        s,
-        "GET /metrics HTTP/1.0\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read");
-    raw.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
-fn sample(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+    http_get(addr, "/metrics").1
 }
 
 const HOT: &str = "hyperbox_container_starts_total{tier=\"hot\"}";

@@ -131,13 +131,37 @@ fn which(bin: &str) -> Option<PathBuf> {
 
 /// GET over plain HTTP/1.0; the status code.
 pub fn http_status(addr: &str, path: &str) -> Option<u16> {
+    try_http_get(addr, path, Duration::from_secs(5)).map(|(status, _)| status)
+}
+
+/// GET over plain HTTP/1.0 (so the body is never chunked); (status, body).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    try_http_get(addr, path, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("GET http://{addr}{path} got no answer"))
+}
+
+fn try_http_get(addr: &str, path: &str, timeout: Duration) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut buf = [0u8; 64];
-    let n = s.read(&mut buf).ok()?;
-    let head = String::from_utf8_lossy(&buf[..n]);
-    head.split_whitespace().nth(1)?.parse().ok()
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let raw = String::from_utf8_lossy(&raw);
+    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Some((status, body))
+}
+
+/// The value of the sample `name` (labels included, as written) in a Prometheus exposition.
+pub fn metric_sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
 }
 
 /// Where cargo put the binaries of this workspace.
