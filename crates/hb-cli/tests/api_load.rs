@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::busybox::{can_run, image};
+use common::busybox::{can_run, daemon_for_image};
 use common::Daemon;
 
 /// One HTTP/1.1 request with `Connection: close`; (status, body), or what went wrong.
@@ -51,13 +51,9 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn pulled_daemon(extra: &str) -> (Daemon, String) {
-    let (registry, img) = image();
-    let d = Daemon::start(&format!(
-        "[daemon]\ninsecure_registries = [\"{}\"]\n{extra}",
-        registry.addr
-    ));
+    let (d, img) = daemon_for_image(extra);
     d.hb_ok(&["pull", img]);
-    (d, img.clone())
+    (d, img.to_string())
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::busybox::{can_run, image};
+use common::busybox::{can_run, daemon_for_image};
 use common::Daemon;
 
 /// The docker clients to test with.
@@ -344,11 +344,7 @@ fn docker_cli_drives_hyperboxd_over_the_unix_socket() {
     if !can_run() {
         return;
     }
-    let (registry, img) = image();
-    let d = Daemon::start(&format!(
-        "[daemon]\ninsecure_registries = [\"{}\"]\n",
-        registry.addr
-    ));
+    let (d, img) = daemon_for_image("");
     for (i, cli) in clients().iter().enumerate() {
         let docker = Docker::new(cli, format!("unix://{}", d.socket.display()), &d);
         session(&docker, img, &format!("u{i}"));
@@ -360,11 +356,7 @@ fn docker_cli_drives_hyperboxd_over_tcp() {
     if !can_run() {
         return;
     }
-    let (registry, img) = image();
-    let d = Daemon::start(&format!(
-        "[daemon]\ninsecure_registries = [\"{}\"]\n",
-        registry.addr
-    ));
+    let (d, img) = daemon_for_image("");
     for (i, cli) in clients().iter().enumerate() {
         let docker = Docker::new(cli, format!("tcp://{}", d.tcp_addr), &d);
         session(&docker, img, &format!("t{i}"));
@@ -376,11 +368,7 @@ fn docker_run_tty_gives_a_terminal_and_the_exit_code() {
     if !can_run() {
         return;
     }
-    let (registry, img) = image();
-    let d = Daemon::start(&format!(
-        "[daemon]\ninsecure_registries = [\"{}\"]\n",
-        registry.addr
-    ));
+    let (d, img) = daemon_for_image("");
     for cli in clients() {
         // `script` gives the CLI a terminal, as a user's shell would.
         let cmd = format!(

@@ -7,8 +7,8 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::busybox::{can_run, image};
-use common::{http_get as get, metric_sample as sample, Daemon};
+use common::busybox::{can_run, daemon_for_image};
+use common::{http_get as get, metric_sample as sample};
 
 /// Runs a pipeline of the guide on `text` as its stdin.
 fn pipeline(text: &str, pipe: &str) -> String {
@@ -33,11 +33,7 @@ fn guide_pipelines_promtool_intervals_and_probes() {
     if !can_run() {
         return;
     }
-    let (registry, img) = image();
-    let d = Daemon::start(&format!(
-        "[daemon]\ninsecure_registries = [\"{}\"]\n",
-        registry.addr
-    ));
+    let (d, img) = daemon_for_image("");
     let m = d.metrics_addr.clone();
     assert_eq!(get(&m, "/health").0, 200);
     assert_eq!(get(&m, "/ready").0, 200);

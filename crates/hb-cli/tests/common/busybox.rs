@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use super::{push, Registry, TestImage};
+use super::{push, Daemon, Registry, TestImage};
 
 /// Skips (with a reason) when the host cannot run containers.
 pub fn can_run() -> bool {
@@ -100,4 +100,15 @@ pub fn image() -> &'static (Registry, String) {
         let name = format!("{}/test/bb", registry.addr);
         (registry, name)
     })
+}
+
+/// A daemon that trusts the busybox image's registry (plain HTTP), with `extra` config lines
+/// after that `[daemon]` key; and the image's reference.
+pub fn daemon_for_image(extra: &str) -> (Daemon, &'static str) {
+    let (registry, img) = image();
+    let d = Daemon::start(&format!(
+        "[daemon]\ninsecure_registries = [\"{}\"]\n{extra}",
+        registry.addr
+    ));
+    (d, img.as_str())
 }
