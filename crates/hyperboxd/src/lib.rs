@@ -219,9 +219,11 @@ pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> a
         stop_rx,
         DRAIN,
     ));
+    // Handlers first: a SIGHUP that systemd sends right after READY must reload, not kill.
+    let signals = Signals::install();
     readiness.set_ready();
     serve::notify_systemd(&[sd_notify::NotifyState::Ready]);
-    watch_signals(&daemon.config, config_path, &limits).await;
+    watch_signals(signals, &daemon.config, config_path, &limits).await;
     readiness.set_not_ready("hyperboxd is shutting down");
     serve::notify_systemd(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down: draining connections");
@@ -266,28 +268,53 @@ impl serve::ConnectionObserver for metrics::Metrics {
     }
 }
 
+/// The daemon's SIGINT, SIGTERM and SIGHUP streams, installed before READY is announced.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// `None` when the handlers cannot be installed (the daemon then stops on Ctrl-C only).
+    fn install() -> Option<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
+            (Ok(int), Ok(term), Ok(hup)) => Some(Signals { int, term, hup }),
+            (int, term, hup) => {
+                let why = [int.err(), term.err(), hup.err()]
+                    .into_iter()
+                    .flatten()
+                    .next();
+                tracing::error!(error = ?why, "cannot watch SIGINT/SIGTERM/SIGHUP; stopping on Ctrl-C only");
+                None
+            }
+        }
+    }
+}
+
 /// Waits for SIGINT or SIGTERM; on SIGHUP re-reads the config and applies what can change
 /// while running.
 async fn watch_signals(
+    signals: Option<Signals>,
     running: &Config,
     config_path: Option<std::path::PathBuf>,
     limits: &serve::ConnectionLimits,
 ) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        tracing::error!("cannot watch SIGTERM/SIGHUP; stopping on Ctrl-C only");
+    let Some(mut s) = signals else {
         let _ = tokio::signal::ctrl_c().await;
         return;
     };
     let mut current = running.clone();
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = term.recv() => return,
-            _ = hup.recv() => {
+            _ = s.int.recv() => return,
+            _ = s.term.recv() => return,
+            _ = s.hup.recv() => {
                 serve::notify_systemd(&[sd_notify::NotifyState::Reloading]);
                 current = reload(&current, config_path.as_deref(), limits);
                 serve::notify_systemd(&[sd_notify::NotifyState::Ready]);
