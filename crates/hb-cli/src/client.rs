@@ -174,7 +174,8 @@ impl std::fmt::Display for ApiFailure {
 
 impl std::error::Error for ApiFailure {}
 
-/// Reads a whole response; a non-2xx status becomes an [`ApiFailure`] with the daemon's message.
+/// Reads a whole response; a status other than 2xx or 304 (Docker's "already started" /
+/// "already stopped") becomes an [`ApiFailure`] with the daemon's message.
 pub async fn read_ok(resp: Response<Incoming>) -> anyhow::Result<Bytes> {
     let status = resp.status();
     let body = resp
@@ -183,7 +184,7 @@ pub async fn read_ok(resp: Response<Incoming>) -> anyhow::Result<Bytes> {
         .await
         .context("reading the daemon's answer")?
         .to_bytes();
-    if !status.is_success() {
+    if !status.is_success() && status != StatusCode::NOT_MODIFIED {
         let exit_code = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v.get("hyperbox_exit_code").and_then(|c| c.as_i64()))

@@ -388,3 +388,112 @@ fn docker_run_tty_gives_a_terminal_and_the_exit_code() {
         assert!(text.contains("tty-yes\r"), "{text:?}");
     }
 }
+
+/// One hijacked attach on the API socket: sends `input`, half-closes, and reads the multiplexed
+/// output until it contains `expect` (or 10 s pass). Returns what arrived.
+fn raw_attach(socket: &Path, id: &str, input: &[u8], expect: &str) -> String {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let mut s = UnixStream::connect(socket).expect("connect to the API socket");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("read timeout");
+    write!(
+        s,
+        "POST /v1.43/containers/{id}/attach?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
+    )
+    .expect("attach request");
+    let mut got = Vec::new();
+    let start = Instant::now();
+    let mut sent = false;
+    while start.elapsed() < Duration::from_secs(10) {
+        let mut buf = [0u8; 4096];
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("attach stream: {e}"),
+        }
+        if !sent && got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got);
+            assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+            s.write_all(input).expect("stdin");
+            s.shutdown(std::net::Shutdown::Write).expect("half-close");
+            sent = true;
+        }
+        if String::from_utf8_lossy(&got).contains(expect) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Where dockerd has a rule for the edges of the lifecycle, hyperboxd follows it: start on a
+/// running container and stop on a stopped one are 304 (the CLI succeeds), `stop -t -1` waits
+/// for the process however long it takes, and a container whose stdin is not StdinOnce keeps
+/// its stdin open when an attached client's input ends.
+#[test]
+fn lifecycle_edges_follow_dockerd() {
+    if !can_run() {
+        return;
+    }
+    let (d, img) = daemon_for_image("");
+    let cli = &clients()[0];
+    let docker = Docker::new(cli, format!("unix://{}", d.socket.display()), &d);
+    let api = |method: &str, path: &str| -> u16 {
+        use std::io::Read;
+        let mut s = std::os::unix::net::UnixStream::connect(&d.socket).expect("connect");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        .expect("request");
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).expect("answer");
+        answer
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    };
+
+    // 304 both ways, and the CLI is content with it.
+    docker.ok(&["run", "-d", "--name", "edge-run", img, "sleep", "60"]);
+    assert_eq!(api("POST", "/v1.43/containers/edge-run/start"), 304);
+    assert_eq!(docker.ok(&["start", "edge-run"]).trim(), "edge-run");
+    docker.ok(&["kill", "edge-run"]);
+    docker.ok(&["wait", "edge-run"]);
+    assert_eq!(api("POST", "/v1.43/containers/edge-run/stop"), 304);
+    assert_eq!(docker.ok(&["stop", "edge-run"]).trim(), "edge-run");
+
+    // -t -1: no SIGKILL; the TERM handler's own exit code comes through (137 would mean killed).
+    docker.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "edge-term",
+        img,
+        "sh",
+        "-c",
+        "trap 'sleep 2; exit 3' TERM; while true; do sleep 0.1; done",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    docker.ok(&["stop", "-t", "-1", "edge-term"]);
+    let code = docker.ok(&["inspect", "-f", "{{.State.ExitCode}}", "edge-term"]);
+    assert_eq!(code.trim(), "3", "{}", d.log());
+
+    // `run -d -i` does not set StdinOnce: a client's end of input leaves stdin open.
+    let id = docker.ok(&["run", "-d", "-i", "--name", "edge-cat", img, "cat"]);
+    let id = id.trim();
+    let first = raw_attach(&d.socket, id, b"one\n", "one");
+    assert!(first.contains("one"), "{first:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    let running = docker.ok(&["inspect", "-f", "{{.State.Running}}", "edge-cat"]);
+    assert_eq!(running.trim(), "true", "cat lost its stdin");
+    let second = raw_attach(&d.socket, id, b"two\n", "two");
+    assert!(second.contains("two"), "{second:?}");
+    // With StdinOnce (what `docker run -i` in the foreground sets) input's end is stdin's end.
+    let out = docker.ok_with(&["run", "--rm", "-i", img, "cat"], Some(b"once\n"));
+    assert_eq!(out, "once\n");
+    docker.ok(&["rm", "-f", "edge-run", "edge-term", "edge-cat"]);
+}

@@ -45,7 +45,12 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 enum Mode {
     Control,
-    Attach { id: String, stdin: bool },
+    /// `stdin_once`: the client's end of input closes the process's stdin.
+    Attach {
+        id: String,
+        stdin: bool,
+        stdin_once: bool,
+    },
     Events,
 }
 
@@ -298,7 +303,9 @@ impl Monitor {
 
     fn stdin_backlogged(&self, c: &Conn) -> bool {
         match &c.mode {
-            Mode::Attach { id, stdin: true } => self
+            Mode::Attach {
+                id, stdin: true, ..
+            } => self
                 .procs
                 .get(id)
                 .and_then(|p| p.io.as_ref())
@@ -355,7 +362,9 @@ impl Monitor {
                     c.inbuf.extend_from_slice(&buf[..n]);
                     self.handle_control(i);
                 }
-                Mode::Attach { id, stdin: true } => {
+                Mode::Attach {
+                    id, stdin: true, ..
+                } => {
                     let id = id.clone();
                     if let Some(p) = self.procs.get_mut(&id) {
                         match p.io.as_mut() {
@@ -374,7 +383,11 @@ impl Monitor {
             Transfer::Closed => {
                 c.read_closed = true;
                 match &c.mode {
-                    Mode::Attach { id, stdin: true } => {
+                    Mode::Attach {
+                        id,
+                        stdin: true,
+                        stdin_once: true,
+                    } => {
                         let id = id.clone();
                         if let Some(p) = self.procs.get_mut(&id) {
                             match p.io.as_mut() {
@@ -386,7 +399,8 @@ impl Monitor {
                     }
                     // A control or event client that stops sending has gone away.
                     Mode::Control | Mode::Events => c.dead = true,
-                    // An attach without stdin may half-close; it is gone when a write fails.
+                    // An attach without stdin (or without StdinOnce) may half-close; it is gone
+                    // when a write fails, and the process's stdin stays open for the next one.
                     Mode::Attach { .. } => {}
                 }
             }
@@ -457,9 +471,9 @@ impl Monitor {
             }
             // Attach leftovers: bytes after the request line are stdin.
             let leftover = self.conns[i].as_mut().and_then(|c| match &c.mode {
-                Mode::Attach { id, stdin: true } if !c.inbuf.is_empty() => {
-                    Some((id.clone(), std::mem::take(&mut c.inbuf)))
-                }
+                Mode::Attach {
+                    id, stdin: true, ..
+                } if !c.inbuf.is_empty() => Some((id.clone(), std::mem::take(&mut c.inbuf))),
                 _ => None,
             });
             if let Some((id, bytes)) = leftover {
@@ -503,16 +517,22 @@ impl Monitor {
                 if attach && matches!(response, Response::Started(_)) {
                     self.respond(conn, &response);
                     if let Some(c) = self.conns[conn].as_mut() {
+                        // As dockerd's exec: the client's end of input is the process's.
                         c.mode = Mode::Attach {
                             id: exec_id,
                             stdin: open_stdin,
+                            stdin_once: true,
                         };
                     }
                     return None;
                 }
                 response
             }
-            Request::Attach { id, stdin } => {
+            Request::Attach {
+                id,
+                stdin,
+                stdin_once,
+            } => {
                 let Some(p) = self.procs.get(&id) else {
                     return Some(not_found(&id));
                 };
@@ -520,7 +540,11 @@ impl Monitor {
                 let stdin = stdin && p.open_stdin;
                 self.respond(conn, &Response::Ok);
                 if let Some(c) = self.conns[conn].as_mut() {
-                    c.mode = Mode::Attach { id, stdin };
+                    c.mode = Mode::Attach {
+                        id,
+                        stdin,
+                        stdin_once,
+                    };
                     if finished {
                         c.close_after_flush = true;
                         c.read_closed = true;

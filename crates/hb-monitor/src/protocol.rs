@@ -86,6 +86,11 @@ pub enum Request {
         id: String,
         /// Forward stdin from this connection.
         stdin: bool,
+        /// Close the process's stdin when this client stops sending (Docker's `StdinOnce`, which
+        /// `docker run -i` sets). Otherwise stdin stays open for the next attach. Absent in
+        /// requests from older daemons, which always closed it.
+        #[serde(default = "closes_stdin_by_default")]
+        stdin_once: bool,
     },
     /// Send a signal to a container's main process (or an exec's process).
     Signal {
@@ -166,4 +171,8 @@ pub struct ProcessState {
 pub enum Event {
     /// A container or exec process exited (its output is drained).
     Exited(ProcessState),
+}
+
+fn closes_stdin_by_default() -> bool {
+    true
 }

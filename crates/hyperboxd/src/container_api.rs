@@ -54,11 +54,11 @@ pub(crate) async fn route(
             let key = key.to_string();
             match (method, action) {
                 (&Method::GET, "json") => inspect(&c, &key),
-                (&Method::POST, "start") => c
-                    .start(&key)
-                    .await
-                    .map(|_| no_content())
-                    .map_err(Into::into),
+                (&Method::POST, "start") => match c.start(&key).await {
+                    Ok(Some(_)) => Ok(no_content()),
+                    Ok(None) => Ok(StatusCode::NOT_MODIFIED.into_response()),
+                    Err(e) => Err(e.into()),
+                },
                 (&Method::POST, "stop") => stop(&c, &key, q).await,
                 (&Method::POST, "restart") => restart(&c, &key, q).await,
                 (&Method::POST, "kill") => kill(&c, &key, q).await,

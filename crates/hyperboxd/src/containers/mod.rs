@@ -680,13 +680,14 @@ impl Containers {
         self.root.join(id).join(format!("{id}-json.log"))
     }
 
-    /// `POST /containers/{id}/start`.
-    pub async fn start(&self, key: &str) -> Result<ContainerRecord> {
+    /// `POST /containers/{id}/start`: the started container, or `None` when it was already
+    /// running (Docker answers 304 then).
+    pub async fn start(&self, key: &str) -> Result<Option<ContainerRecord>> {
         let began = std::time::Instant::now();
         let _user = self.activity.begin();
         let mut r = self.find(key)?;
         if r.state.status == Status::Running {
-            return Ok(r);
+            return Ok(None);
         }
         let mut answer = self
             .monitor
@@ -733,7 +734,7 @@ impl Containers {
                             hot,
                         });
                     }
-                    Ok(r)
+                    Ok(Some(r))
                 }
                 None => Err(ContainerError::no_such(&r.id)),
             },
@@ -860,6 +861,10 @@ impl Containers {
         let timeout = timeout
             .or_else(|| r.config["StopTimeout"].as_i64())
             .unwrap_or(10);
+        // As dockerd: a negative timeout waits for the process however long it takes.
+        let timeout = u64::try_from(timeout)
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::MAX);
         let _ = self
             .monitor
             .request(&Request::Signal {
@@ -867,11 +872,7 @@ impl Containers {
                 signal,
             })
             .await;
-        let waited = tokio::time::timeout(
-            Duration::from_secs(timeout.max(0) as u64),
-            self.wait(&r.id, "not-running"),
-        )
-        .await;
+        let waited = tokio::time::timeout(timeout, self.wait(&r.id, "not-running")).await;
         if waited.is_err() {
             let _ = self
                 .monitor
@@ -1104,6 +1105,7 @@ impl Containers {
             .attach(&Request::Attach {
                 id: r.id.clone(),
                 stdin,
+                stdin_once: r.config["StdinOnce"].as_bool().unwrap_or(false),
             })
             .await
             .map_err(|e| io_err("the container monitor", e))?;
