@@ -510,3 +510,69 @@ fn bridge_network_and_published_ports() {
         common::http_status(&addr, "/index.html").is_none()
     });
 }
+
+/// `start` racing `rm -f` on the same containers: each container ends either removed with no
+/// process left, or present; nothing is re-registered behind a removal (an orphan `sleep`),
+/// and every call answers.
+#[test]
+fn start_racing_rm_leaves_no_orphan() {
+    if !can_run() {
+        return;
+    }
+    let (_, img) = image();
+    let d = Daemon::start("");
+    // A marker no other test's process carries.
+    let marker = format!("{}", 40000 + std::process::id() % 20000);
+    let names: Vec<String> = (0..12).map(|i| format!("race{i}")).collect();
+    for n in &names {
+        d.hb_ok(&[
+            "create",
+            "--name",
+            n,
+            "--network",
+            "none",
+            img,
+            "sleep",
+            &marker,
+        ]);
+    }
+    let answers: Vec<(String, std::process::Output)> = std::thread::scope(|s| {
+        let handles: Vec<_> = names
+            .iter()
+            .flat_map(|n| {
+                let d = &d;
+                [
+                    s.spawn(move || (format!("start {n}"), d.hb(&["start", n]))),
+                    s.spawn(move || (format!("rm -f {n}"), d.hb(&["rm", "-f", n]))),
+                ]
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    // Each call either did its job or found the container already gone: never an internal
+    // error from a half-removed container.
+    for (what, o) in &answers {
+        let (_, err, code) = out(o);
+        assert!(
+            code == 0 || err.contains("No such container"),
+            "{what}: exit {code}: {err}\n{}",
+            d.log()
+        );
+    }
+    // Whatever is left goes now; then no process of these containers may remain.
+    let left = d.hb_ok(&["ps", "-a", "-q"]);
+    for id in left.split_whitespace() {
+        d.hb_ok(&["rm", "-f", id]);
+    }
+    wait_until("no orphaned container process", || {
+        let pg = Command::new("pgrep")
+            .args(["-f", &format!("^sleep {marker}$")])
+            .output()
+            .expect("pgrep");
+        pg.stdout.is_empty()
+    });
+    assert_eq!(d.hb_ok(&["ps", "-a", "-q"]).trim(), "");
+}

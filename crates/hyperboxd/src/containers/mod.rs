@@ -5,6 +5,7 @@
 pub mod config;
 pub mod monitor_client;
 pub mod names;
+pub mod op_lock;
 pub mod record;
 
 use std::collections::HashMap;
@@ -115,6 +116,8 @@ pub struct Containers {
     activity: Arc<crate::prewarm::UserActivity>,
     /// Learns every successful start (set once the predictor is open).
     prewarmer: OnceLock<Arc<crate::prewarm::Prewarmer>>,
+    /// Start and remove of one container run one at a time.
+    op_locks: op_lock::ContainerOpLocks,
 }
 
 fn io_err(what: &str, e: impl std::fmt::Display) -> ContainerError {
@@ -215,6 +218,7 @@ impl Containers {
             pending_starts: Mutex::new(HashMap::new()),
             activity: cfg.activity,
             prewarmer: OnceLock::new(),
+            op_locks: op_lock::ContainerOpLocks::default(),
         });
         // Without a monitor (not root, no cgroups) images still work; container requests say why.
         if let Err(e) = c.connect_monitor().await {
@@ -348,7 +352,9 @@ impl Containers {
         }
     }
 
-    async fn on_exited(&self, state: ProcessState) {
+    /// Records an exit. A `--rm` removal runs in its own task, so the next exit event (and the
+    /// clients waiting on it) never queue behind another container's teardown.
+    async fn on_exited(self: &Arc<Self>, state: ProcessState) {
         if state.container.is_some() {
             if let Some(e) = self.execs_lock().get_mut(&state.id) {
                 e.running = false;
@@ -371,9 +377,12 @@ impl Containers {
         }
         self.publish(&r, "die", &[("exitCode", r.state.exit_code.to_string())]);
         if r.auto_remove() {
-            if let Err(e) = self.remove(&r.id, true).await {
-                tracing::warn!(container = %r.id, "auto-removing: {e}");
-            }
+            let this = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.remove(&r.id, true).await {
+                    tracing::warn!(container = %r.id, "auto-removing: {e}");
+                }
+            });
         }
     }
 
@@ -685,7 +694,10 @@ impl Containers {
     pub async fn start(&self, key: &str) -> Result<Option<ContainerRecord>> {
         let began = std::time::Instant::now();
         let _user = self.activity.begin();
-        let mut r = self.find(key)?;
+        let id = self.find(key)?.id;
+        let op = self.op_locks.acquire(&id).await;
+        // Read again under the lock: a remove or another start may have finished meanwhile.
+        let mut r = self.find(&id)?;
         if r.state.status == Status::Running {
             return Ok(None);
         }
@@ -744,6 +756,7 @@ impl Containers {
                 r.state.error = e.message.clone();
                 r.state.exit_code = e.exit_code;
                 let _ = self.save(&r);
+                drop(op);
                 if r.auto_remove() {
                     // As Docker: a --rm container that failed to start is removed, so a
                     // client waiting for its removal is answered.
@@ -888,10 +901,9 @@ impl Containers {
 
     /// `DELETE /containers/{id}`.
     pub async fn remove(&self, key: &str, force: bool) -> Result<()> {
-        let r = match self.find(key) {
-            Ok(r) => r,
-            Err(e) => return Err(e),
-        };
+        let id = self.find(key)?.id;
+        let _op = self.op_locks.acquire(&id).await;
+        let r = self.find(&id)?;
         if r.state.status == Status::Running {
             if !force {
                 return Err(ContainerError::new(
@@ -947,6 +959,7 @@ impl Containers {
         }
         self.records_lock().remove(&r.id);
         self.execs_lock().retain(|_, e| e.container != r.id);
+        self.op_locks.forget(&r.id);
         self.publish(&r, "destroy", &[]);
         self.pending_starts
             .lock()
