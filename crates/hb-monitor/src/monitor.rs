@@ -233,7 +233,10 @@ impl Monitor {
                 deadline = Some(deadline.map_or(d, |x: Instant| x.min(d)));
             }
             let Some(io) = &p.io else { continue };
-            let backlogged = self.output_backlogged(id);
+            // A slow attach client holds a running container's output back (as Docker's
+            // attach does), but once the process has exited what is left in its pipes is read
+            // into the log and the client's buffer, so the last lines are never dropped.
+            let backlogged = p.draining_until.is_none() && self.output_backlogged(id);
             for (k, fd) in io.out.iter().enumerate() {
                 if let (Some(fd), false) = (fd, backlogged) {
                     push(fd.as_raw_fd(), libc::POLLIN, Slot::Out(pi, k));
