@@ -399,6 +399,29 @@ fn limits_oom_and_pids() {
         code != 0 && stderr.contains("fork"),
         "pids limit not enforced: {code} {stdout} {stderr}"
     );
+    // The container reads its own limits at /sys/fs/cgroup (as the JVM and Node do), on v1
+    // or v2, can change none of them, and sees no other cgroup.
+    let script = "cat /sys/fs/cgroup/memory.max 2>/dev/null || \
+                  cat /sys/fs/cgroup/memory/memory.limit_in_bytes; \
+                  echo 1 > /sys/fs/cgroup/pids.max 2>/dev/null && echo WROTE; \
+                  echo 1 > /sys/fs/cgroup/pids/pids.max 2>/dev/null && echo WROTE; \
+                  mkdir /sys/fs/cgroup/escape 2>/dev/null && echo WROTE; \
+                  ls /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory 2>/dev/null | grep -c hbtest; true";
+    let (stdout, stderr, code) = out(&d.hb(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-m",
+        "48m",
+        img,
+        "sh",
+        "-c",
+        script,
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines, ["50331648", "0"], "{stdout}{stderr}");
 }
 
 #[test]

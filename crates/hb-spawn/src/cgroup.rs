@@ -76,6 +76,90 @@ pub fn layout() -> Result<&'static Layout, SpawnError> {
         })
 }
 
+/// One filesystem a container sees under `/sys/fs/cgroup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupView {
+    /// Where, relative to `/sys/fs/cgroup` (empty: `/sys/fs/cgroup` itself).
+    pub dir: String,
+    /// `cgroup` (v1) or `cgroup2`.
+    pub fstype: &'static str,
+    /// Mount data: the hierarchy's controllers on v1 (a v1 hierarchy can only be mounted again
+    /// with exactly its own set), empty on v2.
+    pub options: String,
+}
+
+/// v1 super options that name a hierarchy (controllers, `name=`); the rest (`rw`, `xattr`,
+/// `clone_children`) do not pick the hierarchy.
+fn hierarchy_options(super_options: &str) -> String {
+    const KNOWN: &[&str] = &[
+        "cpuset",
+        "cpu",
+        "cpuacct",
+        "blkio",
+        "memory",
+        "devices",
+        "freezer",
+        "net_cls",
+        "perf_event",
+        "net_prio",
+        "hugetlb",
+        "pids",
+        "rdma",
+        "misc",
+    ];
+    super_options
+        .split(',')
+        .filter(|o| KNOWN.contains(o) || o.starts_with("name="))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn parse_views(layout: &Layout, mountinfo: &str) -> Vec<CgroupView> {
+    match layout {
+        Layout::V2(_) => vec![CgroupView {
+            dir: String::new(),
+            fstype: "cgroup2",
+            options: String::new(),
+        }],
+        Layout::V1(controllers) => {
+            let mut views = Vec::new();
+            for (controller, mount_point) in controllers {
+                let options = mountinfo.lines().find_map(|line| {
+                    let (left, right) = line.split_once(" - ")?;
+                    let mp = left.split_whitespace().nth(4)?;
+                    let mut r = right.split_whitespace();
+                    let (fstype, _source, opts) = (r.next()?, r.next()?, r.next()?);
+                    (fstype == "cgroup" && Path::new(mp) == mount_point)
+                        .then(|| hierarchy_options(opts))
+                });
+                if let Some(options) = options.filter(|o| !o.is_empty()) {
+                    views.push(CgroupView {
+                        dir: controller.clone(),
+                        fstype: "cgroup",
+                        options,
+                    });
+                }
+            }
+            views
+        }
+    }
+}
+
+/// What a container in its own cgroup namespace sees under `/sys/fs/cgroup`, as with Docker:
+/// the unified hierarchy on v2; on v1 one directory per controller the container is limited
+/// by (co-mounted controllers such as `cpu,cpuacct` appear under each name). The namespace
+/// makes each show the container's own cgroup as its root, so no other cgroup is visible.
+/// Hierarchies the container is not placed in (for instance `name=systemd`) are left out: their
+/// root would be the monitor's cgroup.
+pub fn container_views() -> Result<&'static [CgroupView], SpawnError> {
+    static VIEWS: OnceLock<Vec<CgroupView>> = OnceLock::new();
+    let layout = layout()?;
+    Ok(VIEWS.get_or_init(|| {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        parse_views(layout, &mountinfo)
+    }))
+}
+
 /// Figures from a container's cgroup.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CgroupStats {
@@ -537,5 +621,29 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(parse_layout("1 2 3 / /proc rw - proc proc rw\n"), None);
+    }
+
+    #[test]
+    fn views_remount_each_hierarchy_with_its_own_controller_set() {
+        let hybrid = "30 25 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                      31 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,xattr,cpu,cpuacct\n\
+                      33 25 0:29 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n\
+                      32 25 0:28 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        let layout = parse_layout(hybrid).expect("v1");
+        let views = parse_views(&layout, hybrid);
+        let v = |dir: &str| {
+            views
+                .iter()
+                .find(|v| v.dir == dir)
+                .map(|v| v.options.as_str())
+        };
+        assert_eq!(v("memory"), Some("memory"));
+        assert_eq!(v("cpu"), Some("cpu,cpuacct"));
+        assert_eq!(v("cpuacct"), Some("cpu,cpuacct"));
+        // Not a hierarchy the container is placed in.
+        assert!(views.iter().all(|v| !v.options.contains("systemd")));
+        let v2 = parse_views(&Layout::V2("/sys/fs/cgroup".into()), "");
+        assert_eq!(v2.len(), 1);
+        assert_eq!((v2[0].dir.as_str(), v2[0].fstype), ("", "cgroup2"));
     }
 }

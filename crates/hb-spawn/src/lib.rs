@@ -1,6 +1,7 @@
 //! `hb-spawn`: turns a [`ContainerSpec`] into an isolated running process with Docker's default
 //! isolation: mount, pid, ipc, uts, network and cgroup namespaces; an overlay rootfs with /proc,
-//! a minimal /dev, /dev/pts, /dev/shm, /dev/mqueue and read-only /sys; pivot_root; Docker's
+//! a minimal /dev, /dev/pts, /dev/shm, /dev/mqueue, read-only /sys and /sys/fs/cgroup;
+//! pivot_root; Docker's
 //! masked and read-only paths; its default capabilities, no_new_privs and seccomp profile; the
 //! image's user, environment and working directory; cgroup limits (v1 or v2).
 //!
@@ -494,6 +495,9 @@ impl Spawner {
                 make: 1,
                 readonly_remount: false,
             });
+        }
+        if self.cgroup_ns {
+            sys.extend(cgroup_mounts(&m("/sys/fs/cgroup")?, spec.privileged)?);
         }
         plan.system_mounts = sys;
         for (name, major, minor) in [
@@ -1017,6 +1021,62 @@ fn describe(
         ),
     };
     SpawnError { kind, message }
+}
+
+/// `/sys/fs/cgroup` as Docker shows it (read-only unless privileged), for a child that has
+/// entered its own cgroup namespace: v2's unified mount, or on v1 a tmpfs holding each
+/// controller's hierarchy and then made read-only itself.
+fn cgroup_mounts(root: &CString, privileged: bool) -> Result<Vec<MountCall>, SpawnError> {
+    let nosuid_nodev_noexec = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let ro = if privileged { 0 } else { libc::MS_RDONLY };
+    let views = cgroup::container_views()?;
+    let sub = |dir: &str| -> Result<CString, SpawnError> {
+        let mut p = root.as_bytes().to_vec();
+        if !dir.is_empty() {
+            p.push(b'/');
+            p.extend_from_slice(dir.as_bytes());
+        }
+        CString::new(p).map_err(|_| SpawnError::setup("a NUL byte in a cgroup path"))
+    };
+    let mut calls = Vec::new();
+    let v1 = views.iter().any(|v| !v.dir.is_empty());
+    if v1 {
+        calls.push(MountCall {
+            source: Some(cstr("tmpfs")?),
+            target: root.clone(),
+            fstype: Some(cstr("tmpfs")?),
+            flags: nosuid_nodev_noexec,
+            data: Some(cstr("mode=755")?),
+            make: 1,
+            readonly_remount: false,
+        });
+    }
+    for v in views {
+        calls.push(MountCall {
+            source: Some(cstr("cgroup")?),
+            target: sub(&v.dir)?,
+            fstype: Some(cstr(v.fstype)?),
+            flags: nosuid_nodev_noexec | ro,
+            data: (!v.options.is_empty())
+                .then(|| cstr(&v.options))
+                .transpose()?,
+            make: 1,
+            readonly_remount: false,
+        });
+    }
+    if v1 && !privileged {
+        // The tmpfs's directories exist now; nothing may add to it.
+        calls.push(MountCall {
+            source: None,
+            target: root.clone(),
+            fstype: None,
+            flags: libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | nosuid_nodev_noexec,
+            data: None,
+            make: 0,
+            readonly_remount: false,
+        });
+    }
+    Ok(calls)
 }
 
 #[cfg(test)]
