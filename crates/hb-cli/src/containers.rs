@@ -89,6 +89,9 @@ pub struct RunArgs {
     /// All capabilities, no seccomp, all devices.
     #[arg(long)]
     pub privileged: bool,
+    /// A host device for the container: HOST[:CONTAINER][:PERMS] (PERMS of r, w, m).
+    #[arg(long = "device")]
+    pub device: Vec<String>,
     /// Label KEY=VALUE.
     #[arg(short = 'l', long = "label")]
     pub label: Vec<String>,
@@ -194,7 +197,8 @@ pub fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
         "Env": env,
         "Tty": a.tty,
         "OpenStdin": a.interactive,
-        "StdinOnce": a.interactive,
+        // As docker: only an attached stdin ends with its client.
+        "StdinOnce": a.interactive && !a.detach,
         "AttachStdin": a.interactive && !a.detach,
         "AttachStdout": !a.detach,
         "AttachStderr": !a.detach,
@@ -213,6 +217,7 @@ pub fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
             "CapAdd": a.cap_add,
             "CapDrop": a.cap_drop,
             "Privileged": a.privileged,
+            "Devices": a.device.iter().map(|d| device_mapping(d)).collect::<anyhow::Result<Vec<_>>>()?,
         },
     });
     if !a.command.is_empty() {
@@ -1044,6 +1049,24 @@ pub async fn prune(addr: &DaemonAddr) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--device HOST[:CONTAINER][:PERMS]` as Docker's HostConfig.Devices entry (a second field of
+/// only r, w, m is the permissions, as the docker CLI reads it).
+fn device_mapping(spec: &str) -> anyhow::Result<serde_json::Value> {
+    let is_perms = |p: &str| !p.is_empty() && p.chars().all(|c| matches!(c, 'r' | 'w' | 'm'));
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (host, ctr, perms) = match parts.as_slice() {
+        [h] => (*h, *h, "rwm"),
+        [h, p] if is_perms(p) => (*h, *h, *p),
+        [h, c] => (*h, *c, "rwm"),
+        [h, c, p] if is_perms(p) => (*h, *c, *p),
+        _ => anyhow::bail!("invalid device specification: {spec:?} (HOST[:CONTAINER][:PERMS])"),
+    };
+    if !host.starts_with('/') || !ctr.starts_with('/') {
+        anyhow::bail!("invalid device specification: {spec:?}: paths must be absolute");
+    }
+    Ok(serde_json::json!({"PathOnHost": host, "PathInContainer": ctr, "CgroupPermissions": perms}))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1053,6 +1076,22 @@ mod tests {
     struct T {
         #[command(flatten)]
         run: RunArgs,
+    }
+
+    #[test]
+    fn device_flags_read_like_docker() {
+        let m = |s: &str| device_mapping(s).map_err(|e| e.to_string());
+        assert_eq!(
+            m("/dev/fuse").unwrap(),
+            json!({"PathOnHost": "/dev/fuse", "PathInContainer": "/dev/fuse", "CgroupPermissions": "rwm"})
+        );
+        assert_eq!(m("/dev/fuse:r").unwrap()["CgroupPermissions"], "r");
+        assert_eq!(m("/dev/fuse:/dev/f").unwrap()["PathInContainer"], "/dev/f");
+        assert_eq!(m("/dev/fuse:/dev/f:rw").unwrap()["CgroupPermissions"], "rw");
+        assert!(m("/dev/fuse:/dev/f:rx")
+            .unwrap_err()
+            .contains("invalid device"));
+        assert!(m("fuse").unwrap_err().contains("absolute"));
     }
 
     #[test]

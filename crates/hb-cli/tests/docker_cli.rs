@@ -497,3 +497,70 @@ fn lifecycle_edges_follow_dockerd() {
     assert_eq!(out, "once\n");
     docker.ok(&["rm", "-f", "edge-run", "edge-term", "edge-cat"]);
 }
+
+/// `docker run --device`: the node appears (also at another path, with fewer permissions) and
+/// the devices cgroup lets exactly it through; without the flag the same node made by mknod
+/// cannot be opened. A missing host device and a path outside /dev are refused.
+#[test]
+fn run_with_device_gives_that_device_only() {
+    if !can_run() {
+        return;
+    }
+    let (d, img) = daemon_for_image("");
+    let cli = &clients()[0];
+    let docker = Docker::new(cli, format!("unix://{}", d.socket.display()), &d);
+    // /dev/fuse (char 10:229): outside Docker's default device list, and opening it needs no
+    // capability (unlike /dev/kmsg or /dev/mem).
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("skipping: no /dev/fuse on this host (modprobe fuse)");
+        return;
+    }
+    let out = docker.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--device",
+        "/dev/fuse",
+        img,
+        "sh",
+        "-c",
+        "test -c /dev/fuse && exec 3<>/dev/fuse && echo opened",
+    ]);
+    assert_eq!(out.trim(), "opened");
+    let out = docker.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--device",
+        "/dev/fuse:/dev/sub/f:r",
+        img,
+        "sh",
+        "-c",
+        "(exec 3</dev/sub/f) && echo read; (exec 4>/dev/sub/f) 2>/dev/null && echo wrote; true",
+    ]);
+    assert_eq!(out.trim(), "read");
+    let out = docker.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        img,
+        "sh",
+        "-c",
+        "mknod /dev/fuse c 10 229; (exec 3<>/dev/fuse) 2>/dev/null && echo opened; true",
+    ]);
+    assert_eq!(
+        out.trim(),
+        "",
+        "a device outside the allowed list could be opened"
+    );
+    let (code, _, err) =
+        docker.code(&["run", "--rm", "--device", "/dev/not-a-device", img, "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("error gathering device information"), "{err}");
+    let (code, _, err) = docker.code(&["run", "--rm", "--device", "/dev/fuse:/etc/f", img, "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("under /dev"), "{err}");
+}

@@ -344,7 +344,11 @@ impl Cgroup {
                     .write(true)
                     .open(&path)
                     .map_err(|e| SpawnError::io(format!("opening {}", path.display()), e))?;
-                for rule in DEVICE_RULES {
+                let given = r
+                    .devices
+                    .iter()
+                    .map(|d| format!("{} {}:{} {}", d.kind, d.major, d.minor, d.permissions));
+                for rule in DEVICE_RULES.iter().map(|r| r.to_string()).chain(given) {
                     std::io::Write::write_all(&mut allow, rule.as_bytes()).map_err(|e| {
                         SpawnError::io(format!("writing {rule:?} to {}", path.display()), e)
                     })?;

@@ -137,6 +137,8 @@ pub struct Plan {
     pub layered_overlay: Option<LayeredOverlay>,
     pub system_mounts: Vec<MountCall>,
     pub symlinks: Vec<(CString, CString)>,
+    /// Directories under the container's /dev that `--device` nodes need, parents first.
+    pub device_dirs: Vec<CString>,
     pub devices: Vec<(CString, libc::mode_t, libc::dev_t)>,
     pub user_mounts: Vec<UserMount>,
     pub merged: CString,
@@ -473,6 +475,11 @@ pub unsafe fn container_main(plan: &Plan, err: RawFd) -> ! {
     for (i, m) in plan.system_mounts.iter().enumerate() {
         if let Err(e) = do_mount(m) {
             fail(err, Step::SystemMount, e, i as u32, 125);
+        }
+    }
+    for d in &plan.device_dirs {
+        if libc::mkdir(d.as_ptr(), 0o755) != 0 && errno() != libc::EEXIST {
+            fail(err, Step::SystemMount, errno(), 1001, 125);
         }
     }
     for (path, mode, dev) in &plan.devices {

@@ -25,7 +25,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 pub use cgroup::{remove_parent_if_empty, remove_stale_cgroups, Cgroup, CgroupStats};
-pub use spec::{ContainerSpec, MountSpec, NetworkMode, ProcessSpec, Resources, RootfsSpec};
+pub use spec::{
+    ContainerSpec, DeviceSpec, MountSpec, NetworkMode, ProcessSpec, Resources, RootfsSpec,
+};
 pub use user::ResolvedUser;
 
 use child::{LayeredOverlay, MountCall, Plan, Step, UserMount};
@@ -331,6 +333,7 @@ impl Spawner {
             layered_overlay: None,
             system_mounts: Vec::new(),
             symlinks: Vec::new(),
+            device_dirs: Vec::new(),
             devices: Vec::new(),
             user_mounts: Vec::new(),
             merged: cstr("/")?,
@@ -512,6 +515,42 @@ impl Spawner {
                 m(&format!("/dev/{name}"))?,
                 libc::S_IFCHR | 0o666,
                 libc::makedev(major, minor),
+            ));
+        }
+        for d in &spec.resources.devices {
+            let rel = d
+                .path_in_container
+                .strip_prefix("/dev/")
+                .filter(|r| {
+                    !r.is_empty() && !r.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+                })
+                .ok_or_else(|| {
+                    SpawnError::setup(format!(
+                        "device path {:?} in the container must be a plain path under /dev",
+                        d.path_in_container
+                    ))
+                })?;
+            // Parents first (`/dev/net/tun`, `/dev/snd/pcmC0D0p`).
+            let mut dir = String::from("/dev");
+            for part in rel
+                .split('/')
+                .collect::<Vec<_>>()
+                .split_last()
+                .map_or(&[][..], |(_, p)| p)
+            {
+                dir.push('/');
+                dir.push_str(part);
+                plan.device_dirs.push(m(&dir)?);
+            }
+            let kind = if d.kind == 'b' {
+                libc::S_IFBLK
+            } else {
+                libc::S_IFCHR
+            };
+            plan.devices.push((
+                m(&d.path_in_container)?,
+                kind | (d.file_mode & 0o7777),
+                libc::makedev(d.major, d.minor),
             ));
         }
         for (target, link) in [
@@ -1021,6 +1060,79 @@ fn describe(
         ),
     };
     SpawnError { kind, message }
+}
+
+/// `--device HOST[:CONTAINER[:PERMS]]` resolved on the host, as dockerd does: a device node,
+/// or every device node below a directory (`/dev/snd`). `permissions` defaults to `rwm`.
+pub fn resolve_devices(
+    path_on_host: &str,
+    path_in_container: &str,
+    permissions: &str,
+) -> Result<Vec<DeviceSpec>, SpawnError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let perms = if permissions.is_empty() {
+        "rwm"
+    } else {
+        permissions
+    };
+    if !perms.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+        return Err(SpawnError::setup(format!(
+            "invalid device permissions {perms:?} for {path_on_host}: use a combination of r, w and m"
+        )));
+    }
+    let target = if path_in_container.is_empty() {
+        path_on_host
+    } else {
+        path_in_container
+    };
+    let gathering = |e: std::io::Error| {
+        SpawnError::setup(format!(
+            "error gathering device information while adding custom device {path_on_host:?}: {e}"
+        ))
+    };
+    let meta = std::fs::metadata(path_on_host).map_err(gathering)?;
+    let one = |meta: &std::fs::Metadata, to: String| -> Option<DeviceSpec> {
+        let ft = meta.file_type();
+        let kind = if ft.is_char_device() {
+            'c'
+        } else if ft.is_block_device() {
+            'b'
+        } else {
+            return None;
+        };
+        Some(DeviceSpec {
+            path_in_container: to,
+            kind,
+            major: libc::major(meta.rdev()),
+            minor: libc::minor(meta.rdev()),
+            file_mode: meta.mode() & 0o7777,
+            permissions: perms.to_string(),
+        })
+    };
+    if !meta.is_dir() {
+        return one(&meta, target.to_string())
+            .map(|d| vec![d])
+            .ok_or_else(|| SpawnError::setup(format!("{path_on_host} is not a device node")));
+    }
+    let mut found = Vec::new();
+    let mut stack = vec![PathBuf::from(path_on_host)];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(gathering)? {
+            let entry = entry.map_err(gathering)?;
+            let path = entry.path();
+            // Symlinks are not followed: they could lead anywhere on the host.
+            let meta = std::fs::symlink_metadata(&path).map_err(gathering)?;
+            if meta.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path.strip_prefix(path_on_host).unwrap_or(&path);
+            let to = format!("{}/{}", target.trim_end_matches('/'), rel.display());
+            found.extend(one(&meta, to));
+        }
+    }
+    found.sort_by(|a, b| a.path_in_container.cmp(&b.path_in_container));
+    Ok(found)
 }
 
 /// `/sys/fs/cgroup` as Docker shows it (read-only unless privileged), for a child that has

@@ -105,4 +105,26 @@ pub struct Resources {
     pub nano_cpus: Option<u64>,
     /// Most processes (-1: unlimited).
     pub pids_limit: Option<i64>,
+    /// `--device`: host devices made available (a node in the container's /dev and a devices
+    /// cgroup rule). Docker keeps them under its Resources too.
+    #[serde(default)]
+    pub devices: Vec<DeviceSpec>,
+}
+
+/// One device node given to a container.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeviceSpec {
+    /// Where it appears; always under `/dev` (a fresh tmpfs, so no image symlink can redirect
+    /// the node outside the container).
+    pub path_in_container: String,
+    /// `c` (character) or `b` (block).
+    pub kind: char,
+    /// Device major number.
+    pub major: u32,
+    /// Device minor number.
+    pub minor: u32,
+    /// Permission bits of the node (the host node's).
+    pub file_mode: u32,
+    /// cgroup access: a combination of `r`, `w`, `m`.
+    pub permissions: String,
 }

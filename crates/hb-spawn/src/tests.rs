@@ -532,6 +532,7 @@ fn limits_show_in_the_cgroup_and_cleanup_leaves_nothing() {
         memory_bytes: Some(32 << 20),
         nano_cpus: Some(500_000_000),
         pids_limit: Some(50),
+        devices: Vec::new(),
     };
     let null = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
     let s = b
@@ -781,4 +782,46 @@ fn clone3_puts_the_child_in_a_v2_cgroup() {
         own.lines().any(|l| l == format!("0::/{name}")),
         "born elsewhere: {own}"
     );
+}
+
+#[test]
+fn devices_resolve_from_nodes_and_directories() {
+    let null = crate::resolve_devices("/dev/null", "/dev/n", "").unwrap();
+    assert_eq!(null.len(), 1);
+    assert_eq!(
+        (
+            null[0].kind,
+            null[0].major,
+            null[0].minor,
+            null[0].permissions.as_str()
+        ),
+        ('c', 1, 3, "rwm")
+    );
+    assert_eq!(null[0].path_in_container, "/dev/n");
+    // A directory gives every node below it, at the same relative paths.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    for (name, minor) in [("a", 3), ("sub/b", 5)] {
+        let p = std::ffi::CString::new(dir.path().join(name).to_str().unwrap()).unwrap();
+        // SAFETY: mknod on a path we own.
+        assert_eq!(
+            unsafe { libc::mknod(p.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, minor)) },
+            0
+        );
+    }
+    std::fs::write(dir.path().join("not-a-device"), b"x").unwrap();
+    let found = crate::resolve_devices(dir.path().to_str().unwrap(), "/dev/d", "r").unwrap();
+    let paths: Vec<&str> = found.iter().map(|d| d.path_in_container.as_str()).collect();
+    assert_eq!(paths, ["/dev/d/a", "/dev/d/sub/b"]);
+    assert!(found
+        .iter()
+        .all(|d| d.permissions == "r" && d.file_mode == 0o600));
+    let e = crate::resolve_devices("/dev/definitely-missing", "", "")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("error gathering device information"), "{e}");
+    let e = crate::resolve_devices("/dev/null", "", "rx")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("invalid device permissions"), "{e}");
 }

@@ -209,6 +209,9 @@ async fn dispatch(State(d): State<Shared>, req: Request) -> Response {
         .insert("Api-Version", header::HeaderValue::from_static(API_VERSION));
     resp.headers_mut()
         .insert("Server", header::HeaderValue::from_static("hyperboxd"));
+    // The docker CLI reads the daemon's OS from here (from /_ping) before `run --device`.
+    resp.headers_mut()
+        .insert("OSType", header::HeaderValue::from_static("linux"));
     // Time to the response head: streams (logs -f, attach, events) are not held open here.
     metrics.record_operation(op, began.elapsed());
     resp

@@ -101,7 +101,7 @@ pub struct HostSettings {
     pub mounts: Vec<MountSpec>,
     /// `--network`.
     pub network: hb_monitor::protocol::Network,
-    /// `--memory`, `--cpus`, `--pids-limit`.
+    /// `--memory`, `--cpus`, `--pids-limit`, `--device`.
     pub resources: Resources,
     /// Effective capabilities.
     pub capabilities: Vec<String>,
@@ -196,6 +196,29 @@ pub fn host_settings(host: &Value) -> Result<HostSettings, String> {
         ));
     }
     let pids = host["PidsLimit"].as_i64().filter(|&p| p != 0);
+    let mut devices = Vec::new();
+    for d in host["Devices"].as_array().map_or(&[][..], Vec::as_slice) {
+        let on_host = d["PathOnHost"].as_str().unwrap_or("");
+        if on_host.is_empty() {
+            return Err("invalid device: PathOnHost is required".into());
+        }
+        let resolved = hb_spawn::resolve_devices(
+            on_host,
+            d["PathInContainer"].as_str().unwrap_or(""),
+            d["CgroupPermissions"].as_str().unwrap_or(""),
+        )
+        .map_err(|e| e.to_string())?;
+        if let Some(bad) = resolved
+            .iter()
+            .find(|d| !d.path_in_container.starts_with("/dev/"))
+        {
+            return Err(format!(
+                "device {on_host}: HyperBox places devices under /dev, not at {:?}",
+                bad.path_in_container
+            ));
+        }
+        devices.extend(resolved);
+    }
     let privileged = host["Privileged"].as_bool().unwrap_or(false);
     let mut caps: Vec<String> = hb_spawn::DEFAULT_CAPABILITIES
         .iter()
@@ -235,6 +258,7 @@ pub fn host_settings(host: &Value) -> Result<HostSettings, String> {
             memory_bytes: (memory > 0).then_some(memory as u64),
             nano_cpus: (nano_cpus > 0).then_some(nano_cpus as u64),
             pids_limit: pids,
+            devices,
         },
         capabilities: caps,
         privileged,
