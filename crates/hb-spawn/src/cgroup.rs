@@ -335,6 +335,17 @@ impl Cgroup {
                 write(&d.join("pids.max"), &v)?;
             }
         }
+        if !privileged && v2 {
+            if let Some(d) = self.dir("unified") {
+                let rules = DEVICE_RULES
+                    .iter()
+                    .map(|r| r.to_string())
+                    .chain(r.devices.iter().map(device_rule))
+                    .map(|r| crate::devfilter::DeviceRule::parse(&r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                crate::devfilter::attach(d, &rules)?;
+            }
+        }
         if !privileged && !v2 {
             if let Some(d) = self.dir("devices") {
                 write(&d.join("devices.deny"), "a")?;
@@ -498,6 +509,11 @@ const DEVICE_RULES: &[&str] = &[
     "c 136:* rwm",
     "c 10:200 rwm",
 ];
+
+/// A `--device`'s rule, as the v1 file takes it.
+fn device_rule(d: &crate::DeviceSpec) -> String {
+    format!("{} {}:{} {}", d.kind, d.major, d.minor, d.permissions)
+}
 
 /// Refuses limits Docker refuses, before anything is created.
 fn validate(r: &crate::Resources) -> Result<(), SpawnError> {

@@ -14,6 +14,7 @@
 
 mod cgroup;
 mod child;
+mod devfilter;
 pub mod seccomp;
 mod spec;
 mod user;
