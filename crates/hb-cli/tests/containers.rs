@@ -144,6 +144,30 @@ fn isolation_defaults() {
     let (stdout, stderr, code) =
         out(&d.hb(&["run", "--rm", "--network", "none", img, "sh", "-c", script]));
     assert_eq!(code, 0, "{stderr}");
+    // A host process cannot be signalled, a module cannot be loaded, and the daemon's and the
+    // monitor's sockets are out of reach.
+    let escape = format!(
+        "kill -0 {host_pid} 2>/dev/null && echo SIGNALLED; \
+         echo junk > /tmp/m.ko; busybox insmod /tmp/m.ko 2>&1; \
+         for s in {api} {run}/monitor.sock; do [ -e $s ] && echo SEES $s; done; true",
+        host_pid = std::process::id(),
+        api = d.socket.display(),
+        run = d
+            .socket
+            .parent()
+            .map_or(String::new(), |p| p.display().to_string()),
+    );
+    let (escaped, stderr, code) =
+        out(&d.hb(&["run", "--rm", "--network", "none", img, "sh", "-c", &escape]));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!escaped.contains("SIGNALLED"), "{escaped}");
+    assert!(!escaped.contains("SEES"), "{escaped}");
+    let run_dir = d.socket.parent().expect("socket dir");
+    assert!(d.socket.exists() && run_dir.join("monitor.sock").exists());
+    assert!(
+        escaped.contains("Operation not permitted"),
+        "insmod: {escaped}"
+    );
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines[0], "pid=1", "{stdout}");
     assert_eq!(lines[1].len(), 12, "hostname is the short id: {stdout}");
