@@ -623,3 +623,94 @@ fn start_racing_rm_leaves_no_orphan() {
     });
     assert_eq!(d.hb_ok(&["ps", "-a", "-q"]).trim(), "");
 }
+
+/// `kill -9` of the daemon while starts are in flight: after a restart every container it
+/// reports can be removed, and then no process, mount, cgroup or container dir of any of them
+/// is left (including ones whose create never got its record written).
+#[test]
+fn daemon_kill9_mid_start_leaves_nothing_behind() {
+    if !can_run() {
+        return;
+    }
+    let (_, img) = image();
+    let mut d = Daemon::start("");
+    let marker = format!("{}", 30000 + std::process::id() % 10000);
+    let clients: Vec<std::process::Child> = (0..8)
+        .map(|i| {
+            Command::new(bin("hb"))
+                .arg("-H")
+                .arg(format!("unix://{}", d.socket.display()))
+                .args([
+                    "run",
+                    "-d",
+                    "--name",
+                    &format!("mid{i}"),
+                    "--network",
+                    "none",
+                ])
+                .args([img.as_str(), "sleep", marker.as_str()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("hb")
+        })
+        .collect();
+    // Kill once a few containers have their dirs: the others are between request and
+    // create, or between create and start.
+    let containers = d.data_dir().join("containers");
+    wait_until("three creates under way", || {
+        std::fs::read_dir(&containers).map_or(0, |e| e.count()) >= 3
+    });
+    d.kill9();
+    for mut c in clients {
+        let _ = c.wait();
+    }
+    d.spawn();
+    let left = d.hb_ok(&["ps", "-a", "-q"]);
+    eprintln!(
+        "{} of 8 containers recorded when the daemon died",
+        left.split_whitespace().count()
+    );
+    for id in left.split_whitespace() {
+        d.hb_ok(&["rm", "-f", id]);
+    }
+    wait_until("no container process left", || {
+        Command::new("pgrep")
+            .args(["-f", &format!("^sleep {marker}$")])
+            .output()
+            .expect("pgrep")
+            .stdout
+            .is_empty()
+    });
+    let start = Instant::now();
+    while std::fs::read_dir(&containers).is_ok_and(|mut e| e.next().is_some()) {
+        if start.elapsed() > Duration::from_secs(15) {
+            let left: Vec<String> = common::all_files(&containers)
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            panic!("container files left: {left:#?}\n{}", d.log());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&containers.display().to_string()),
+        "a container mount is left"
+    );
+    let parent = format!(
+        "hbtest-{}",
+        d.dir
+            .path()
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .replace('.', "")
+    );
+    for h in ["memory", "pids"] {
+        let p = Path::new("/sys/fs/cgroup").join(h).join(&parent);
+        let children =
+            std::fs::read_dir(&p).map_or(0, |e| e.flatten().filter(|e| e.path().is_dir()).count());
+        assert_eq!(children, 0, "cgroups left under {}", p.display());
+    }
+}

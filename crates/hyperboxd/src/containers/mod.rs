@@ -309,12 +309,53 @@ impl Containers {
                 tracing::warn!(container = %id, "auto-removing: {e}");
             }
         }
-        // Container dirs with no record: left by a crash between mkdir and the record write.
+        // Containers with no record (the in-memory map also holds creates in flight): left by
+        // a crash between mkdir (or the monitor's registration) and the record write. The
+        // monitor forgets them (killing what runs), then their files go.
         let live: std::collections::HashSet<String> = self.records_lock().keys().cloned().collect();
+        let mut still_registered = std::collections::HashSet::new();
+        for (id, s) in &known {
+            if s.container.is_some() || live.contains(id) {
+                continue;
+            }
+            if s.running {
+                let _ = self
+                    .monitor
+                    .request(&Request::Signal {
+                        id: id.clone(),
+                        signal: libc::SIGKILL,
+                    })
+                    .await;
+            }
+            let mut forgotten = false;
+            for _ in 0..50 {
+                match self
+                    .monitor
+                    .request(&Request::Delete { id: id.clone() })
+                    .await
+                {
+                    Ok(Response::Ok)
+                    | Ok(Response::Error {
+                        not_found: true, ..
+                    }) => {
+                        forgotten = true;
+                        break;
+                    }
+                    // Still running (the kill is on its way) or a transient failure.
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            if forgotten {
+                tracing::info!(container = %id, "removed a container whose create a crash cut short");
+            } else {
+                tracing::warn!(container = %id, "the monitor keeps a container without a record");
+                still_registered.insert(id.clone());
+            }
+        }
         if let Ok(entries) = std::fs::read_dir(&self.root) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if !live.contains(&name) && !known.contains_key(&name) {
+                if !live.contains(&name) && !still_registered.contains(&name) {
                     let _ = ContainerDirs::open(&self.root, &name).remove();
                     let _ = self.layers.unpin(&name);
                 }
