@@ -492,6 +492,17 @@ fn lifecycle_edges_follow_dockerd() {
     assert_eq!(running.trim(), "true", "cat lost its stdin");
     let second = raw_attach(&d.socket, id, b"two\n", "two");
     assert!(second.contains("two"), "{second:?}");
+    // The CLI reads an exec's exit code once, right after its stream ends: it must be there.
+    for i in 0..20 {
+        let (code, _, err) = docker.code(&[
+            "exec",
+            "edge-cat",
+            "sh",
+            "-c",
+            &format!("exit {}", 3 + i % 5),
+        ]);
+        assert_eq!(code, 3 + i % 5, "exec {i}: {err}");
+    }
     // With StdinOnce (what `docker run -i` in the foreground sets) input's end is stdin's end.
     let out = docker.ok_with(&["run", "--rm", "-i", img, "cat"], Some(b"once\n"));
     assert_eq!(out, "once\n");

@@ -602,7 +602,7 @@ async fn exec_route(
             Ok(StatusCode::OK.into_response())
         }
         (&Method::GET, "json") => {
-            let e = c.exec_get(id)?;
+            let e = c.exec_current(id).await?;
             Ok(axum::Json(json!({
                 "ID": e.id,
                 "ContainerID": e.container,

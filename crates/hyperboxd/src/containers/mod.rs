@@ -1073,6 +1073,25 @@ impl Containers {
             .ok_or_else(|| ContainerError::new(404, format!("No such exec instance: {id}")))
     }
 
+    /// `GET /exec/{id}/json`: the exec as the monitor knows it now. A client reads the exit
+    /// code right after its stream ends, which can be before the exit event reached us; the
+    /// monitor marked the process exited before it closed the stream, so ask it.
+    pub async fn exec_current(&self, id: &str) -> Result<ExecRecord> {
+        let e = self.exec_get(id)?;
+        if !e.running {
+            return Ok(e);
+        }
+        if let Ok(Response::List(all)) = self.monitor.request(&Request::List).await {
+            if let Some(s) = all.iter().find(|s| s.id == id && !s.running) {
+                if let Some(e) = self.execs_lock().get_mut(id) {
+                    e.running = false;
+                    e.exit_code = s.exit_code;
+                }
+            }
+        }
+        self.exec_get(id)
+    }
+
     /// `POST /exec/{id}/start`: starts it and returns the attach stream.
     pub async fn exec_start(&self, id: &str, tty: Option<bool>) -> Result<tokio::net::UnixStream> {
         let mut e = self.exec_get(id)?;
