@@ -141,7 +141,17 @@ impl Query {
             .collect()
     }
     pub(crate) fn flag(&self, key: &str) -> bool {
-        matches!(self.get(key), Some("1" | "true" | "True" | "yes"))
+        self.flag_or(key, false)
+    }
+
+    /// A boolean parameter read as dockerd reads one: absent or empty is `default`; `0`, `no`,
+    /// `false`, `none` (any case) are false; anything else is true (docker-py sends `False`).
+    pub(crate) fn flag_or(&self, key: &str, default: bool) -> bool {
+        match self.get(key).map(|v| v.trim().to_ascii_lowercase()) {
+            None => default,
+            Some(v) if v.is_empty() => default,
+            Some(v) => !matches!(v.as_str(), "0" | "no" | "false" | "none"),
+        }
     }
 }
 

@@ -327,7 +327,7 @@ pub fn inspect_json(r: &ContainerRecord, log_path: PathBuf) -> Value {
         "MountLabel": "",
         "ProcessLabel": "",
         "AppArmorProfile": "",
-        "HostConfig": r.host_config,
+        "HostConfig": effective_host_config(&r.host_config),
         "Mounts": mounts,
         "Config": r.config,
         "NetworkSettings": {
@@ -338,6 +338,19 @@ pub fn inspect_json(r: &ContainerRecord, log_path: PathBuf) -> Value {
             "Networks": { mode: { "IPAddress": ip } },
         },
     })
+}
+
+/// The container's HostConfig as the client sent it, with what the engine decided filled in:
+/// the log driver is always json-file with HyperBox's rotation (clients such as docker-py read
+/// `LogConfig.Type` to know whether logs can be fetched).
+fn effective_host_config(sent: &Value) -> Value {
+    let mut h = if sent.is_object() {
+        sent.clone()
+    } else {
+        json!({})
+    };
+    h["LogConfig"] = json!({"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}});
+    h
 }
 
 fn inspect(c: &Containers, key: &str) -> ApiResult {
@@ -471,9 +484,12 @@ fn wants_upgrade(req: &Request) -> bool {
 /// `keep` filters the multiplexed output to the requested streams.
 fn splice(
     mut req: Request,
-    monitor: tokio::net::UnixStream,
+    monitor: impl std::future::Future<Output = Result<tokio::net::UnixStream, ContainerError>>
+        + Send
+        + 'static,
     stdin: bool,
     keep: Option<(bool, bool)>,
+    tty: bool,
 ) {
     tokio::spawn(async move {
         let upgraded = match hyper::upgrade::on(&mut req).await {
@@ -484,6 +500,23 @@ fn splice(
             }
         };
         let (mut cr, mut cw) = tokio::io::split(TokioIo::new(upgraded));
+        let monitor = match monitor.await {
+            Ok(m) => m,
+            Err(e) => {
+                // Past the 101 the error can only travel in the stream, as dockerd sends it;
+                // the exit code is in the exec's record for the client's inspect.
+                let text = format!("{}\r\n", e.message);
+                let mut frame = Vec::with_capacity(text.len() + 8);
+                if !tty {
+                    frame.extend_from_slice(&[2, 0, 0, 0]);
+                    frame.extend_from_slice(&(text.len() as u32).to_be_bytes());
+                }
+                frame.extend_from_slice(text.as_bytes());
+                let _ = cw.write_all(&frame).await;
+                let _ = cw.shutdown().await;
+                return;
+            }
+        };
         let (mut mr, mut mw) = monitor.into_split();
         let down = async {
             match keep {
@@ -555,7 +588,7 @@ async fn attach(c: &Containers, key: &str, q: &Query, req: Request) -> ApiResult
     } else {
         Some((out, err))
     };
-    splice(req, monitor, stdin, keep);
+    splice(req, std::future::ready(Ok(monitor)), stdin, keep, tty);
     Ok(upgrade_response(tty))
 }
 
@@ -566,7 +599,7 @@ async fn exec_create(c: &Containers, key: &str, body: Body) -> ApiResult {
 }
 
 async fn exec_route(
-    c: &Containers,
+    c: &Arc<Containers>,
     method: &Method,
     rest: &str,
     q: &Query,
@@ -580,20 +613,32 @@ async fn exec_route(
             let v = read_json_body(body).await.unwrap_or(json!({}));
             let detach = v["Detach"].as_bool().unwrap_or(false);
             let tty = v["Tty"].as_bool();
-            let stream = c.exec_start(id, tty).await?;
-            let e = c.exec_get(id)?;
-            if detach || !upgrade {
-                // Nobody reads it: drain the output so the process never blocks on it.
-                tokio::spawn(async move {
-                    let mut s = stream;
-                    let mut buf = vec![0u8; 16 * 1024];
-                    while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
-                });
-                return Ok(StatusCode::OK.into_response());
+            if !detach && upgrade {
+                // Answer 101 first and start the process once the connection is handed over,
+                // as dockerd does: a client that parses the headers with a buffered reader
+                // (docker-py) would otherwise swallow the first output with them.
+                let e = c.exec_startable(id)?;
+                let tty = tty.unwrap_or(e.tty);
+                let req = Request::from_parts(parts, Body::empty());
+                let (c, id) = (c.clone(), id.to_string());
+                splice(
+                    req,
+                    async move { c.exec_start(&id, Some(tty)).await },
+                    e.open_stdin,
+                    None,
+                    tty,
+                );
+                return Ok(upgrade_response(tty));
             }
-            let req = Request::from_parts(parts, Body::empty());
-            splice(req, stream, e.open_stdin, None);
-            Ok(upgrade_response(e.tty))
+            // Detached (or no hijack): nobody reads the output; drain it so the process never
+            // blocks on it.
+            let stream = c.exec_start(id, tty).await?;
+            tokio::spawn(async move {
+                let mut s = stream;
+                let mut buf = vec![0u8; 16 * 1024];
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+            Ok(StatusCode::OK.into_response())
         }
         (&Method::POST, "resize") => {
             let (h, w) = dims(q)?;
@@ -848,7 +893,7 @@ fn proc_row(pid: i32) -> Option<Value> {
 
 async fn stats(c: &Containers, key: &str, q: &Query) -> ApiResult {
     let r = c.find(key)?;
-    let stream = !matches!(q.get("stream"), Some("0" | "false"));
+    let stream = q.flag_or("stream", true);
     let parent = c.cgroup_parent().to_string();
     let sample = |id: String| {
         let parent = parent.clone();

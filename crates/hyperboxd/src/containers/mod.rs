@@ -1092,6 +1092,26 @@ impl Containers {
         self.exec_get(id)
     }
 
+    /// Whether exec `id` can start now (not run yet, its container running): the checks an
+    /// upgraded start makes before it answers 101.
+    pub fn exec_startable(&self, id: &str) -> Result<ExecRecord> {
+        let e = self.exec_get(id)?;
+        if e.running || e.exit_code.is_some() {
+            return Err(ContainerError::new(
+                409,
+                format!("exec {id} has already run"),
+            ));
+        }
+        let r = self.find(&e.container)?;
+        if r.state.status != Status::Running {
+            return Err(ContainerError::new(
+                409,
+                format!("Container {} is not running", r.id),
+            ));
+        }
+        Ok(e)
+    }
+
     /// `POST /exec/{id}/start`: starts it and returns the attach stream.
     pub async fn exec_start(&self, id: &str, tty: Option<bool>) -> Result<tokio::net::UnixStream> {
         let mut e = self.exec_get(id)?;
