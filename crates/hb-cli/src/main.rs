@@ -7,6 +7,7 @@ mod containers;
 mod engine_stats;
 mod output;
 mod predict;
+mod tune;
 
 use std::io::{IsTerminal, Read};
 use std::process::ExitCode;
@@ -159,6 +160,9 @@ enum Command {
     Predict(predict::PredictArgs),
     /// Pull if missing and unpack into the hot tier now (or `--evict` from it).
     Prewarm(predict::PrewarmArgs),
+    /// Replay the daemon's start history (or `--trace FILE`) across techniques, thresholds,
+    /// update intervals and cache sizes, and propose the config that wins.
+    Tune(tune::TuneArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -496,6 +500,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Container(ContainerCommand::Prune { .. }) => containers::prune(&addr).await,
         Command::Predict(a) => predict::predict(&addr, a).await,
         Command::Prewarm(a) => predict::prewarm(&addr, a).await,
+        Command::Tune(a) => tune::tune_command(&addr, a).await,
         Command::Version => {
             println!("Client:\n Version:    {}", env!("CARGO_PKG_VERSION"));
             let v = get_json(&addr, "/version").await?;

@@ -176,10 +176,24 @@ pub fn system_df(v: &Value, format: Option<&str>) -> anyhow::Result<()> {
         s["compression_ratio"].as_f64().unwrap_or(0.0),
         n(&s["chunks"]),
     );
+    let hot = &v["hot"];
+    let cold = &v["cold"];
+    println!(
+        "Hot tier (unpacked layers):          {} of the {} cache budget ([cache] size_mb), {} layers, {} on disk",
+        human(n(&hot["used_bytes"])),
+        human(n(&hot["budget_bytes"])),
+        n(&hot["layers"]),
+        human(n(&hot["disk_bytes"])),
+    );
+    println!(
+        "Cold tier (only in the chunk store): {} in {} layers",
+        human(n(&cold["logical_bytes"])),
+        n(&cold["layers"]),
+    );
     println!();
     println!(
-        "{:<48} {:>10} {:>10} {:>10} {:>10}",
-        "IMAGE", "LOGICAL", "STORED", "SHARED", "UNIQUE"
+        "{:<48} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10}",
+        "IMAGE", "LOGICAL", "STORED", "SHARED", "UNIQUE", "TIER", "HOT"
     );
     for i in v["images"].as_array().into_iter().flatten() {
         let name = i["names"]
@@ -189,12 +203,14 @@ pub fn system_df(v: &Value, format: Option<&str>) -> anyhow::Result<()> {
             .map(str::to_string)
             .unwrap_or_else(|| short(i["id"].as_str().unwrap_or(""), false));
         println!(
-            "{:<48} {:>10} {:>10} {:>10} {:>10}",
+            "{:<48} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10}",
             name,
             human(n(&i["logical_bytes"])),
             human(n(&i["stored_bytes"])),
             human(n(&i["shared_bytes"])),
             human(n(&i["unique_bytes"])),
+            i["tier"].as_str().unwrap_or("?"),
+            human(n(&i["hot_bytes"])),
         );
     }
     Ok(())

@@ -200,3 +200,172 @@ fn a_then_b_makes_b_warm_before_it_is_asked_for() {
     assert_eq!(v["history_events"], 8, "{v:#}");
     assert_eq!(v["technique"], "predictive", "{v:#}");
 }
+
+/// Pushes an image of busybox plus one layer of its own holding `own_mb` MiB (zeros: cheap to
+/// push and store, full size in the hot tier); returns its reference.
+fn push_big_image(registry: &Registry, repo: &str, own_mb: usize) -> String {
+    let own = layer_tar(&[(&format!("data/{repo}.bin"), vec![0u8; own_mb << 20])]);
+    push(
+        &registry.addr,
+        &format!("test/{repo}:latest"),
+        &TestImage {
+            layers: vec![busybox_layer(), own],
+            compression: "gzip",
+            architecture: "amd64",
+        },
+    );
+    format!("{}/test/{repo}", registry.addr)
+}
+
+/// Waits until the predictor has learned `starts` starts and carried out what they caused
+/// (no start queued, no prewarm or eviction in progress), so the next start meets the disk
+/// the policy decided on.
+fn settle(d: &Daemon, starts: u64) {
+    let began = Instant::now();
+    loop {
+        let v = predictions(d);
+        if v["stats"]["starts"].as_u64() == Some(starts)
+            && v["learning"] == 0
+            && v["evicting"] == 0
+            && v["warming"].as_array().is_some_and(Vec::is_empty)
+        {
+            return;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(60),
+            "the predictor never settled after {starts} starts: {v:#}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn replaying_the_daemons_history_gives_the_hit_ratio_it_reported() {
+    if !can_run() {
+        return;
+    }
+    let registry = Registry::start();
+    // Three images of busybox + 50 MiB: two fit the 128 MiB hot tier (their busybox layer
+    // counted once), three do not.
+    let images: Vec<String> = ["hp", "hq", "hr"]
+        .iter()
+        .map(|repo| push_big_image(&registry, repo, 50))
+        .collect();
+    let d = Daemon::start(&format!(
+        "[daemon]\ninsecure_registries = [\"{}\"]\n\
+         [cache]\nsize_mb = 128\n\
+         [prewarming]\ntechnique = \"predictive\"\n",
+        registry.addr
+    ));
+
+    // Nothing recorded yet: hb tune says so.
+    let err = d.hb_err(&["tune"]);
+    assert!(err.contains("start history is empty"), "{err}");
+
+    for image in &images {
+        d.hb_ok(&["pull", image]);
+    }
+    // Hits, misses and evictions, with the predictive model prewarming what follows what.
+    let order = [0, 1, 0, 2, 1, 0, 0, 2, 2, 1, 0, 1, 2, 0, 1];
+    for (n, &i) in order.iter().enumerate() {
+        run_in_project(&d, &images[i]);
+        settle(&d, n as u64 + 1);
+    }
+
+    let text = metrics_text(&d.metrics_addr);
+    let (hot, cold) = (sample(&text, HOT), sample(&text, COLD));
+    let daemon_ratio = sample(&text, "hyperbox_cache_hit_ratio");
+    assert_eq!(hot + cold, order.len() as f64, "{text}");
+    assert!(hot > 0.0 && cold > 0.0, "hot {hot} cold {cold}");
+    assert_eq!(daemon_ratio, hot / (hot + cold));
+    let v = predictions(&d);
+    assert_eq!(v["policy_disagreements"], 0, "{v:#}");
+
+    // The history file, replayed with the daemon's technique and budget.
+    let history = d.data_dir().join("predict").join("history.jsonl");
+    let history_arg = history.to_string_lossy().into_owned();
+    let replayed: Value = serde_json::from_str(&d.hb_ok(&[
+        "predict",
+        "replay",
+        "--trace",
+        &history_arg,
+        "--technique",
+        "predictive",
+        "--cache-mb",
+        "128",
+        "--json",
+    ]))
+    .expect("replay json");
+    assert_eq!(replayed["starts"], order.len(), "{replayed}");
+    assert!(
+        replayed["evictions"].as_u64().unwrap_or(0) > 0,
+        "{replayed}"
+    );
+    assert_eq!(
+        replayed["hit_ratio"].as_f64(),
+        Some(daemon_ratio),
+        "replay {replayed}\nmetrics: hot {hot} cold {cold}\nhistory:\n{}",
+        std::fs::read_to_string(&history).unwrap_or_default()
+    );
+
+    // hb tune replays the same history, fetched from the daemon: its current row is the same.
+    let tuned: Value =
+        serde_json::from_str(&d.hb_ok(&["tune", "--json", "--cores", "2"])).expect("tune json");
+    let current = &tuned["rows"][0];
+    assert_eq!(current["parameter"], "current", "{tuned:#}");
+    assert_eq!(
+        current["report"]["hit_ratio"].as_f64(),
+        Some(daemon_ratio),
+        "{tuned:#}"
+    );
+    let snippet = tuned["toml"].as_str().unwrap_or_default();
+    let config = hb_config::Config::from_toml_str(snippet, "hb tune")
+        .unwrap_or_else(|e| panic!("hb tune's proposal is not a valid config: {e}\n{snippet}"));
+    assert_eq!(
+        (
+            config.prewarming.parallel_ops,
+            config.prewarming.batch_delay_ms
+        ),
+        (1, 20),
+        "the guide's 2-core row: {snippet}"
+    );
+    let table = d.hb_ok(&["tune", "--cores", "2"]);
+    assert!(table.contains("PARAMETER"), "{table}");
+    assert!(table.contains("WASTED PREWARM MB"), "{table}");
+    assert!(table.contains("[cache]\nsize_mb = "), "{table}");
+
+    // hb system df: hot and cold per image, the shared busybox layer counted once in the total.
+    let df = d.df_json();
+    let bb_bytes = busybox_layer().len() as u64;
+    let per_image: Vec<(&str, u64)> = df["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| {
+            (
+                i["tier"].as_str().unwrap_or("?"),
+                i["hot_bytes"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert!(per_image.iter().any(|i| i.0 == "hot"), "{df:#}");
+    assert!(per_image.iter().any(|i| i.0 != "hot"), "{df:#}");
+    // Every image with a layer unpacked has busybox's (the own layers are all different):
+    // the per-image figures count it in each, the total once.
+    let with_busybox = per_image.iter().filter(|i| i.1 > 0).count() as u64;
+    let sum: u64 = per_image.iter().map(|i| i.1).sum();
+    let used = df["hot"]["used_bytes"].as_u64().expect("hot.used_bytes");
+    assert_eq!(used, sum - (with_busybox - 1) * bb_bytes, "{df:#}");
+    assert_eq!(df["hot"]["budget_bytes"], 128u64 << 20, "{df:#}");
+    assert!(used <= 128 << 20, "{df:#}");
+    let policy = df["hot"]["policy_used_bytes"].as_u64().unwrap_or(0);
+    assert!(used.abs_diff(policy) <= 1, "disk {used} policy {policy}");
+    assert!(
+        df["cold"]["logical_bytes"].as_u64().unwrap_or(0) >= 50 << 20,
+        "{df:#}"
+    );
+    let text = d.hb_ok(&["system", "df"]);
+    assert!(text.contains("Hot tier"), "{text}");
+    assert!(text.contains("TIER"), "{text}");
+}

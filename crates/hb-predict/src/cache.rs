@@ -2,10 +2,18 @@
 //! prediction protects; prediction-aware with a model: images the statistical model calls done
 //! go first, then unprotected ones by LRU, protected (predicted) ones only for a user's start.
 //! It also keeps the prewarm accounting behind `prediction_accuracy` and `wasted_prewarm_mb`.
+//!
+//! The budget is counted per layer, as the disk holds them: an image is a [`Footprint`] of
+//! layers, a layer two warm images share counts once, and evicting an image frees only the
+//! layers no other warm image holds. A start is a hit when every layer of its image is held,
+//! even if only other images brought them in (the daemon's disk says the same). A trace event
+//! without layers is one layer of its own (`size_mb`), so a plain trace replays image by image.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
+
+use crate::event::StartEvent;
 
 /// Whether a start was served from the hot tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -17,9 +25,55 @@ pub enum StartOutcome {
     Miss,
 }
 
+/// What one image occupies in the hot tier: its layers (key, MiB), each once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Footprint {
+    layers: Vec<(String, f64)>,
+}
+
+impl Footprint {
+    /// An image known only by its total size: one layer of its own, shared with nobody.
+    pub fn whole(image: &str, size_mb: f64) -> Footprint {
+        // No digest starts with NUL, so this key never meets a real layer's.
+        Footprint {
+            layers: vec![(format!("\0{image}"), size_mb)],
+        }
+    }
+
+    /// An image made of these layers (digest, MiB); a digest listed twice counts once.
+    pub fn of_layers<'a>(layers: impl IntoIterator<Item = (&'a str, f64)>) -> Footprint {
+        let mut seen = HashSet::new();
+        Footprint {
+            layers: layers
+                .into_iter()
+                .filter(|(digest, _)| seen.insert(*digest))
+                .map(|(digest, size)| (digest.to_string(), size))
+                .collect(),
+        }
+    }
+
+    /// The footprint a start event describes: its `layers` when it lists them, else
+    /// [`Footprint::whole`] of its `size_mb`.
+    pub fn of_event(event: &StartEvent) -> Footprint {
+        if event.layers.is_empty() {
+            Footprint::whole(&event.image, event.size_mb)
+        } else {
+            Footprint::of_layers(event.layers.iter().map(|l| (l.digest.as_str(), l.size_mb)))
+        }
+    }
+
+    /// MiB of all its layers.
+    pub fn size_mb(&self) -> f64 {
+        self.layers.iter().map(|l| l.1).sum()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
+    /// MiB of all its layers (what an unused prewarm of it wasted).
     size_mb: f64,
+    /// Keys of its layers in [`HotCache::layers`].
+    layers: Vec<String>,
     last_used: f64,
     /// Order of last use (ties of `last_used` broken by it).
     seq: u64,
@@ -27,6 +81,13 @@ struct Entry {
     protected_until: f64,
     /// Prewarmed and not yet used: the deadline its use must come by.
     prewarm_deadline: Option<f64>,
+}
+
+/// A layer held by one or more warm images.
+#[derive(Debug, Clone)]
+struct HeldLayer {
+    size_mb: f64,
+    holders: u32,
 }
 
 /// Counters of the hot tier.
@@ -56,6 +117,7 @@ pub struct HotCache {
     used_mb: f64,
     seq: u64,
     entries: HashMap<String, Entry>,
+    layers: HashMap<String, HeldLayer>,
     stats: CacheStats,
 }
 
@@ -75,11 +137,12 @@ impl HotCache {
             used_mb: 0.0,
             seq: 0,
             entries: HashMap::new(),
+            layers: HashMap::new(),
             stats: CacheStats::default(),
         }
     }
 
-    /// MiB in use.
+    /// MiB in use: every held layer once.
     pub fn used_mb(&self) -> f64 {
         self.used_mb
     }
@@ -92,6 +155,11 @@ impl HotCache {
     /// True when the image is warm.
     pub fn contains(&self, image: &str) -> bool {
         self.entries.contains_key(image)
+    }
+
+    /// True when a warm image holds the layer with this digest.
+    pub fn holds_layer(&self, digest: &str) -> bool {
+        self.layers.contains_key(digest)
     }
 
     /// Warm images, least recently used first.
@@ -110,13 +178,25 @@ impl HotCache {
         &self.stats
     }
 
-    /// A start of `image` at `now`: a hit refreshes it, a miss makes it warm (evicting, any
-    /// entry if need be, LRU among equals). `is_idle` tells which images the model calls done.
-    /// Returns the outcome and the evicted images.
+    /// [`HotCache::start_footprint`] of an image known by its size only.
     pub fn start(
         &mut self,
         image: &str,
         size_mb: f64,
+        now: f64,
+        is_idle: &dyn Fn(&str) -> bool,
+    ) -> (StartOutcome, Vec<String>) {
+        self.start_footprint(image, &Footprint::whole(image, size_mb), now, is_idle)
+    }
+
+    /// A start of `image` at `now`: a hit when all its layers are held (the image is warm, or
+    /// other warm images hold every layer of it), which refreshes it; a miss makes it warm
+    /// (evicting, any entry if need be, LRU among equals). `is_idle` tells which images the
+    /// model calls done. Returns the outcome and the evicted images.
+    pub fn start_footprint(
+        &mut self,
+        image: &str,
+        footprint: &Footprint,
         now: f64,
         is_idle: &dyn Fn(&str) -> bool,
     ) -> (StartOutcome, Vec<String>) {
@@ -135,20 +215,48 @@ impl HotCache {
             entry.seq = self.seq;
             return (StartOutcome::Hit, Vec::new());
         }
-        let evicted = self.make_room(size_mb, now, true, is_idle);
-        if self.used_mb + size_mb <= self.capacity_mb {
-            self.insert(image, size_mb, now, None);
+        if self.missing_mb(footprint) == 0.0 && !footprint.layers.is_empty() {
+            // Other warm images hold every layer: served hot, and now warm itself.
+            self.stats.hits += 1;
+            self.insert(image, footprint, now, None);
+            return (StartOutcome::Hit, Vec::new());
+        }
+        if footprint.size_mb() > self.capacity_mb {
+            return (StartOutcome::Miss, Vec::new());
+        }
+        self.insert(image, footprint, now, None);
+        let evicted = self.make_room(image, now, true, is_idle);
+        if self.used_mb > self.capacity_mb {
+            self.detach(image);
         }
         (StartOutcome::Miss, evicted)
+    }
+
+    /// [`HotCache::prewarm_footprint`] of an image known by its size only.
+    pub fn prewarm(
+        &mut self,
+        image: &str,
+        size_mb: f64,
+        now: f64,
+        until: f64,
+        is_idle: &dyn Fn(&str) -> bool,
+    ) -> (bool, Vec<String>) {
+        self.prewarm_footprint(
+            image,
+            &Footprint::whole(image, size_mb),
+            now,
+            until,
+            is_idle,
+        )
     }
 
     /// Protects `image` until `until` (it is predicted). If it is not warm, loads it as a prewarm,
     /// evicting only unprotected entries; returns `(loaded, evicted)`; `loaded` is false when it
     /// was already warm or there was no room without evicting predicted images.
-    pub fn prewarm(
+    pub fn prewarm_footprint(
         &mut self,
         image: &str,
-        size_mb: f64,
+        footprint: &Footprint,
         now: f64,
         until: f64,
         is_idle: &dyn Fn(&str) -> bool,
@@ -161,15 +269,18 @@ impl HotCache {
             }
             return (false, Vec::new());
         }
-        if size_mb > self.capacity_mb
-            || !self.room_without_protected(size_mb, now)
-            || self.protected_mb(now) + size_mb > self.capacity_mb * self.prewarm_share
+        // What predicted images would hold with this one: it must fit the budget without
+        // evicting any of them, and their share of it.
+        let protected_with_it = self.protected_mb_with(footprint, now);
+        if footprint.size_mb() > self.capacity_mb
+            || protected_with_it > self.capacity_mb
+            || protected_with_it > self.capacity_mb * self.prewarm_share
         {
             return (false, Vec::new());
         }
-        let evicted = self.make_room(size_mb, now, false, is_idle);
         self.seq += 1;
-        self.insert(image, size_mb, now, Some(until));
+        self.insert(image, footprint, now, Some(until));
+        let evicted = self.make_room(image, now, false, is_idle);
         if let Some(entry) = self.entries.get_mut(image) {
             entry.protected_until = until;
             // A prewarm is not a use: it goes behind everything used so far in LRU order, so
@@ -177,20 +288,60 @@ impl HotCache {
             entry.last_used = f64::NEG_INFINITY;
         }
         self.stats.prewarmed += 1;
-        self.stats.prewarmed_mb += size_mb;
+        self.stats.prewarmed_mb += footprint.size_mb();
         (true, evicted)
+    }
+
+    /// Makes `image` warm without counting a start or a prewarm (the daemon found it unpacked,
+    /// or a user warmed it by hand); evicts unprotected entries to keep the budget. Returns the
+    /// evicted images.
+    pub fn load(
+        &mut self,
+        image: &str,
+        footprint: &Footprint,
+        now: f64,
+        is_idle: &dyn Fn(&str) -> bool,
+    ) -> Vec<String> {
+        self.seq += 1;
+        if let Some(entry) = self.entries.get_mut(image) {
+            entry.last_used = now;
+            entry.seq = self.seq;
+            return Vec::new();
+        }
+        self.insert(image, footprint, now, None);
+        self.make_room(image, now, false, is_idle)
+    }
+
+    /// A prewarm the engine decided could not be carried out (the pull or the unpack failed):
+    /// the image leaves the hot tier as if it had never been loaded, so it counts neither as
+    /// prewarmed nor as wasted, and a start of it is a miss, as it is on disk. Returns whether
+    /// it was an unused prewarm.
+    pub fn prewarm_failed(&mut self, image: &str) -> bool {
+        let unused_prewarm = self
+            .entries
+            .get(image)
+            .is_some_and(|e| e.prewarm_deadline.is_some());
+        if !unused_prewarm {
+            return false;
+        }
+        if let Some(entry) = self.detach(image) {
+            self.stats.prewarmed = self.stats.prewarmed.saturating_sub(1);
+            self.stats.prewarmed_mb = (self.stats.prewarmed_mb - entry.size_mb).max(0.0);
+        }
+        true
     }
 
     /// Drops entries unused for more than `keep_alive_secs` (the fixed keep-alive baseline).
     pub fn expire_idle(&mut self, now: f64, keep_alive_secs: f64) -> Vec<String> {
-        let victims: Vec<String> = self
+        let mut victims: Vec<String> = self
             .entries
             .iter()
             .filter(|(_, e)| e.last_used.is_finite() && now - e.last_used > keep_alive_secs)
             .map(|(k, _)| k.clone())
             .collect();
+        victims.sort();
         for v in &victims {
-            self.remove(v, now);
+            self.remove(v);
         }
         victims
     }
@@ -199,7 +350,7 @@ impl HotCache {
     /// (by hand, `rmi`, prune). Counted as an eviction. Returns whether it was warm.
     pub fn drop_image(&mut self, image: &str) -> bool {
         let was_warm = self.contains(image);
-        self.remove(image, 0.0);
+        self.remove(image);
         was_warm
     }
 
@@ -212,68 +363,106 @@ impl HotCache {
         }
     }
 
-    fn insert(&mut self, image: &str, size_mb: f64, now: f64, deadline: Option<f64>) {
+    /// MiB of the footprint's layers no warm image holds.
+    fn missing_mb(&self, footprint: &Footprint) -> f64 {
+        footprint
+            .layers
+            .iter()
+            .filter(|(key, _)| !self.layers.contains_key(key))
+            .map(|l| l.1)
+            .sum()
+    }
+
+    fn insert(&mut self, image: &str, footprint: &Footprint, now: f64, deadline: Option<f64>) {
+        for (key, size_mb) in &footprint.layers {
+            let held = self.layers.entry(key.clone()).or_insert_with(|| HeldLayer {
+                size_mb: *size_mb,
+                holders: 0,
+            });
+            if held.holders == 0 {
+                self.used_mb += held.size_mb;
+            }
+            held.holders += 1;
+        }
         self.entries.insert(
             image.to_string(),
             Entry {
-                size_mb,
+                size_mb: footprint.size_mb(),
+                layers: footprint.layers.iter().map(|l| l.0.clone()).collect(),
                 last_used: now,
                 seq: self.seq,
                 protected_until: f64::NEG_INFINITY,
                 prewarm_deadline: deadline,
             },
         );
-        self.used_mb += size_mb;
     }
 
-    fn remove(&mut self, image: &str, _now: f64) {
-        if let Some(entry) = self.entries.remove(image) {
-            self.used_mb -= entry.size_mb;
-            self.stats.evictions += 1;
-            if entry.prewarm_deadline.is_some() {
-                self.stats.wasted_prewarm_mb += entry.size_mb;
+    /// Takes the entry out and releases its layers (no counters move).
+    fn detach(&mut self, image: &str) -> Option<Entry> {
+        let entry = self.entries.remove(image)?;
+        for key in &entry.layers {
+            if let Some(held) = self.layers.get_mut(key) {
+                held.holders = held.holders.saturating_sub(1);
+                if held.holders == 0 {
+                    self.used_mb -= held.size_mb;
+                    self.layers.remove(key);
+                }
             }
         }
         if self.entries.is_empty() {
             // Wipe accumulated float error.
             self.used_mb = 0.0;
         }
+        Some(entry)
     }
 
-    fn protected_mb(&self, now: f64) -> f64 {
-        self.entries
-            .values()
-            .filter(|e| e.protected_until > now)
-            .map(|e| e.size_mb)
-            .sum()
+    /// An eviction: the entry goes, counted (and as waste when it was an unused prewarm).
+    fn remove(&mut self, image: &str) {
+        if let Some(entry) = self.detach(image) {
+            self.stats.evictions += 1;
+            if entry.prewarm_deadline.is_some() {
+                self.stats.wasted_prewarm_mb += entry.size_mb;
+            }
+        }
     }
 
-    fn room_without_protected(&self, size_mb: f64, now: f64) -> bool {
-        let freeable: f64 = self
-            .entries
-            .values()
-            .filter(|e| e.protected_until <= now)
-            .map(|e| e.size_mb)
-            .sum();
-        self.capacity_mb - self.used_mb + freeable >= size_mb
+    /// MiB the layers of protected entries and of `footprint` hold together (each layer once).
+    fn protected_mb_with(&self, footprint: &Footprint, now: f64) -> f64 {
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut total = 0.0;
+        for (key, size_mb) in &footprint.layers {
+            if seen.insert(key.as_str()) {
+                total += size_mb;
+            }
+        }
+        for entry in self.entries.values().filter(|e| e.protected_until > now) {
+            for key in &entry.layers {
+                if seen.insert(key.as_str()) {
+                    total += self.layers.get(key).map_or(0.0, |l| l.size_mb);
+                }
+            }
+        }
+        total
     }
 
-    /// Evicts until `size_mb` fits: idle-and-unprotected first, then unprotected by LRU, then
-    /// (only when `may_evict_protected`) protected by LRU.
+    /// Evicts entries other than `newcomer` (already inserted) until the budget holds:
+    /// idle-and-unprotected first, then unprotected by LRU, then (only when
+    /// `may_evict_protected`) protected by LRU.
     fn make_room(
         &mut self,
-        size_mb: f64,
+        newcomer: &str,
         now: f64,
         may_evict_protected: bool,
         is_idle: &dyn Fn(&str) -> bool,
     ) -> Vec<String> {
         let mut evicted = Vec::new();
-        if self.used_mb + size_mb <= self.capacity_mb || size_mb > self.capacity_mb {
+        if self.used_mb <= self.capacity_mb {
             return evicted;
         }
         let mut order: Vec<(u8, f64, u64, String)> = self
             .entries
             .iter()
+            .filter(|(k, _)| k.as_str() != newcomer)
             .filter_map(|(k, e)| {
                 let protected = e.protected_until > now;
                 let class = if protected {
@@ -297,10 +486,10 @@ impl HotCache {
                 .then(a.3.cmp(&b.3))
         });
         for (_, _, _, image) in order {
-            if self.used_mb + size_mb <= self.capacity_mb {
+            if self.used_mb <= self.capacity_mb {
                 break;
             }
-            self.remove(&image, now);
+            self.remove(&image);
             evicted.push(image);
         }
         evicted

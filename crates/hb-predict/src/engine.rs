@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{HotCache, StartOutcome};
+use crate::cache::{Footprint, HotCache, StartOutcome};
 use crate::event::{History, StartEvent};
 use crate::model::{FrequencyModel, Guess, MarkovModel, Model, Prediction, StatisticalModel};
 use crate::{PredictError, Result};
@@ -186,7 +186,8 @@ pub struct Engine {
     names: Vec<String>,
     ids: HashMap<String, u32>,
     projects: HashMap<String, u32>,
-    sizes: Vec<f64>,
+    /// Each interned image's latest known hot-tier footprint.
+    footprints: Vec<Footprint>,
     model: Option<Model>,
     cache: HotCache,
     history: History,
@@ -204,7 +205,7 @@ impl Engine {
             names: Vec::new(),
             ids: HashMap::new(),
             projects: HashMap::new(),
-            sizes: Vec::new(),
+            footprints: Vec::new(),
             history,
             next_tick: None,
             config,
@@ -241,9 +242,33 @@ impl Engine {
         self.model.as_ref().map_or(0, Model::heap_bytes)
     }
 
-    /// Tells the policy an image is already warm (found on disk at daemon start).
-    pub fn mark_warm(&mut self, image: &str, size_mb: f64, now: f64) {
-        self.cache.start(image, size_mb, now, &|_| false);
+    /// Tells the policy an image is warm though no start or prediction of the engine made it
+    /// so: found unpacked at daemon start, or warmed by hand (`hb prewarm`). Counts neither a
+    /// start nor a prewarm; returns the evictions needed to keep the budget.
+    pub fn mark_warm(&mut self, image: &str, footprint: &Footprint, now: f64) -> Vec<Action> {
+        let Engine {
+            cache, model, ids, ..
+        } = self;
+        let is_idle = |name: &str| matches!((model.as_ref(), ids.get(name)), (Some(m), Some(&id)) if m.is_idle(id, now));
+        cache
+            .load(image, footprint, now, &is_idle)
+            .into_iter()
+            .map(|image| Action::Evict { image })
+            .collect()
+    }
+
+    /// A prewarm this engine asked for could not be carried out (pull or unpack failed): the
+    /// image leaves the policy's hot tier and counts neither as prewarmed nor as wasted, so
+    /// `prediction_accuracy` reflects predictions, not failures, and the next start of it is
+    /// a miss, as it is on disk. Returns whether it was an unused prewarm.
+    pub fn prewarm_failed(&mut self, image: &str) -> bool {
+        self.cache.prewarm_failed(image)
+    }
+
+    /// True when a warm image of the policy holds the layer with this digest (the daemon keeps
+    /// exactly those layers unpacked).
+    pub fn holds_layer(&self, digest: &str) -> bool {
+        self.cache.holds_layer(digest)
     }
 
     /// Tells the policy an image left the hot tier outside its decisions (the daemon dropped
@@ -253,15 +278,17 @@ impl Engine {
         self.cache.drop_image(image)
     }
 
-    fn intern(&mut self, image: &str, size_mb: f64) -> u32 {
+    fn intern(&mut self, image: &str, footprint: Footprint) -> u32 {
         if let Some(&id) = self.ids.get(image) {
-            self.sizes[id as usize] = size_mb;
+            if let Some(slot) = self.footprints.get_mut(id as usize) {
+                *slot = footprint;
+            }
             return id;
         }
         let id = self.names.len() as u32;
         self.names.push(image.to_string());
         self.ids.insert(image.to_string(), id);
-        self.sizes.push(size_mb);
+        self.footprints.push(footprint);
         id
     }
 
@@ -272,7 +299,7 @@ impl Engine {
     }
 
     fn learn(&mut self, event: StartEvent) -> (u32, Option<u32>) {
-        let id = self.intern(&event.image, event.size_mb);
+        let id = self.intern(&event.image, Footprint::of_event(&event));
         let project = self.project_id(event.project.as_deref());
         if let Some(model) = self.model.as_mut() {
             model.observe(id, project, event.ts);
@@ -289,7 +316,9 @@ impl Engine {
             cache, model, ids, ..
         } = self;
         let is_idle = |image: &str| matches!((model.as_ref(), ids.get(image)), (Some(m), Some(&id)) if m.is_idle(id, event.ts));
-        let (outcome, evicted) = cache.start(&event.image, event.size_mb, event.ts, &is_idle);
+        let footprint = Footprint::of_event(event);
+        let (outcome, evicted) =
+            cache.start_footprint(&event.image, &footprint, event.ts, &is_idle);
         actions.extend(evicted.into_iter().map(|image| Action::Evict { image }));
         (outcome, actions)
     }
@@ -383,15 +412,15 @@ impl Engine {
             model,
             ids,
             names,
-            sizes,
+            footprints,
             config,
             ..
         } = self;
         let is_idle = |image: &str| matches!((model.as_ref(), ids.get(image)), (Some(m), Some(&id)) if m.is_idle(id, now));
         for guess in guesses {
-            let (Some(name), Some(&size)) = (
+            let (Some(name), Some(footprint)) = (
                 names.get(guess.image as usize),
-                sizes.get(guess.image as usize),
+                footprints.get(guess.image as usize),
             ) else {
                 continue;
             };
@@ -399,16 +428,16 @@ impl Engine {
             if !config.prewarm {
                 // Prewarming off: predictions still keep warm images from eviction.
                 if cache.contains(name) {
-                    cache.prewarm(name, size, now, until, &is_idle);
+                    cache.prewarm_footprint(name, footprint, now, until, &is_idle);
                 }
                 continue;
             }
-            let (loaded, evicted) = cache.prewarm(name, size, now, until, &is_idle);
+            let (loaded, evicted) = cache.prewarm_footprint(name, footprint, now, until, &is_idle);
             actions.extend(evicted.into_iter().map(|image| Action::Evict { image }));
             if loaded {
                 actions.push(Action::Prewarm {
                     image: name.clone(),
-                    size_mb: size,
+                    size_mb: footprint.size_mb(),
                     confidence: guess.confidence,
                     reason: guess.reason,
                     horizon_secs: guess.horizon_secs,

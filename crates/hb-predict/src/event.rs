@@ -8,9 +8,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::{PredictError, Result};
 
+/// One layer of a started image, as the daemon records it in its history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerUse {
+    /// The layer's digest (`sha256:…` of the uncompressed tar, its diff_id).
+    pub digest: String,
+    /// Its size in the hot tier, in MiB.
+    pub size_mb: f64,
+}
+
 /// One container start: one line of a trace.
 ///
 /// `{"ts": 1764000000.5, "image": "postgres:16", "size_mb": 150.0, "project": "shop"}`
+///
+/// The daemon's history also lists the image's `layers`, so a replay counts a layer two
+/// images share once in the hot-tier budget, as the daemon does.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StartEvent {
@@ -23,6 +36,41 @@ pub struct StartEvent {
     /// Compose project, working directory or `--label` project, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
+    /// The image's layers (optional): when given, they are its hot-tier footprint and
+    /// `size_mb` is their sum.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerUse>,
+}
+
+impl StartEvent {
+    /// Why this event cannot be replayed, if it cannot: a non-finite `ts`, a negative or
+    /// non-finite size, an empty image or layer digest.
+    pub fn invalid_reason(&self) -> Option<String> {
+        if !self.ts.is_finite() {
+            return Some("ts is not a finite number".into());
+        }
+        if !(self.size_mb.is_finite() && self.size_mb >= 0.0) {
+            return Some(format!(
+                "size_mb {} is not a non-negative number",
+                self.size_mb
+            ));
+        }
+        if self.image.is_empty() {
+            return Some("image is empty".into());
+        }
+        for layer in &self.layers {
+            if layer.digest.is_empty() {
+                return Some("a layer's digest is empty".into());
+            }
+            if !(layer.size_mb.is_finite() && layer.size_mb >= 0.0) {
+                return Some(format!(
+                    "layer {} size_mb {} is not a non-negative number",
+                    layer.digest, layer.size_mb
+                ));
+            }
+        }
+        None
+    }
 }
 
 /// Parses a JSON Lines trace; blank lines are skipped. Errors name the 1-based line; a `ts`
@@ -43,22 +91,10 @@ pub fn parse_trace<R: BufRead>(reader: R) -> Result<Vec<StartEvent>> {
                 line: line_no,
                 reason: e.to_string(),
             })?;
-        if !event.ts.is_finite() {
+        if let Some(reason) = event.invalid_reason() {
             return Err(PredictError::TraceLine {
                 line: line_no,
-                reason: "ts is not a finite number".into(),
-            });
-        }
-        if !(event.size_mb.is_finite() && event.size_mb >= 0.0) {
-            return Err(PredictError::TraceLine {
-                line: line_no,
-                reason: format!("size_mb {} is not a non-negative number", event.size_mb),
-            });
-        }
-        if event.image.is_empty() {
-            return Err(PredictError::TraceLine {
-                line: line_no,
-                reason: "image is empty".into(),
+                reason,
             });
         }
         if let Some(previous) = events.last() {

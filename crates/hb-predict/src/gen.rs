@@ -175,6 +175,7 @@ fn push(out: &mut Vec<StartEvent>, ts: f64, image: &(String, f64), project: Opti
         image: image.0.clone(),
         size_mb: image.1,
         project: project.map(str::to_string),
+        layers: Vec::new(),
     });
 }
 

@@ -14,9 +14,9 @@ mod model;
 mod replay;
 mod tune;
 
-pub use cache::{CacheStats, HotCache, StartOutcome};
+pub use cache::{CacheStats, Footprint, HotCache, StartOutcome};
 pub use engine::{Action, Engine, EngineConfig, Technique};
-pub use event::{parse_trace, parse_trace_str, write_trace, History, StartEvent};
+pub use event::{parse_trace, parse_trace_str, write_trace, History, LayerUse, StartEvent};
 pub use gen::{gen_trace, Family, GenParams};
 pub use model::{FrequencyModel, MarkovModel, Model, Prediction, StatisticalModel};
 pub use replay::{replay, report, ReplayConfig, ReplayReport};

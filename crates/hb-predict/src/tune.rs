@@ -73,7 +73,9 @@ pub type TuneConfig = EngineConfig;
 /// One replay of the sweep.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TuneRow {
-    /// The parameter changed from the current config (`current`, `technique`, ...).
+    /// The parameter changed from the current config: `current`, `technique`,
+    /// `confidence_threshold`, `update_interval_secs`, `cache_mb`, `baseline` (the fixed
+    /// 10-minute keep-alive, shown for comparison, never proposed) or `proposed`.
     pub parameter: &'static str,
     /// Its value in this row.
     pub value: String,
@@ -128,11 +130,14 @@ pub fn tune(trace: &[StartEvent], current: &TuneConfig, cores: u32) -> Result<Tu
             ..current.clone()
         };
         let report = replay(trace, &config)?;
-        if report.cold_starts < best.0 {
+        // The fixed keep-alive is a baseline to compare with, not a technique the daemon's
+        // config can name.
+        let baseline = matches!(technique, Technique::KeepAlive(_));
+        if !baseline && report.cold_starts < best.0 {
             best = (report.cold_starts, technique);
         }
         rows.push(TuneRow {
-            parameter: "technique",
+            parameter: if baseline { "baseline" } else { "technique" },
             value: technique.label(),
             report,
         });

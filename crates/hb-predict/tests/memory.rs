@@ -38,6 +38,7 @@ fn events() -> Vec<StartEvent> {
                 image: format!("registry.example/team/image-{}:v1", (x >> 33) % 2000),
                 size_mb: 100.0,
                 project: Some(format!("project-{}", (x >> 45) % 300)),
+                layers: Vec::new(),
             }
         })
         .collect()

@@ -9,6 +9,7 @@ fn ev(ts: f64, image: &str, size_mb: f64, project: Option<&str>) -> StartEvent {
         image: image.into(),
         size_mb,
         project: project.map(Into::into),
+        layers: Vec::new(),
     }
 }
 
@@ -356,5 +357,127 @@ fn forget_warm_lets_a_prediction_prewarm_again() {
             .iter()
             .any(|a| matches!(a, Action::Prewarm { image, .. } if image == "b:1")),
         "{actions:?}"
+    );
+}
+
+fn layered(ts: f64, image: &str, layers: &[(&str, f64)]) -> StartEvent {
+    StartEvent {
+        ts,
+        image: image.into(),
+        size_mb: layers.iter().map(|l| l.1).sum(),
+        project: None,
+        layers: layers
+            .iter()
+            .map(|(digest, size_mb)| LayerUse {
+                digest: (*digest).into(),
+                size_mb: *size_mb,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn shared_layers_count_once_in_the_budget() {
+    // Two images of 100 MB that share a 60 MB base: together 140 MB, not 200.
+    let mut c = HotCache::new(150.0);
+    let never = |_: &str| false;
+    let a = Footprint::of_layers([("sha256:base", 60.0), ("sha256:a", 40.0)]);
+    let b = Footprint::of_layers([("sha256:base", 60.0), ("sha256:b", 40.0)]);
+    assert_eq!(
+        c.start_footprint("a", &a, 0.0, &never).0,
+        StartOutcome::Miss
+    );
+    let (outcome, evicted) = c.start_footprint("b", &b, 1.0, &never);
+    assert_eq!((outcome, evicted.len()), (StartOutcome::Miss, 0));
+    assert!((c.used_mb() - 140.0).abs() < 1e-9, "{}", c.used_mb());
+    // Evicting "a" frees only its own layer: "b" still holds the base.
+    assert!(c.drop_image("a"));
+    assert!(c.holds_layer("sha256:base") && !c.holds_layer("sha256:a"));
+    assert!((c.used_mb() - 100.0).abs() < 1e-9, "{}", c.used_mb());
+    // An image whose every layer other warm images hold is a hit (the disk says so too).
+    let base_only = Footprint::of_layers([("sha256:base", 60.0)]);
+    assert_eq!(
+        c.start_footprint("base", &base_only, 2.0, &never).0,
+        StartOutcome::Hit
+    );
+    assert!(c.contains("base"));
+}
+
+#[test]
+fn a_replay_with_layers_keeps_two_sharing_images_warm() {
+    // 150 MB holds A and B only when their shared base counts once: A B A B are 2 hits then,
+    // and none when each image is counted whole (200 MB).
+    let trace: Vec<StartEvent> = ["a", "b", "a", "b"]
+        .iter()
+        .enumerate()
+        .map(|(i, img)| {
+            layered(
+                T0 + i as f64,
+                img,
+                &[("sha256:base", 60.0), (&format!("sha256:{img}"), 40.0)],
+            )
+        })
+        .collect();
+    let config = ReplayConfig {
+        technique: Technique::None,
+        cache_mb: 150.0,
+        ..Default::default()
+    };
+    let r = replay(&trace, &config).unwrap();
+    assert_eq!((r.hits, r.evictions), (2, 0));
+    let whole: Vec<StartEvent> = trace
+        .iter()
+        .map(|e| StartEvent {
+            layers: Vec::new(),
+            ..e.clone()
+        })
+        .collect();
+    let r = replay(&whole, &config).unwrap();
+    assert_eq!((r.hits, r.evictions), (0, 3));
+    // The layers survive a trace round trip.
+    let mut text = Vec::new();
+    write_trace(&mut text, &trace).unwrap();
+    assert_eq!(parse_trace(&text[..]).unwrap(), trace);
+}
+
+#[test]
+fn a_failed_prewarm_counts_neither_as_prewarmed_nor_as_hit() {
+    let mut e = engine(Technique::Predictive, 4096.0);
+    let mut t = T0;
+    for _ in 0..3 {
+        start(&mut e, ev(t, "a:1", 100.0, Some("shop")));
+        start(&mut e, ev(t + 5.0, "b:1", 100.0, Some("shop")));
+        e.forget_warm("b:1");
+        t += 60.0;
+    }
+    let prewarmed_before = e.cache().stats().prewarmed;
+    let (_, actions) = start(&mut e, ev(t, "a:1", 100.0, Some("shop")));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Prewarm { image, .. } if image == "b:1")),
+        "{actions:?}"
+    );
+    assert_eq!(e.cache().stats().prewarmed, prewarmed_before + 1);
+    // The daemon's worker could not unpack it.
+    assert!(e.prewarm_failed("b:1"));
+    assert!(!e.prewarm_failed("b:1"));
+    assert_eq!(e.cache().stats().prewarmed, prewarmed_before);
+    let (outcome, _) = start(&mut e, ev(t + 5.0, "b:1", 100.0, Some("shop")));
+    assert_eq!(outcome, StartOutcome::Miss);
+}
+
+#[test]
+fn mark_warm_counts_no_start_and_keeps_the_budget() {
+    let mut e = engine(Technique::None, 250.0);
+    let f = |img: &str| Footprint::whole(img, 100.0);
+    assert!(e.mark_warm("a", &f("a"), T0).is_empty());
+    assert!(e.mark_warm("b", &f("b"), T0 + 1.0).is_empty());
+    let actions = e.mark_warm("c", &f("c"), T0 + 2.0);
+    assert_eq!(actions, vec![Action::Evict { image: "a".into() }]);
+    assert_eq!(e.cache().stats().starts, 0);
+    assert_eq!(
+        start(&mut e, ev(T0 + 3.0, "b", 100.0, None)).0,
+        StartOutcome::Hit
     );
 }

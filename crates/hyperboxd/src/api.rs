@@ -304,6 +304,7 @@ async fn route(
         (&Method::POST, "/hyperbox/system/check") => check(d, q.flag("repair")).await,
         (&Method::POST, "/hyperbox/logout") => logout(d, q).await,
         (&Method::GET, "/hyperbox/predict") => predict(d, q).await,
+        (&Method::GET, "/hyperbox/predict/history") => predict_history(d).await,
         (&Method::POST, "/hyperbox/prewarm") => prewarm(d, q).await,
         (&Method::POST, "/hyperbox/evict") => evict(d, q).await,
         _ => {
@@ -818,6 +819,21 @@ async fn predict(d: Shared, q: Query) -> ApiResult {
     Ok(axum::Json(view).into_response())
 }
 
+/// `GET /hyperbox/predict/history`: the predictor's start history (what
+/// `<data_dir>/predict/history.jsonl` holds), as a JSON Lines trace `hb predict replay` and
+/// `hb tune` read: one start per line, oldest first, with the image's layers.
+async fn predict_history(d: Shared) -> ApiResult {
+    let events = blocking(move || Ok(d.prewarmer.history())).await?;
+    let mut body = Vec::new();
+    hb_predict::write_trace(&mut body, &events).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the start history: {e}"),
+        )
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
 /// The `image` query parameter of the prewarm and evict operations.
 fn image_param(q: &Query) -> Result<String, ApiError> {
     q.get("image")
@@ -888,13 +904,77 @@ async fn check(d: Shared, repair: bool) -> ApiResult {
     Ok(axum::Json(v).into_response())
 }
 
+/// `GET /hyperbox/system/df`: the cold tier (the chunk store: logical, stored, shared bytes per
+/// image) and the hot tier (unpacked layers, counted against `[cache] size_mb`): per image
+/// whether it is hot (every layer unpacked), partly hot or cold, and the totals, each layer
+/// once however many images share it.
 async fn hyperbox_df(d: Shared) -> ApiResult {
     let v = blocking(move || {
         let stats = d.catalog.store().stats()?;
         let rows = images_with_usage(&d)?;
+        let layers = d.containers.layers();
+        let disk = layers.usage().map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("measuring the hot tier: {e}"),
+            )
+        })?;
+        let unpacked: HashMap<&str, u64> = disk
+            .layers
+            .iter()
+            .map(|(diff_id, bytes)| (diff_id.as_str(), *bytes))
+            .collect();
+        // Each layer once: its uncompressed tar size, what the budget counts.
+        let mut layer_sizes: HashMap<&str, u64> = HashMap::new();
+        for (r, _, _) in &rows {
+            for l in &r.layers {
+                layer_sizes.insert(l.diff_id.as_str(), l.size);
+            }
+        }
+        let mut hot_bytes = 0u64;
+        let mut cold_bytes = 0u64;
+        let (mut hot_layers, mut cold_layers) = (0u64, 0u64);
+        for (diff_id, size) in &layer_sizes {
+            if unpacked.contains_key(diff_id) {
+                hot_bytes += size;
+                hot_layers += 1;
+            } else {
+                cold_bytes += size;
+                cold_layers += 1;
+            }
+        }
+        // Unpacked layers no image names any more (a container still pins them): their bytes
+        // on disk, as no tar size is known.
+        let orphans: Vec<u64> = unpacked
+            .iter()
+            .filter(|(diff_id, _)| !layer_sizes.contains_key(*diff_id))
+            .map(|(_, bytes)| *bytes)
+            .collect();
+        hot_bytes += orphans.iter().sum::<u64>();
+        hot_layers += orphans.len() as u64;
+        let (mut images_hot, mut images_cold, mut images_partial) = (0u64, 0u64, 0u64);
         let images: Vec<Value> = rows
             .iter()
             .map(|(r, n, u)| {
+                let mut seen = std::collections::HashSet::new();
+                let (mut total, mut warm, mut warm_bytes) = (0u64, 0u64, 0u64);
+                for l in r.layers.iter().filter(|l| seen.insert(l.diff_id.as_str())) {
+                    total += 1;
+                    if unpacked.contains_key(l.diff_id.as_str()) {
+                        warm += 1;
+                        warm_bytes += l.size;
+                    }
+                }
+                let tier = if total > 0 && warm == total {
+                    images_hot += 1;
+                    "hot"
+                } else if warm > 0 {
+                    images_partial += 1;
+                    "partial"
+                } else {
+                    images_cold += 1;
+                    "cold"
+                };
                 json!({
                     "id": r.id,
                     "names": n.iter().map(|x| hb_image::reference::familiar_name(x)).collect::<Vec<_>>(),
@@ -902,10 +982,32 @@ async fn hyperbox_df(d: Shared) -> ApiResult {
                     "stored_bytes": u.stored_bytes,
                     "shared_bytes": u.shared_bytes,
                     "unique_bytes": u.unique_bytes,
+                    "tier": tier,
+                    "layers": total,
+                    "layers_unpacked": warm,
+                    "hot_bytes": warm_bytes,
                 })
             })
             .collect();
-        Ok(json!({"store": stats, "images": images}))
+        let (budget_mb, policy_mb) = d.prewarmer.hot_tier_mb();
+        Ok(json!({
+            "store": stats,
+            "hot": {
+                "used_bytes": hot_bytes,
+                "budget_bytes": (budget_mb * 1024.0 * 1024.0) as u64,
+                "policy_used_bytes": (policy_mb * 1024.0 * 1024.0) as u64,
+                "disk_bytes": disk.total_bytes,
+                "layers": hot_layers,
+                "images": images_hot,
+                "images_partial": images_partial,
+            },
+            "cold": {
+                "logical_bytes": cold_bytes,
+                "layers": cold_layers,
+                "images": images_cold,
+            },
+            "images": images,
+        }))
     })
     .await?;
     Ok(axum::Json(v).into_response())

@@ -7,8 +7,12 @@
 //!   with `batch_delay_ms` between batches; before the pull and before every batch it waits
 //!   until no user create, start or pull is in flight ([`UserActivity`]), so prewarming never
 //!   competes with a user's own request.
-//! - `Action::Evict`: the image's unpacked layers go, except those another fully unpacked image
-//!   uses or a container pins (`LayerStore::remove` refuses pinned layers).
+//! - `Action::Evict`: the image's unpacked layers go, except those the policy still counts
+//!   warm through another image (a layer two images share is held, and budgeted, once) or a
+//!   container pins (`LayerStore::remove` refuses pinned layers). So the disk holds what the
+//!   policy holds, and a replay of the history reproduces the daemon's hits and misses.
+//! - A failed prewarm is taken back from the policy (`Engine::prewarm_failed`): it counts
+//!   neither as prewarmed nor as warm.
 //!
 //! A periodic tick (`[prediction] update_interval_secs`) refreshes the predictions. With
 //! `[prediction] enabled = false` the engine runs as plain LRU (no model, no persisted history),
@@ -18,14 +22,16 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hb_config::{Config, PrewarmTechnique};
 use hb_image::{ImageCatalog, ImageRecord, ImageRef, Puller};
-use hb_predict::{Action, Engine, EngineConfig, History, ReplayReport, StartEvent, Technique};
+use hb_predict::{
+    Action, Engine, EngineConfig, Footprint, History, LayerUse, ReplayReport, StartEvent, Technique,
+};
 use hb_rootfs::{LayerStore, RootfsError};
 use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
@@ -201,14 +207,33 @@ pub struct PredictView {
     pub technique: String,
     /// `[prediction] confidence_threshold`.
     pub confidence_threshold: f64,
+    /// `[prediction] update_interval_secs`.
+    pub update_interval_secs: f64,
+    /// `[prediction] history_retention_days`.
+    pub history_retention_days: u32,
+    /// `[prewarming] parallel_ops`.
+    pub parallel_ops: usize,
+    /// `[prewarming] batch_size_layers`.
+    pub batch_size_layers: usize,
+    /// `[prewarming] batch_delay_ms`.
+    pub batch_delay_ms: u64,
     /// `[cache] size_mb`.
     pub cache_mb: f64,
-    /// MiB the policy counts warm.
+    /// MiB the policy counts warm (each layer once).
     pub hot_mb: f64,
     /// Start events kept in the history.
     pub history_events: usize,
     /// Images being prewarmed right now.
     pub warming: Vec<String>,
+    /// Evictions whose layers are being removed right now.
+    pub evicting: usize,
+    /// Starts reported to the predictor and not yet learned.
+    pub learning: usize,
+    /// Starts where the disk (hot or not at create) and the policy (hit or miss) disagreed
+    /// since the daemon started: a prewarm still unpacking when its image was asked for, a
+    /// restart of a container whose image the policy had let go. A replay of the history
+    /// reproduces the policy's outcomes, so these are where it differs from the metrics.
+    pub policy_disagreements: u64,
     /// Predictions, most confident first.
     pub predictions: Vec<PredictionView>,
     /// The engine's counters since the daemon started (the replay report's shape).
@@ -219,8 +244,6 @@ pub struct PredictView {
 struct EngineState {
     engine: Engine,
     log: Option<HistoryLog>,
-    /// Images told warm at open: `mark_warm` counts each as a missed start, which it was not.
-    marked_warm: u64,
 }
 
 /// The daemon's predictor and prewarm workers.
@@ -235,6 +258,12 @@ pub struct Prewarmer {
     workers: Arc<Semaphore>,
     /// Images a worker is warming now (a second prediction of one of them is not queued).
     warming: Mutex<HashSet<String>>,
+    /// Evictions queued or removing layers now.
+    evicting: Arc<AtomicUsize>,
+    /// Start notices queued or being learned (until their actions are dispatched).
+    learning: AtomicUsize,
+    /// Starts whose disk outcome and policy outcome differed.
+    disagreements: AtomicU64,
     /// Engine names of images the user removed (`rmi`) and has not started since: predictions
     /// never pull those back.
     removed: Mutex<HashSet<String>>,
@@ -253,9 +282,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// An image's hot-tier size in MiB: its layers' uncompressed sizes.
-fn size_mb(record: &ImageRecord) -> f64 {
-    record.layers.iter().map(|l| l.size as f64).sum::<f64>() / (1024.0 * 1024.0)
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// An image's layers as the history records them: diff_id and uncompressed size in MiB, each
+/// layer once.
+fn layer_uses(record: &ImageRecord) -> Vec<LayerUse> {
+    let mut seen = HashSet::new();
+    record
+        .layers
+        .iter()
+        .filter(|l| seen.insert(l.diff_id.as_str()))
+        .map(|l| LayerUse {
+            digest: l.diff_id.clone(),
+            size_mb: l.size as f64 / MIB,
+        })
+        .collect()
+}
+
+/// An image's hot-tier footprint: its layers (what the budget counts, shared layers once).
+fn footprint(record: &ImageRecord) -> Footprint {
+    Footprint::of_layers(
+        record
+            .layers
+            .iter()
+            .map(|l| (l.diff_id.as_str(), l.size as f64 / MIB)),
+    )
 }
 
 impl Prewarmer {
@@ -269,7 +320,7 @@ impl Prewarmer {
         metrics: Arc<Metrics>,
         activity: Arc<UserActivity>,
     ) -> anyhow::Result<Arc<Prewarmer>> {
-        let state = {
+        let (state, opening_evictions) = {
             let (settings, catalog, layers) = (settings.clone(), catalog.clone(), layers.clone());
             tokio::task::spawn_blocking(move || open_state(&settings, &catalog, &layers))
                 .await
@@ -286,10 +337,15 @@ impl Prewarmer {
             metrics,
             activity,
             warming: Mutex::new(HashSet::new()),
+            evicting: Arc::new(AtomicUsize::new(0)),
+            learning: AtomicUsize::new(0),
+            disagreements: AtomicU64::new(0),
             removed: Mutex::new(HashSet::new()),
             notices,
         });
         me.publish_quality(&lock(&me.state));
+        // More found unpacked than the budget allows (it was lowered): down to it.
+        me.dispatch(opening_evictions);
         tokio::spawn(me.clone().notice_loop(rx));
         tokio::spawn(me.clone().tick_loop());
         Ok(me)
@@ -302,7 +358,9 @@ impl Prewarmer {
 
     /// A successful container start: queued for the engine (never blocks the start).
     pub fn record_start(&self, notice: StartNotice) {
+        self.learning.fetch_add(1, Ordering::SeqCst);
         if let Err(e) = self.notices.try_send(notice) {
+            self.learning.fetch_sub(1, Ordering::SeqCst);
             tracing::debug!("predictor busy, a start is not learned: {e}");
         }
     }
@@ -314,6 +372,9 @@ impl Prewarmer {
                 Ok(actions) => self.dispatch(actions),
                 Err(e) => tracing::warn!("predictor: learning a start failed: {e}"),
             }
+            // After the dispatch: a client that sees 0 here sees the prewarms and evictions
+            // this start caused as `warming` / `evicting`.
+            self.learning.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
@@ -367,19 +428,22 @@ impl Prewarmer {
                 return Vec::new();
             }
         };
+        let layers = layer_uses(&record);
         let event = StartEvent {
             ts: unix_now(),
             image: self.engine_name(&notice.image, &record),
-            size_mb: size_mb(&record),
+            size_mb: layers.iter().map(|l| l.size_mb).sum(),
             project: notice.project,
+            layers,
         };
         lock(&self.removed).remove(&event.image);
         let mut state = lock(&self.state);
         let EngineState { engine, log, .. } = &mut *state;
         let (outcome, mut actions) = engine.on_start(&event);
         if (outcome == hb_predict::StartOutcome::Hit) != notice.hot {
-            // The policy's view and the disk differ (layers removed or unpacked behind its
-            // back); the metrics count what the disk says.
+            // The policy's view and the disk differ (a prewarm still unpacking, layers a
+            // container pinned); the metrics count what the disk says.
+            self.disagreements.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(image = %event.image, policy = ?outcome, hot = notice.hot, "hot-tier views differ");
         }
         actions.extend(engine.observe(event.clone()));
@@ -394,7 +458,7 @@ impl Prewarmer {
 
     /// Accuracy and recall from the engine's counters to the metrics.
     fn publish_quality(&self, state: &EngineState) {
-        let r = live_report(&state.engine, state.marked_warm);
+        let r = hb_predict::report(&state.engine);
         self.metrics.set_prediction(
             r.prediction_accuracy.unwrap_or(0.0),
             r.recall.unwrap_or(0.0),
@@ -423,6 +487,12 @@ impl Prewarmer {
                             Ok(_permit) => me.warm(&image, true).await,
                             Err(e) => Err(anyhow::anyhow!("prewarm workers closed: {e}")),
                         };
+                        if result.is_err() {
+                            // Taken back before `warming` lets a new prediction of it through.
+                            let mut state = lock(&me.state);
+                            state.engine.prewarm_failed(&image);
+                            me.publish_quality(&state);
+                        }
                         lock(&me.warming).remove(&image);
                         me.metrics.record_prewarm(result.is_ok());
                         match result {
@@ -435,7 +505,9 @@ impl Prewarmer {
                 }
                 Action::Evict { image } => {
                     let me = self.clone();
+                    let pending = EvictionInFlight::new(&self.evicting);
                     tokio::spawn(async move {
+                        let _pending = pending;
                         // A user's create may be about to use these layers: let it pin them.
                         me.activity.wait_idle().await;
                         let (me2, name) = (me.clone(), image.clone());
@@ -506,11 +578,40 @@ impl Prewarmer {
     }
 
     /// Warms an image by hand (`hb prewarm`): no yielding, no worker limit, counted in the
-    /// prewarm metrics.
-    pub async fn warm_now(&self, image: &str) -> anyhow::Result<WarmReport> {
+    /// prewarm metrics. The policy counts it warm (within the budget) from then on.
+    pub async fn warm_now(self: &Arc<Self>, image: &str) -> anyhow::Result<WarmReport> {
         let result = self.warm(image, false).await;
         self.metrics.record_prewarm(result.is_ok());
-        result
+        let report = result?;
+        let me = self.clone();
+        let image_id = report.image_id.clone();
+        let text = image.to_string();
+        let actions = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Action>> {
+            let Some(record) = me.catalog.lookup(&image_id)? else {
+                return Ok(Vec::new()); // removed meanwhile
+            };
+            let name = me.engine_name(&text, &record);
+            let mut state = lock(&me.state);
+            Ok(state
+                .engine
+                .mark_warm(&name, &footprint(&record), unix_now()))
+        })
+        .await
+        .context("telling the predictor")??;
+        self.dispatch(actions);
+        Ok(report)
+    }
+
+    /// The hot tier's budget (`[cache] size_mb`) and what the policy counts in it, in MiB.
+    pub fn hot_tier_mb(&self) -> (f64, f64) {
+        let state = lock(&self.state);
+        let cache = state.engine.cache();
+        (cache.capacity_mb(), cache.used_mb())
+    }
+
+    /// The start history the engine keeps (what `history.jsonl` holds), oldest first.
+    pub fn history(&self) -> Vec<StartEvent> {
+        lock(&self.state).engine.history().to_trace()
     }
 
     /// Drops an image from the hot tier by hand (`hb prewarm --evict`): the policy forgets it
@@ -547,26 +648,21 @@ impl Prewarmer {
         lock(&self.removed).remove(&hb_image::reference::familiar_name(canonical));
     }
 
-    /// Removes an image's unpacked layers, except those another fully unpacked image uses or a
-    /// container pins. Returns how many were removed.
+    /// Removes an image's unpacked layers, except those a warm image of the policy holds (a
+    /// layer shared with an image that stays warm stays too; asked at removal time, so a start
+    /// or prewarm that needed a layer again since the eviction keeps it) or a container pins.
+    /// Returns how many were removed.
     pub fn drop_layers(&self, image: &str) -> anyhow::Result<usize> {
         let Some(record) = self.catalog.lookup(image)? else {
             return Ok(0);
         };
-        let mut keep: HashSet<String> = HashSet::new();
-        for (other, _) in self.catalog.list()? {
-            if other.id != record.id
-                && other
-                    .layers
-                    .iter()
-                    .all(|l| self.layers.is_unpacked(&l.diff_id))
-            {
-                keep.extend(other.layers.into_iter().map(|l| l.diff_id));
-            }
-        }
         let mut removed = 0;
+        let mut seen = HashSet::new();
         for l in &record.layers {
-            if keep.contains(&l.diff_id) || !self.layers.is_unpacked(&l.diff_id) {
+            if !seen.insert(l.diff_id.as_str()) || !self.layers.is_unpacked(&l.diff_id) {
+                continue;
+            }
+            if lock(&self.state).engine.holds_layer(&l.diff_id) {
                 continue;
             }
             match self.layers.remove(&l.diff_id) {
@@ -591,12 +687,20 @@ impl Prewarmer {
                 prewarming: config.prewarm,
                 technique: config.technique.label(),
                 confidence_threshold: config.confidence_threshold,
+                update_interval_secs: config.update_interval_secs,
+                history_retention_days: config.history_retention_days,
+                parallel_ops: self.settings.parallel_ops,
+                batch_size_layers: self.settings.batch_size_layers,
+                batch_delay_ms: self.settings.batch_delay.as_millis() as u64,
                 cache_mb: config.cache_mb,
                 hot_mb: engine.cache().used_mb(),
                 history_events: engine.history().len(),
                 warming: Vec::new(),
+                evicting: self.evicting.load(Ordering::SeqCst),
+                learning: self.learning.load(Ordering::SeqCst),
+                policy_disagreements: self.disagreements.load(Ordering::Relaxed),
                 predictions: Vec::new(),
-                stats: live_report(engine, state.marked_warm),
+                stats: hb_predict::report(engine),
             };
             (predictions, view)
         };
@@ -628,30 +732,30 @@ impl Prewarmer {
     }
 }
 
-/// The engine's counters, corrected for the images told warm at open (`mark_warm` counts each
-/// as a missed start).
-fn live_report(engine: &Engine, marked_warm: u64) -> ReplayReport {
-    let mut r = hb_predict::report(engine);
-    r.starts = r.starts.saturating_sub(marked_warm);
-    r.cold_starts = r.cold_starts.saturating_sub(marked_warm);
-    r.hit_ratio = if r.starts > 0 {
-        r.hits as f64 / r.starts as f64
-    } else {
-        0.0
-    };
-    let served_or_cold = r.prewarm_used + r.cold_starts;
-    r.recall = (served_or_cold > 0).then(|| r.prewarm_used as f64 / served_or_cold as f64);
-    r
+/// Counts one eviction in [`Prewarmer`]'s `evicting` until dropped.
+struct EvictionInFlight(Arc<AtomicUsize>);
+
+impl EvictionInFlight {
+    fn new(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        EvictionInFlight(counter.clone())
+    }
+}
+
+impl Drop for EvictionInFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Builds the engine at daemon start: the persisted history replayed into it, and the images it
 /// knows that are still fully unpacked told warm (oldest use first, so its LRU order is the
-/// history's).
+/// history's). Also returns the evictions that keep those within the budget.
 fn open_state(
     settings: &PrewarmSettings,
     catalog: &ImageCatalog,
     layers: &LayerStore,
-) -> anyhow::Result<EngineState> {
+) -> anyhow::Result<(EngineState, Vec<Action>)> {
     let config = &settings.engine;
     let now = unix_now();
     let empty = || History::new(config.history_retention_days, config.history_max_events);
@@ -686,10 +790,11 @@ fn open_state(
     let mut known: Vec<(&str, f64)> = last_use.into_iter().collect();
     known.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(b.0)));
     let mut marked_warm = 0;
+    let mut evictions = Vec::new();
     for (image, _) in known {
         if let Ok(Some(record)) = catalog.lookup(image) {
             if record.layers.iter().all(|l| layers.is_unpacked(&l.diff_id)) {
-                engine.mark_warm(image, size_mb(&record), now);
+                evictions.extend(engine.mark_warm(image, &footprint(&record), now));
                 marked_warm += 1;
             }
         }
@@ -700,11 +805,7 @@ fn open_state(
         warm_images = marked_warm,
         "predictor ready"
     );
-    Ok(EngineState {
-        engine,
-        log,
-        marked_warm,
-    })
+    Ok((EngineState { engine, log }, evictions))
 }
 
 /// The persisted start history: JSON Lines of [`StartEvent`]s, one line appended per start
@@ -743,14 +844,7 @@ impl HistoryLog {
                         continue;
                     }
                     match serde_json::from_slice::<StartEvent>(line) {
-                        Ok(e)
-                            if e.ts.is_finite()
-                                && e.size_mb.is_finite()
-                                && e.size_mb >= 0.0
-                                && !e.image.is_empty() =>
-                        {
-                            history.push(e)
-                        }
+                        Ok(e) if e.invalid_reason().is_none() => history.push(e),
                         _ => skipped += 1,
                     }
                 }
@@ -830,6 +924,7 @@ mod tests {
             image: image.into(),
             size_mb: 1.5,
             project: Some("p".into()),
+            layers: Vec::new(),
         }
     }
 
