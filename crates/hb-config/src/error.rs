@@ -41,6 +41,21 @@ pub enum ConfigError {
         /// What the key allows.
         allowed: Allowed,
     },
+    /// Keys that are valid one by one but not together: a TLS certificate without its key,
+    /// client certificates without TLS, a non-loopback `listen_addr` without TLS and client
+    /// authentication. `key` is the key the problem is reported at; `reason` names the keys to
+    /// set.
+    #[error("{}{key} = {value}: {reason}", origin.prefix())]
+    Combination {
+        /// Where `key`'s value came from.
+        origin: ValueOrigin,
+        /// Dotted key, `daemon.listen_addr`.
+        key: String,
+        /// Its value as TOML.
+        value: String,
+        /// What is missing, naming the keys to set.
+        reason: String,
+    },
     /// A `HYPERBOX_*` variable that names no config key, or whose value is not of the key's type.
     #[error("{variable}={value}: {reason}")]
     Environment {

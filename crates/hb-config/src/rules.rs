@@ -221,7 +221,8 @@ fn name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
 }
 
-/// Checks every rule; the first failure is reported, located by `origin_of(key)`.
+/// Checks every rule, then the keys that depend on each other ([`check_combinations`]); the
+/// first failure is reported, located by `origin_of(key)`.
 pub(crate) fn check(
     config: &Config,
     origin_of: impl Fn(&str) -> ValueOrigin,
@@ -237,5 +238,81 @@ pub(crate) fn check(
             });
         }
     }
-    Ok(())
+    check_combinations(config, origin_of)
+}
+
+/// The API's TCP security: `tls_cert` and `tls_key` come together; `tls_client_ca` needs them;
+/// a `listen_addr` off loopback needs TLS and a client check (certificates or a token),
+/// because whoever reaches the API can run containers as root. Whether the files exist and
+/// parse is the daemon's check at start.
+fn check_combinations(
+    config: &Config,
+    origin_of: impl Fn(&str) -> ValueOrigin,
+) -> Result<(), ConfigError> {
+    let d = &config.daemon;
+    let refuse = |key: &str, value: String, reason: String| ConfigError::Combination {
+        origin: origin_of(key),
+        key: key.to_string(),
+        value,
+        reason,
+    };
+    let path_value = |p: &std::path::Path| Checked::Text(&p.to_string_lossy()).to_toml();
+    match (d.tls_cert(), d.tls_key()) {
+        (Some(cert), None) => {
+            return Err(refuse(
+                "daemon.tls_cert",
+                path_value(cert),
+                "daemon.tls_key is not set: TLS needs the certificate's private key too \
+                 (set both, or neither)"
+                    .into(),
+            ))
+        }
+        (None, Some(key)) => {
+            return Err(refuse(
+                "daemon.tls_key",
+                path_value(key),
+                "daemon.tls_cert is not set: TLS needs the certificate too (set both, or \
+                 neither)"
+                    .into(),
+            ))
+        }
+        _ => {}
+    }
+    let tls = d.tls_cert().is_some();
+    if let (Some(ca), false) = (d.tls_client_ca(), tls) {
+        return Err(refuse(
+            "daemon.tls_client_ca",
+            path_value(ca),
+            "client certificates are checked in the TLS handshake, and TLS is off: set \
+             daemon.tls_cert and daemon.tls_key too"
+                .into(),
+        ));
+    }
+    // An address that does not parse was reported by its rule above.
+    let Ok(addr) = d.listen_addr.parse::<SocketAddr>() else {
+        return Ok(());
+    };
+    let client_check = d.tls_client_ca().is_some() || d.api_token_file().is_some();
+    if addr.ip().is_loopback() || (tls && client_check) {
+        return Ok(());
+    }
+    let mut missing = Vec::new();
+    if !tls {
+        missing.push("daemon.tls_cert and daemon.tls_key (the server's PEM certificate and key)");
+    }
+    if !client_check {
+        missing.push(
+            "daemon.tls_client_ca (a PEM CA that signs the clients' certificates) or \
+             daemon.api_token_file (a file holding a bearer token)",
+        );
+    }
+    Err(refuse(
+        "daemon.listen_addr",
+        Checked::Text(&d.listen_addr).to_toml(),
+        format!(
+            "not a loopback address, and whoever reaches the API can run containers as root: \
+             off loopback hyperboxd serves only TLS with client authentication; set {}",
+            missing.join(", and ")
+        ),
+    ))
 }

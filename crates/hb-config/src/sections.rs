@@ -2,7 +2,7 @@
 //! defaults, and the enumerated values (`HashAlgorithm`, `PrewarmTechnique`). The allowed range of
 //! each key lives in `rules.rs`; the field docs repeat it for readers.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -14,8 +14,21 @@ pub struct DaemonConfig {
     pub data_dir: PathBuf,
     /// Unix socket of the API.
     pub socket: PathBuf,
-    /// TCP address of the API; must parse as a socket address (`127.0.0.1:9999`).
+    /// TCP address of the API; must parse as a socket address (`127.0.0.1:9999`). An address
+    /// off loopback needs `tls_cert` and `tls_key`, and `tls_client_ca` or `api_token_file`.
     pub listen_addr: String,
+    /// PEM certificate chain the API serves TLS with on TCP (the server's certificate first);
+    /// empty: plain HTTP. Set together with `tls_key`.
+    pub tls_cert: PathBuf,
+    /// PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1); empty: plain HTTP.
+    pub tls_key: PathBuf,
+    /// PEM CA certificate(s): when set, TCP clients must present a certificate signed by one of
+    /// them (what `docker --tlsverify` sends). Needs `tls_cert` and `tls_key`. Empty: no client
+    /// certificates asked for.
+    pub tls_client_ca: PathBuf,
+    /// File holding a bearer token: when set, every request on TCP must carry
+    /// `Authorization: Bearer <token>`. Must not be readable by other users. Empty: no token.
+    pub api_token_file: PathBuf,
     /// Registries (`host[:port]`) that may be reached over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
     /// Log level: one of [`DaemonConfig::LOG_LEVELS`].
@@ -29,6 +42,32 @@ pub struct DaemonConfig {
 impl DaemonConfig {
     /// The values `log_level` may take.
     pub const LOG_LEVELS: &'static [&'static str] = &["error", "warn", "info", "debug", "trace"];
+
+    /// `tls_cert`, or `None` when it is not set (empty).
+    pub fn tls_cert(&self) -> Option<&Path> {
+        set(&self.tls_cert)
+    }
+
+    /// `tls_key`, or `None` when it is not set (empty).
+    pub fn tls_key(&self) -> Option<&Path> {
+        set(&self.tls_key)
+    }
+
+    /// `tls_client_ca`, or `None` when it is not set (empty).
+    pub fn tls_client_ca(&self) -> Option<&Path> {
+        set(&self.tls_client_ca)
+    }
+
+    /// `api_token_file`, or `None` when it is not set (empty).
+    pub fn api_token_file(&self) -> Option<&Path> {
+        set(&self.api_token_file)
+    }
+}
+
+/// An optional path key: empty means "not set" (so every key shows in `--print-config` and
+/// takes a `HYPERBOX_*` override).
+fn set(path: &Path) -> Option<&Path> {
+    (!path.as_os_str().is_empty()).then_some(path)
 }
 
 impl Default for DaemonConfig {
@@ -37,6 +76,10 @@ impl Default for DaemonConfig {
             data_dir: PathBuf::from("/var/lib/hyperbox"),
             socket: PathBuf::from("/run/hyperbox/hyperbox.sock"),
             listen_addr: "127.0.0.1:9999".into(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            tls_client_ca: PathBuf::new(),
+            api_token_file: PathBuf::new(),
             insecure_registries: Vec::new(),
             log_level: "info".into(),
             max_concurrent_downloads: 3,

@@ -231,6 +231,10 @@ fn environment_overrides_apply() {
         ("HYPERBOX_DAEMON_INSECURE_REGISTRIES", "a:5000, b,"),
         ("HYPERBOX_DAEMON_DATA_DIR", "/srv/hyperbox"),
         ("HYPERBOX_DAEMON_LISTEN_ADDR", "0.0.0.0:1234"),
+        // Off loopback only with TLS and a client check.
+        ("HYPERBOX_DAEMON_TLS_CERT", "/etc/hb/cert.pem"),
+        ("HYPERBOX_DAEMON_TLS_KEY", "/etc/hb/key.pem"),
+        ("HYPERBOX_DAEMON_API_TOKEN_FILE", "/etc/hb/token"),
         ("HYPERBOX_HOST", "unix:///x"),
         ("HYPERBOX_CONFIG", "/x.toml"),
         ("HYPERBOX_LOG", "debug"),
@@ -244,6 +248,9 @@ fn environment_overrides_apply() {
     assert_eq!(c.daemon.insecure_registries, vec!["a:5000", "b"]);
     assert_eq!(c.daemon.data_dir, Path::new("/srv/hyperbox"));
     assert_eq!(c.daemon.listen_addr, "0.0.0.0:1234");
+    assert_eq!(c.daemon.tls_cert(), Some(Path::new("/etc/hb/cert.pem")));
+    assert_eq!(c.daemon.api_token_file(), Some(Path::new("/etc/hb/token")));
+    assert_eq!(c.daemon.tls_client_ca(), None);
     assert_eq!(
         c.daemon.log_level, "info",
         "HYPERBOX_LOG is not a config key"
@@ -453,7 +460,8 @@ fn every_rule_reads_the_key_it_names() {
         let probe = match rule.allowed {
             Allowed::Range { max, .. } => toml::Value::Integer(max),
             Allowed::OneOf(names) => toml::Value::String(names[names.len() - 1].to_string()),
-            Allowed::SocketAddr => toml::Value::String("10.1.2.3:4567".into()),
+            // On loopback: off it, listen_addr also needs the TLS keys.
+            Allowed::SocketAddr => toml::Value::String("127.0.0.2:4567".into()),
             Allowed::InterfaceName => toml::Value::String("probe0".into()),
             Allowed::Ipv4Net => toml::Value::String("10.42.0.0/20".into()),
             Allowed::CgroupName => toml::Value::String("probe-cg".into()),
@@ -538,4 +546,80 @@ fn runtime_names_are_validated() {
     assert!(err.contains("/8 to /24"), "{err}");
     let err = file_error("[daemon]\ncgroup_parent = \"../x\"\n");
     assert!(err.contains("daemon.cgroup_parent"), "{err}");
+}
+
+#[test]
+fn tls_keys_default_to_unset_and_round_trip() {
+    let c = Config::default();
+    assert_eq!(c.daemon.tls_cert(), None);
+    assert_eq!(c.daemon.tls_key(), None);
+    assert_eq!(c.daemon.tls_client_ca(), None);
+    assert_eq!(c.daemon.api_token_file(), None);
+    let text = "[daemon]\nlisten_addr = \"0.0.0.0:9999\"\ntls_cert = \"/etc/hb/cert.pem\"\ntls_key = \"/etc/hb/key.pem\"\ntls_client_ca = \"/etc/hb/ca.pem\"\n";
+    let c = Config::from_toml_str(text, "/etc/h.toml").unwrap();
+    assert_eq!(c.daemon.tls_client_ca(), Some(Path::new("/etc/hb/ca.pem")));
+    assert_eq!(Config::from_toml_str(&c.to_toml(), "round").unwrap(), c);
+    // A token instead of client certificates is enough too; so is [::1] without anything.
+    Config::from_toml_str("[daemon]\nlisten_addr = \"[::]:9999\"\ntls_cert = \"c\"\ntls_key = \"k\"\napi_token_file = \"t\"\n", "/etc/h.toml").unwrap();
+    Config::from_toml_str("[daemon]\nlisten_addr = \"[::1]:9999\"\n", "/etc/h.toml").unwrap();
+    // TLS (or a token) on loopback is allowed without the other.
+    Config::from_toml_str(
+        "[daemon]\ntls_cert = \"c\"\ntls_key = \"k\"\n",
+        "/etc/h.toml",
+    )
+    .unwrap();
+    Config::from_toml_str("[daemon]\napi_token_file = \"t\"\n", "/etc/h.toml").unwrap();
+}
+
+#[test]
+fn a_non_loopback_listen_addr_without_tls_and_client_auth_names_the_keys_to_set() {
+    assert_eq!(
+        file_error("[daemon]\nlog_level = \"info\"\nlisten_addr = \"0.0.0.0:9999\"\n"),
+        "/etc/h.toml:3: daemon.listen_addr = \"0.0.0.0:9999\": not a loopback address, and \
+         whoever reaches the API can run containers as root: off loopback hyperboxd serves only \
+         TLS with client authentication; set daemon.tls_cert and daemon.tls_key (the server's \
+         PEM certificate and key), and daemon.tls_client_ca (a PEM CA that signs the clients' \
+         certificates) or daemon.api_token_file (a file holding a bearer token)"
+    );
+    // TLS alone encrypts but lets anyone in: only the client check is asked for.
+    let err = file_error(
+        "[daemon]\nlisten_addr = \"10.1.2.3:9999\"\ntls_cert = \"c\"\ntls_key = \"k\"\n",
+    );
+    assert!(
+        err.ends_with("set daemon.tls_client_ca (a PEM CA that signs the clients' certificates) or daemon.api_token_file (a file holding a bearer token)"),
+        "{err}"
+    );
+    // A token alone would cross the network in clear text: TLS is asked for.
+    let err = file_error("[daemon]\nlisten_addr = \"10.1.2.3:9999\"\napi_token_file = \"t\"\n");
+    assert!(
+        err.ends_with(
+            "set daemon.tls_cert and daemon.tls_key (the server's PEM certificate and key)"
+        ),
+        "{err}"
+    );
+    // From the environment, the variable is named.
+    let err = env_error(&[("HYPERBOX_DAEMON_LISTEN_ADDR", "0.0.0.0:1")]);
+    assert!(
+        err.starts_with("HYPERBOX_DAEMON_LISTEN_ADDR: daemon.listen_addr = \"0.0.0.0:1\": not a loopback address"),
+        "{err}"
+    );
+}
+
+#[test]
+fn tls_cert_and_key_come_together_and_client_certificates_need_tls() {
+    assert_eq!(
+        file_error("[daemon]\ntls_cert = \"/c.pem\"\n"),
+        "/etc/h.toml:2: daemon.tls_cert = \"/c.pem\": daemon.tls_key is not set: TLS needs the \
+         certificate's private key too (set both, or neither)"
+    );
+    let err = file_error("[daemon]\n\ntls_key = \"/k.pem\"\n");
+    assert!(
+        err.starts_with("/etc/h.toml:3: daemon.tls_key = \"/k.pem\": daemon.tls_cert is not set"),
+        "{err}"
+    );
+    assert_eq!(
+        file_error("[daemon]\ntls_client_ca = \"/ca.pem\"\n"),
+        "/etc/h.toml:2: daemon.tls_client_ca = \"/ca.pem\": client certificates are checked in \
+         the TLS handshake, and TLS is off: set daemon.tls_cert and daemon.tls_key too"
+    );
 }

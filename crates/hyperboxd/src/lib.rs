@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod prewarm;
 pub mod serve;
 pub mod socket;
+pub mod tls;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -199,13 +200,15 @@ pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> a
     if std::env::var_os("LISTEN_FDS").is_none() {
         socket::refuse_if_served(&socket_path)?;
     }
+    // Certificates, keys and the token too: a broken file should stop us before the store opens.
+    let security = tls::TcpSecurity::from_config(&config.daemon)?;
     let daemon = Daemon::open(config).await?;
     clean_tmp(&daemon.tmp_dir())?;
-    let listeners = serve::Listeners::open(&daemon.config)?;
+    let listeners = serve::Listeners::open(&daemon.config, &security)?;
     let activated = listeners.activated;
     let limits = serve::ConnectionLimits::new(&daemon.config);
     let addrs: Vec<String> = listeners.list.iter().map(|l| l.describe()).collect();
-    tracing::info!(listen = ?addrs, socket_activated = activated, data_dir = %daemon.config.daemon.data_dir.display(), "hyperboxd ready");
+    tracing::info!(listen = ?addrs, tcp = %security.describe(), socket_activated = activated, data_dir = %daemon.config.daemon.data_dir.display(), "hyperboxd ready");
     let daemon = Arc::new(daemon);
     let readiness = Arc::new(metrics::Readiness::new());
     let metrics_server = serve_metrics(&daemon, readiness.clone()).await?;
@@ -214,6 +217,7 @@ pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> a
     let server = tokio::spawn(serve::serve(
         listeners,
         app,
+        security,
         limits.clone(),
         daemon.metrics.clone(),
         stop_rx,

@@ -5,6 +5,10 @@
 //! `connection_timeout_secs` to send a request's headers (a slowloris client is dropped), TCP
 //! keepalive probes after `tcp_keepalive_secs`. On shutdown, accepting stops and open
 //! connections get a bounded time to finish.
+//!
+//! TCP connections go through [`TcpSecurity`]: a TLS handshake (which must finish within
+//! `connection_timeout_secs`, like the headers) when `tls_cert` is set, and the bearer-token
+//! check in front of the API when `api_token_file` is set. The unix socket is always plain.
 
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, RawFd};
@@ -20,6 +24,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Notify, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::tls::TcpSecurity;
 
 /// One listening socket of the API.
 pub enum Listener {
@@ -59,29 +66,30 @@ pub struct Listeners {
 
 impl Listeners {
     /// Takes the sockets systemd passed (`LISTEN_FDS`), then binds what is still missing: the
-    /// unix socket at `[daemon] socket` and TCP at `[daemon] listen_addr`. A listen address
-    /// off loopback is refused: the API controls root-level container work and this daemon
-    /// offers no TLS or authentication on TCP.
-    pub fn open(config: &Config) -> anyhow::Result<Listeners> {
+    /// unix socket at `[daemon] socket` and TCP at `[daemon] listen_addr`. A TCP socket off
+    /// loopback (configured or handed over by systemd) is refused unless `security` gives TLS
+    /// and client authentication: the API controls root-level container work.
+    pub fn open(config: &Config, security: &TcpSecurity) -> anyhow::Result<Listeners> {
         let tcp_addr: SocketAddr = config
             .daemon
             .listen_addr
             .parse()
             .with_context(|| format!("[daemon] listen_addr {:?}", config.daemon.listen_addr))?;
-        if !tcp_addr.ip().is_loopback() {
-            bail!(
-                "[daemon] listen_addr {tcp_addr} is not a loopback address: the API runs \
-                 containers as root, and hyperboxd has no TLS or client authentication for TCP \
-                 yet; listen on 127.0.0.1 (or ::1) and tunnel it (ssh -L) instead"
-            );
-        }
+        refuse_unguarded(tcp_addr, security, "[daemon] listen_addr")?;
         let mut list = Vec::new();
         let activated_fds: Vec<RawFd> = sd_notify::listen_fds()
             .context("reading LISTEN_FDS from systemd")?
             .collect();
         let activated = !activated_fds.is_empty();
         for fd in activated_fds {
-            list.push(adopt(fd)?);
+            let listener = adopt(fd)?;
+            if let Listener::Tcp(l) = &listener {
+                let addr = l
+                    .local_addr()
+                    .with_context(|| format!("address of socket-activated fd {fd}"))?;
+                refuse_unguarded(addr, security, "the socket-activated TCP socket")?;
+            }
+            list.push(listener);
         }
         if !list.iter().any(|l| matches!(l, Listener::Unix(_))) {
             list.push(Listener::Unix(crate::socket::bind_unix(
@@ -97,6 +105,19 @@ impl Listeners {
         }
         Ok(Listeners { list, activated })
     }
+}
+
+/// Refuses a TCP address off loopback unless TCP has TLS and client authentication (config
+/// validation says the same for `listen_addr`; this also covers systemd's sockets).
+fn refuse_unguarded(addr: SocketAddr, security: &TcpSecurity, what: &str) -> anyhow::Result<()> {
+    if addr.ip().is_loopback() || security.guards_remote_clients() {
+        return Ok(());
+    }
+    bail!(
+        "{what} {addr} is not a loopback address, and whoever reaches the API can run \
+         containers as root: set [daemon] tls_cert and tls_key, and tls_client_ca (client \
+         certificates) or api_token_file (a bearer token); or listen on 127.0.0.1"
+    )
 }
 
 /// Clients beyond `max_connections` wait in the accept queue: make it deep (std's 128 would
@@ -210,31 +231,57 @@ struct InFlight {
     idle: Notify,
 }
 
+/// What connections share: the limits, the observer, the shutdown signal and the count of
+/// connections in flight.
+#[derive(Clone)]
+struct Shared {
+    limits: Arc<ConnectionLimits>,
+    observer: Arc<dyn ConnectionObserver>,
+    shutdown: watch::Receiver<bool>,
+    in_flight: Arc<InFlight>,
+}
+
 /// Serves `app` on every listener until `shutdown` turns true, then lets open connections
-/// finish for at most `drain`.
+/// finish for at most `drain`. TCP connections get `security`'s TLS and token check.
 pub async fn serve(
     listeners: Listeners,
     app: Router,
+    security: TcpSecurity,
     limits: Arc<ConnectionLimits>,
     observer: Arc<dyn ConnectionObserver>,
     shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let in_flight = Arc::new(InFlight::default());
+    let tcp_app = match &security.token {
+        Some(token) => app.clone().layer(axum::middleware::from_fn_with_state(
+            token.clone(),
+            crate::tls::require_token,
+        )),
+        None => app.clone(),
+    };
+    let shared = Shared {
+        limits,
+        observer,
+        shutdown,
+        in_flight: Arc::new(InFlight::default()),
+    };
     let mut loops = Vec::new();
     for listener in listeners.list {
+        let (app, tls) = match &listener {
+            Listener::Unix(_) => (app.clone(), None),
+            Listener::Tcp(_) => (tcp_app.clone(), security.tls.clone()),
+        };
         loops.push(tokio::spawn(accept_loop(
             listener,
-            app.clone(),
-            limits.clone(),
-            observer.clone(),
-            shutdown.clone(),
-            in_flight.clone(),
+            app,
+            tls,
+            shared.clone(),
         )));
     }
     for l in loops {
         let _ = l.await;
     }
+    let in_flight = shared.in_flight;
     let wait_idle = async {
         loop {
             let notified = in_flight.idle.notified();
@@ -253,14 +300,38 @@ pub async fn serve(
     }
 }
 
-async fn accept_loop(
-    listener: Listener,
-    app: Router,
-    limits: Arc<ConnectionLimits>,
+/// One connection's hold on the server: its slot, its place in the observer's gauge and in
+/// the drain count, all given back when it is dropped (however the connection ends).
+struct ConnectionGuard {
+    _permit: tokio::sync::OwnedSemaphorePermit,
     observer: Arc<dyn ConnectionObserver>,
-    mut shutdown: watch::Receiver<bool>,
     in_flight: Arc<InFlight>,
-) {
+}
+
+impl ConnectionGuard {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, shared: &Shared) -> ConnectionGuard {
+        shared.in_flight.count.fetch_add(1, Ordering::AcqRel);
+        shared.observer.opened();
+        ConnectionGuard {
+            _permit: permit,
+            observer: shared.observer.clone(),
+            in_flight: shared.in_flight.clone(),
+        }
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.observer.closed();
+        if self.in_flight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.in_flight.idle.notify_waiters();
+        }
+    }
+}
+
+async fn accept_loop(listener: Listener, app: Router, tls: Option<TlsAcceptor>, shared: Shared) {
+    let mut shutdown = shared.shutdown.clone();
+    let limits = shared.limits.clone();
     loop {
         if *shutdown.borrow() {
             return;
@@ -277,8 +348,8 @@ async fn accept_loop(
             a = accept(&listener, &limits) => a,
             _ = shutdown.changed() => return,
         };
-        let io = match accepted {
-            Ok(io) => io,
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
             Err(e) => {
                 tracing::warn!(listener = %listener.describe(), "accept failed: {e}");
                 // Out of fds and the like: back off instead of spinning.
@@ -288,49 +359,84 @@ async fn accept_loop(
         };
         let header_timeout =
             Duration::from_millis(limits.header_timeout_ms.load(Ordering::Relaxed).max(1));
+        let guard = ConnectionGuard::new(permit, &shared);
         let service = TowerToHyperService::new(app.clone());
-        let observer = observer.clone();
-        let in_flight = in_flight.clone();
-        let mut shutdown = shutdown.clone();
-        in_flight.count.fetch_add(1, Ordering::AcqRel);
-        observer.opened();
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new());
-            builder.header_read_timeout(header_timeout);
-            let conn = builder.serve_connection(io, service).with_upgrades();
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = shutdown.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!("connection ended: {e}");
-            }
-            drop(permit);
-            observer.closed();
-            if in_flight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-                in_flight.idle.notify_waiters();
-            }
+            serve_connection(stream, peer, tls, service, header_timeout, shutdown).await;
+            drop(guard);
         });
     }
 }
 
-/// One accepted connection as hyper's IO type (TCP gets keepalive and no Nagle delay).
+/// Serves one accepted connection: the TLS handshake first when TCP has TLS (bounded by the
+/// header timeout, so a client that connects and never speaks is cut off like a slowloris),
+/// then HTTP/1.1 with upgrades until it ends or shutdown asks it to.
+async fn serve_connection(
+    stream: Stream,
+    peer: Option<SocketAddr>,
+    tls: Option<TlsAcceptor>,
+    service: TowerToHyperService<Router>,
+    header_timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let stream = match (stream, tls) {
+        (Stream::Tcp(tcp), Some(acceptor)) => {
+            let handshake = tokio::time::timeout(header_timeout, acceptor.accept(tcp));
+            let done = tokio::select! {
+                r = handshake => r,
+                _ = shutdown.changed() => return,
+            };
+            match done {
+                Ok(Ok(s)) => Stream::Tls(Box::new(s)),
+                Ok(Err(e)) => {
+                    tracing::info!(peer = ?peer, "TLS handshake refused: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(
+                        peer = ?peer,
+                        "TLS handshake not done within {} ms; closing",
+                        header_timeout.as_millis()
+                    );
+                    return;
+                }
+            }
+        }
+        (s, _) => s,
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new());
+    builder.header_read_timeout(header_timeout);
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("connection ended: {e}");
+    }
+}
+
+/// One accepted connection (TCP gets keepalive and no Nagle delay) and its peer, for logs.
 async fn accept(
     listener: &Listener,
     limits: &ConnectionLimits,
-) -> std::io::Result<TokioIo<Stream>> {
+) -> std::io::Result<(Stream, Option<SocketAddr>)> {
     match listener {
         Listener::Unix(l) => {
             let (s, _) = l.accept().await?;
-            Ok(TokioIo::new(Stream::Unix(s)))
+            Ok((Stream::Unix(s), None))
         }
         Listener::Tcp(l) => {
-            let (s, _) = l.accept().await?;
+            let (s, peer) = l.accept().await?;
             // Options failing on one connection (its peer already gone) say nothing about the
             // listener: serve it anyway instead of backing off the accept loop.
             if let Err(e) = s.set_nodelay(true) {
@@ -343,17 +449,19 @@ async fn accept(
             if let Err(e) = socket2::SockRef::from(&s).set_tcp_keepalive(&ka) {
                 tracing::debug!("TCP keepalive: {e}");
             }
-            Ok(TokioIo::new(Stream::Tcp(s)))
+            Ok((Stream::Tcp(s), Some(peer)))
         }
     }
 }
 
-/// A unix or TCP stream behind one type, for hyper.
+/// A unix, TCP or TLS-over-TCP stream behind one type, for hyper.
 pub enum Stream {
     /// From the unix socket.
     Unix(tokio::net::UnixStream),
     /// From TCP.
     Tcp(tokio::net::TcpStream),
+    /// From TCP, after the TLS handshake.
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
 }
 
 impl tokio::io::AsyncRead for Stream {
@@ -365,6 +473,14 @@ impl tokio::io::AsyncRead for Stream {
         match self.get_mut() {
             Stream::Unix(s) => std::pin::Pin::new(s).poll_read(cx, buf),
             Stream::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => match std::pin::Pin::new(s.as_mut()).poll_read(cx, buf) {
+                // A peer that half-closes TCP without TLS's close_notify (a hijacked stream's
+                // client ending stdin) has ended its side: end of input, not a failure.
+                std::task::Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    std::task::Poll::Ready(Ok(()))
+                }
+                other => other,
+            },
         }
     }
 }
@@ -378,6 +494,7 @@ impl tokio::io::AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Unix(s) => std::pin::Pin::new(s).poll_write(cx, buf),
             Stream::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(
@@ -387,6 +504,7 @@ impl tokio::io::AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Unix(s) => std::pin::Pin::new(s).poll_flush(cx),
             Stream::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_shutdown(
@@ -396,6 +514,7 @@ impl tokio::io::AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Unix(s) => std::pin::Pin::new(s).poll_shutdown(cx),
             Stream::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

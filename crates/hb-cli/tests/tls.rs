@@ -1,0 +1,674 @@
+//! The API on TCP with TLS and client authentication, driven by the real docker CLI (every
+//! client on the machine: the 28.x one in /usr/local/bin and Debian's 20.10 in /usr/bin).
+//! Certificates are made here with the `openssl` CLI: a CA, a server certificate for
+//! 127.0.0.1, a client certificate, and a second CA with its own client certificate that the
+//! daemon must not trust. Container tests need root and a static busybox.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::busybox::{can_run, daemon_for_image};
+use common::Daemon;
+
+/// The docker clients to test with.
+fn clients() -> Vec<PathBuf> {
+    let found: Vec<PathBuf> = ["/usr/local/bin/docker", "/usr/bin/docker"]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .collect();
+    assert!(
+        !found.is_empty(),
+        "no docker CLI found: apt-get install docker.io (.ci/run does it)"
+    );
+    found
+}
+
+/// Certificates and keys for the whole test binary, in one directory.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn get() -> &'static Pki {
+        static PKI: OnceLock<Pki> = OnceLock::new();
+        PKI.get_or_init(|| {
+            let pki = Pki {
+                dir: tempfile::tempdir().expect("tempdir"),
+            };
+            pki.ca("ca");
+            pki.leaf(
+                "ca",
+                "server",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+            );
+            pki.leaf("ca", "client", "extendedKeyUsage=clientAuth\n");
+            pki.ca("other-ca");
+            pki.leaf("other-ca", "stranger", "extendedKeyUsage=clientAuth\n");
+            pki
+        })
+    }
+
+    /// `name.pem` (for CAs and certificates) or `name-key.pem`.
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    fn p(&self, file: &str) -> String {
+        self.path(file).to_string_lossy().into_owned()
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run openssl (apt-get install openssl; .ci/run does it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A self-signed P-256 CA: `name.pem`, `name-key.pem`.
+    fn ca(&self, name: &str) {
+        self.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}-key.pem"),
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=hyperbox test {name}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+    }
+
+    /// A P-256 certificate signed by `ca` with the extensions `ext`: `name.pem`, `name-key.pem`.
+    fn leaf(&self, ca: &str, name: &str, ext: &str) {
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}-key.pem"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN=hyperbox test {name}"),
+        ]);
+        std::fs::write(
+            self.path(&format!("{name}.ext")),
+            format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{ext}"),
+        )
+        .expect("write ext");
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}-key.pem"),
+            "-set_serial",
+            &format!("{}", 1000 + name.len()),
+            "-days",
+            "2",
+            "-out",
+            &format!("{name}.pem"),
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+
+    /// `[daemon]` lines for TLS with the server certificate (and client certificates when
+    /// `client_ca`).
+    fn daemon_config(&self, client_ca: bool) -> String {
+        let mut c = format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\n",
+            self.p("server.pem"),
+            self.p("server-key.pem")
+        );
+        if client_ca {
+            c.push_str(&format!("tls_client_ca = \"{}\"\n", self.p("ca.pem")));
+        }
+        c
+    }
+}
+
+/// The docker CLI with its own empty config dir (or `config_json` in it), pointed at `host`
+/// with the TLS flags `tls`.
+struct Docker<'a> {
+    cli: &'a Path,
+    host: String,
+    tls: Vec<String>,
+    config_dir: tempfile::TempDir,
+    daemon: &'a Daemon,
+}
+
+impl<'a> Docker<'a> {
+    fn new(cli: &'a Path, daemon: &'a Daemon, tls: &[String], config_json: Option<&str>) -> Self {
+        let config_dir = tempfile::tempdir().expect("tempdir");
+        if let Some(json) = config_json {
+            std::fs::write(config_dir.path().join("config.json"), json).expect("config.json");
+        }
+        Docker {
+            cli,
+            host: format!("tcp://{}", daemon.tcp_addr),
+            tls: tls.to_vec(),
+            config_dir,
+            daemon,
+        }
+    }
+
+    fn run(&self, args: &[&str], input: Option<&[u8]>) -> Output {
+        let mut c = Command::new(self.cli);
+        c.arg("-H")
+            .arg(&self.host)
+            .args(&self.tls)
+            .args(args)
+            .env("DOCKER_CONFIG", self.config_dir.path())
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH")
+            .env_remove("DOCKER_API_VERSION")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = c.spawn().expect("run docker");
+        if let Some(data) = input {
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(data).expect("write stdin");
+        }
+        // A hang is a failure, not a stuck test run.
+        let start = Instant::now();
+        while child.try_wait().expect("try_wait").is_none() {
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!(
+                    "{} {args:?} hung\ndaemon log:\n{}",
+                    self.cli.display(),
+                    self.daemon.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait_with_output().expect("docker output")
+    }
+
+    fn ok_with(&self, args: &[&str], input: Option<&[u8]>) -> String {
+        let o = self.run(args, input);
+        assert!(
+            o.status.success(),
+            "{} {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            self.cli.display(),
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.daemon.log()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.ok_with(args, None)
+    }
+
+    /// Runs and asserts failure; returns stderr.
+    fn refused(&self, args: &[&str]) -> String {
+        let o = self.run(args, None);
+        assert!(
+            !o.status.success(),
+            "{} {args:?} should have been refused:\nstdout: {}",
+            self.cli.display(),
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+}
+
+/// `--tlsverify` flags: trust `ca`, present `client` (a name in the Pki) when given.
+fn tls_flags(pki: &Pki, ca: &str, client: Option<&str>) -> Vec<String> {
+    let mut f = vec![
+        "--tlsverify".to_string(),
+        "--tlscacert".into(),
+        pki.p(&format!("{ca}.pem")),
+    ];
+    if let Some(c) = client {
+        f.extend([
+            "--tlscert".into(),
+            pki.p(&format!("{c}.pem")),
+            "--tlskey".into(),
+            pki.p(&format!("{c}-key.pem")),
+        ]);
+    }
+    f
+}
+
+/// Waits until the daemon's TCP port accepts (it is bound just after the unix socket).
+fn wait_tcp(addr: &str) {
+    let start = Instant::now();
+    while TcpStream::connect(addr).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{addr} never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One HTTP/1.0 request over TLS through `openssl s_client`, trusting the test CA; the raw
+/// response.
+fn https_raw(pki: &Pki, addr: &str, request: &str) -> String {
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", addr, "-CAfile"])
+        .arg(pki.path("ca.pem"))
+        .args(["-verify_return_error", "-servername", "localhost"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(request.as_bytes())
+        .expect("write request");
+    let out = child.wait_with_output().expect("s_client output");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn docker_cli_over_tls_with_client_certificates_on_a_non_loopback_listen_addr() {
+    if !can_run() {
+        return;
+    }
+    let pki = Pki::get();
+    // 0.0.0.0 is off loopback: allowed because TLS and client certificates are configured.
+    // The clients connect through 127.0.0.1, which the server certificate names.
+    let port = common::free_port();
+    let (mut d, img) = daemon_for_image(&format!(
+        "listen_addr = \"0.0.0.0:{port}\"\n{}",
+        pki.daemon_config(true)
+    ));
+    d.tcp_addr = format!("127.0.0.1:{port}");
+    wait_tcp(&d.tcp_addr);
+    assert!(
+        d.log().contains("TLS with client certificates"),
+        "{}",
+        d.log()
+    );
+    for (i, cli) in clients().iter().enumerate() {
+        let docker = Docker::new(cli, &d, &tls_flags(pki, "ca", Some("client")), None);
+        let v = docker.ok(&["version", "--format", "{{.Server.APIVersion}}"]);
+        assert_eq!(v.trim(), "1.43");
+        let pulled = docker.ok(&["pull", img]);
+        assert!(pulled.contains("Digest: sha256:"), "{pulled}");
+        docker.ok(&["ps"]);
+        // A foreground run: attach (hijacked over TLS), output on both streams, exit code.
+        let o = docker.run(
+            &[
+                "run",
+                "--rm",
+                img,
+                "sh",
+                "-c",
+                "echo out-tls; echo err-tls >&2; exit 3",
+            ],
+            None,
+        );
+        assert_eq!(o.status.code(), Some(3), "{o:?}\n{}", d.log());
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "out-tls\n");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("err-tls"));
+        // stdin through the hijacked stream, and its end (the client closes its write side).
+        let echoed = docker.ok_with(
+            &["run", "--rm", "-i", img, "cat"],
+            Some(b"piped over tls\n"),
+        );
+        assert_eq!(echoed, "piped over tls\n");
+        // exec and attach on a running container.
+        let name = format!("tls-{i}");
+        docker.ok(&["run", "-d", "--name", &name, img, "sleep", "100"]);
+        assert_eq!(docker.ok(&["exec", &name, "echo", "in-exec"]), "in-exec\n");
+        let cat = docker.ok_with(&["exec", "-i", &name, "cat"], Some(b"exec stdin\n"));
+        assert_eq!(cat, "exec stdin\n");
+        docker.ok(&["rm", "-f", &name]);
+        let late = format!("tls-late-{i}");
+        docker.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &late,
+            img,
+            "sh",
+            "-c",
+            "sleep 1; echo late",
+        ]);
+        assert_eq!(docker.ok(&["attach", &late]), "late\n");
+        docker.ok(&["rm", &late]);
+
+        // No client certificate: the handshake fails.
+        let err = Docker::new(cli, &d, &tls_flags(pki, "ca", None), None).refused(&["version"]);
+        assert!(err.to_lowercase().contains("tls"), "{err}");
+        // A client certificate from a CA the daemon does not trust.
+        let err =
+            Docker::new(cli, &d, &tls_flags(pki, "ca", Some("stranger")), None).refused(&["ps"]);
+        assert!(err.to_lowercase().contains("tls"), "{err}");
+        // A client that trusts another CA refuses the daemon's certificate.
+        let err = Docker::new(cli, &d, &tls_flags(pki, "other-ca", Some("client")), None)
+            .refused(&["ps"]);
+        assert!(
+            err.contains("certificate signed by unknown authority")
+                || err.contains("certificate is not trusted"),
+            "{err}"
+        );
+        // Plain HTTP to the TLS port gets nowhere either.
+        let err = Docker::new(cli, &d, &[], None).refused(&["ps"]);
+        assert!(!err.is_empty());
+    }
+    assert!(
+        d.log().contains("TLS handshake refused"),
+        "refused handshakes are logged: {}",
+        d.log()
+    );
+    // The unix socket stays plain.
+    d.hb_ok(&["ps"]);
+}
+
+#[test]
+fn docker_cli_with_a_bearer_token_in_config_json_http_headers() {
+    if !can_run() {
+        return;
+    }
+    let pki = Pki::get();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = format!(
+        "hbtok-{}",
+        common::sha256(&common::noise(std::process::id().into(), 64)).trim_start_matches("sha256:")
+    );
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).expect("write token");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))
+        .expect("chmod token");
+    let (d, img) = daemon_for_image(&format!(
+        "{}api_token_file = \"{}\"\n",
+        pki.daemon_config(false),
+        token_file.display()
+    ));
+    wait_tcp(&d.tcp_addr);
+    let headers = |t: &str| format!("{{\"HttpHeaders\": {{\"Authorization\": \"Bearer {t}\"}}}}");
+    for cli in clients() {
+        // No client certificate: the token is the client's identity.
+        let docker = Docker::new(
+            &cli,
+            &d,
+            &tls_flags(pki, "ca", None),
+            Some(&headers(&token)),
+        );
+        let v = docker.ok(&["version", "--format", "{{.Server.APIVersion}}"]);
+        assert_eq!(v.trim(), "1.43");
+        docker.ok(&["pull", img]);
+        let out = docker.ok_with(&["run", "--rm", "-i", img, "cat"], Some(b"with a token\n"));
+        assert_eq!(out, "with a token\n");
+
+        let wrong = Docker::new(
+            &cli,
+            &d,
+            &tls_flags(pki, "ca", None),
+            Some(&headers("nope")),
+        );
+        let err = wrong.refused(&["ps"]);
+        assert!(err.contains("unauthorized"), "{err}");
+        let none = Docker::new(&cli, &d, &tls_flags(pki, "ca", None), None);
+        let err = none.refused(&["ps"]);
+        assert!(err.contains("unauthorized"), "{err}");
+    }
+    // The status and body, /_ping included.
+    for (auth, status) in [
+        (String::new(), "401"),
+        ("Authorization: Bearer wrong\r\n".to_string(), "401"),
+        (format!("Authorization: Bearer {token}x\r\n"), "401"),
+        (format!("Authorization: Bearer {token}\r\n"), "200"),
+    ] {
+        let resp = https_raw(
+            pki,
+            &d.tcp_addr,
+            &format!("GET /_ping HTTP/1.0\r\nHost: localhost\r\n{auth}\r\n"),
+        );
+        let first = resp.lines().next().unwrap_or_default();
+        assert!(first.contains(&format!(" {status} ")), "{auth:?}: {resp}");
+        if status == "401" {
+            assert!(resp.contains("{\"message\":\"unauthorized"), "{resp}");
+            assert!(resp.contains("Bearer realm=\"hyperboxd\""), "{resp}");
+        } else {
+            assert!(resp.ends_with("OK"), "{resp}");
+        }
+    }
+    // The unix socket needs no token.
+    d.hb_ok(&["ps"]);
+}
+
+/// hyperboxd with `config` (after data_dir and socket in a temp dir), expected to exit at
+/// start; its exit code and stderr.
+fn refused_start(extra_daemon_lines: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("hyperbox.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ndata_dir = \"{}\"\nsocket = \"{}\"\n{extra_daemon_lines}[monitoring]\nenabled = false\n",
+            dir.path().join("data").display(),
+            dir.path().join("hb.sock").display(),
+        ),
+    )
+    .expect("write config");
+    let mut child = Command::new(common::bin("hyperboxd"))
+        .arg("--config")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hyperboxd");
+    let start = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "hyperboxd started with {extra_daemon_lines:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(
+        !dir.path().join("data").join("store").exists(),
+        "the store was opened before the refusal"
+    );
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_non_loopback_listen_addr_without_tls_and_client_auth_refuses_to_start() {
+    let port = common::free_port();
+    let (code, err) = refused_start(&format!("listen_addr = \"0.0.0.0:{port}\"\n"));
+    assert_eq!(code, Some(2), "{err}");
+    for needed in [
+        &format!("daemon.listen_addr = \"0.0.0.0:{port}\""),
+        "not a loopback address",
+        "daemon.tls_cert and daemon.tls_key",
+        "daemon.tls_client_ca",
+        "daemon.api_token_file",
+    ] {
+        assert!(err.contains(needed), "missing {needed:?} in {err}");
+    }
+    // TLS without a client check is still refused, and says only what is missing.
+    let pki = Pki::get();
+    let (code, err) = refused_start(&format!(
+        "listen_addr = \"0.0.0.0:{port}\"\n{}",
+        pki.daemon_config(false)
+    ));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("daemon.tls_client_ca") && !err.contains("set daemon.tls_cert"),
+        "{err}"
+    );
+    // --validate-config says the same.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("h.toml");
+    std::fs::write(&config, "[daemon]\nlisten_addr = \"[::]:9999\"\n").expect("write");
+    let out = Command::new(common::bin("hyperboxd"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--validate-config")
+        .output()
+        .expect("validate");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:2: daemon.listen_addr", config.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn broken_tls_and_token_files_stop_the_daemon_naming_the_file() {
+    let pki = Pki::get();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = |cert: &str, key: &str| format!("tls_cert = \"{cert}\"\ntls_key = \"{key}\"\n");
+
+    let missing = dir.path().join("absent.pem");
+    let missing = missing.to_string_lossy();
+    let (code, err) = refused_start(&tls(&missing, &pki.p("server-key.pem")));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("tls_cert") && err.contains(&*missing), "{err}");
+
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").expect("write");
+    let garbage = garbage.to_string_lossy();
+    let (_, err) = refused_start(&tls(&garbage, &pki.p("server-key.pem")));
+    assert!(
+        err.contains(&*garbage) && err.contains("no PEM CERTIFICATE"),
+        "{err}"
+    );
+    let (_, err) = refused_start(&tls(&pki.p("server.pem"), &garbage));
+    assert!(
+        err.contains(&*garbage) && err.contains("private key"),
+        "{err}"
+    );
+    // The client's key with the server's certificate.
+    let (_, err) = refused_start(&tls(&pki.p("server.pem"), &pki.p("client-key.pem")));
+    assert!(err.contains("does the key belong"), "{err}");
+    let (_, err) = refused_start(&format!(
+        "{}tls_client_ca = \"{missing}\"\n",
+        pki.daemon_config(false)
+    ));
+    assert!(
+        err.contains("tls_client_ca") && err.contains(&*missing),
+        "{err}"
+    );
+
+    // A token file every user can read is no secret.
+    let token = dir.path().join("token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").expect("write");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (code, err) = refused_start(&format!("api_token_file = \"{}\"\n", token.display()));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&token.display().to_string()) && err.contains("every user"),
+        "{err}"
+    );
+}
+
+#[test]
+fn clients_that_never_finish_the_tls_handshake_are_cut_off_while_others_are_served() {
+    let pki = Pki::get();
+    let d = Daemon::start(&format!(
+        "[daemon]\n{}[networking]\nconnection_timeout_secs = 4\n",
+        pki.daemon_config(true)
+    ));
+    wait_tcp(&d.tcp_addr);
+    let gauge = || {
+        let (_, text) = common::http_get(&d.metrics_addr, "/metrics");
+        common::metric_sample(&text, "hyperbox_network_connections")
+    };
+    let baseline = gauge();
+    // One client says nothing; another starts a TLS record and stalls.
+    let start = Instant::now();
+    let mut silent = TcpStream::connect(&d.tcp_addr).expect("connect");
+    let mut stalled = TcpStream::connect(&d.tcp_addr).expect("connect");
+    stalled
+        .write_all(&[0x16, 0x03, 0x01, 0x00, 0xff, 0x01])
+        .expect("partial hello");
+    // Meanwhile the API answers others, with TLS, while the silent ones still hold their slots.
+    for cli in clients() {
+        let docker = Docker::new(&cli, &d, &tls_flags(pki, "ca", Some("client")), None);
+        let v = docker.ok(&["version", "--format", "{{.Server.APIVersion}}"]);
+        assert_eq!(v.trim(), "1.43");
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(4) && gauge() >= baseline + 2.0,
+        "others were served only after the silent clients were cut off ({:?})",
+        start.elapsed()
+    );
+    for s in [&mut silent, &mut stalled] {
+        s.set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        let mut buf = [0u8; 64];
+        let cut = match s.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => {
+                // A TLS alert, then the close.
+                matches!(s.read(&mut buf), Ok(0) | Err(_))
+            }
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        assert!(cut, "not cut off");
+    }
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(3900) && elapsed < Duration::from_secs(9),
+        "cut off after {elapsed:?}, connection_timeout_secs is 4"
+    );
+    // Their slots are free again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gauge() > baseline {
+        assert!(Instant::now() < deadline, "connections still counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
