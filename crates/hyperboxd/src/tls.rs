@@ -230,15 +230,11 @@ impl BearerToken {
     }
 }
 
-/// Compares `given` with `expected` in time that depends only on `expected`'s length (not on
-/// where they differ, nor on `given`'s length).
+/// Compares `given` with `expected` in time that does not depend on where they differ
+/// (`subtle`; a length difference answers at once, and the length is not the secret).
 fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
-    let mut diff = u8::from(given.len() != expected.len());
-    for (i, e) in expected.iter().enumerate() {
-        let g = given.get(i).copied().unwrap_or(!*e);
-        diff |= std::hint::black_box(g ^ e);
-    }
-    diff == 0
+    use subtle::ConstantTimeEq;
+    bool::from(given.ct_eq(expected))
 }
 
 /// The middleware in front of the API on TCP when a token is configured: a request without
@@ -307,8 +303,6 @@ mod tests {
         assert!(!constant_time_eq(b"ab", b"abc"));
         assert!(!constant_time_eq(b"abcd", b"abc"));
         assert!(!constant_time_eq(b"", b"abc"));
-        // A byte equal to the complement filler must not pass for a missing one.
-        assert!(!constant_time_eq(&[!b'a'], b"ab"));
     }
 
     #[test]
