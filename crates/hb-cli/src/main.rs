@@ -619,13 +619,25 @@ async fn save(addr: &DaemonAddr, a: SaveArgs) -> anyhow::Result<ExitCode> {
         read_ok(resp).await?;
         bail!("save failed");
     }
-    // Write to a temp file and rename, so a failed save never leaves a truncated archive.
+    // A regular file is written beside and renamed into place, so a failed save never leaves
+    // a truncated archive. Anything else (/dev/null, a FIFO, /dev/stdout) is written to
+    // directly: renaming over it would replace the device with a file.
     let (mut out, tmp): (
         Box<dyn tokio::io::AsyncWrite + Unpin>,
         Option<std::path::PathBuf>,
     ) = match &a.output {
+        Some(p) if tokio::fs::metadata(p).await.is_ok_and(|m| !m.is_file()) => {
+            let f = tokio::fs::OpenOptions::new()
+                .write(true)
+                .open(p)
+                .await
+                .with_context(|| format!("opening {}", p.display()))?;
+            (Box::new(f), None)
+        }
         Some(p) => {
-            let tmp = p.with_extension("partial");
+            let mut name = p.as_os_str().to_owned();
+            name.push(".partial");
+            let tmp = std::path::PathBuf::from(name);
             let f = tokio::fs::File::create(&tmp)
                 .await
                 .with_context(|| format!("creating {}", tmp.display()))?;

@@ -57,6 +57,43 @@ fn load_docker_archive_save_and_load_back() {
 
     let saved = d.dir.path().join("out.tar");
     d.hb_ok(&["save", "-o", saved.to_str().unwrap(), "tiny:1"]);
+    // Saving to a device (here a private null device; `hb save -o /dev/null` is the same) and
+    // to a FIFO writes through it: renaming a finished temp file over it would replace the
+    // device with a regular file.
+    if unsafe { libc::geteuid() } == 0 {
+        let dev = d.dir.path().join("null");
+        let c = std::ffi::CString::new(dev.to_str().unwrap()).unwrap();
+        // SAFETY: mknod on a path in our own temp dir.
+        assert_eq!(
+            unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) },
+            0
+        );
+        d.hb_ok(&["save", "-o", dev.to_str().unwrap(), "tiny:1"]);
+        let ft = std::fs::metadata(&dev).unwrap().file_type();
+        assert!(
+            std::os::unix::fs::FileTypeExt::is_char_device(&ft),
+            "hb save replaced a device with a file"
+        );
+    }
+    let fifo = d.dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo on a path in our own temp dir.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(&fifo).unwrap().len())
+    };
+    d.hb_ok(&["save", "-o", fifo.to_str().unwrap(), "tiny:1"]);
+    // Checked before joining: had the FIFO been replaced, the reader would wait forever.
+    let ft = std::fs::metadata(&fifo).unwrap().file_type();
+    assert!(
+        std::os::unix::fs::FileTypeExt::is_fifo(&ft),
+        "hb save replaced a FIFO"
+    );
+    assert_eq!(
+        reader.join().unwrap() as u64,
+        std::fs::metadata(&saved).unwrap().len()
+    );
     // The saved archive carries the layers byte for byte (digest = diff_id).
     let mut a = tar::Archive::new(std::fs::File::open(&saved).unwrap());
     let mut names = Vec::new();
