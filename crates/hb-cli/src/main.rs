@@ -5,6 +5,7 @@
 mod client;
 mod containers;
 mod engine_stats;
+mod outfile;
 mod output;
 mod predict;
 mod tune;
@@ -619,29 +620,13 @@ async fn save(addr: &DaemonAddr, a: SaveArgs) -> anyhow::Result<ExitCode> {
         read_ok(resp).await?;
         bail!("save failed");
     }
-    // A regular file is written beside and renamed into place, so a failed save never leaves
-    // a truncated archive. Anything else (/dev/null, a FIFO, /dev/stdout) is written to
-    // directly: renaming over it would replace the device with a file.
-    let (mut out, tmp): (
+    let (mut out, target): (
         Box<dyn tokio::io::AsyncWrite + Unpin>,
-        Option<std::path::PathBuf>,
+        Option<outfile::OutputFile>,
     ) = match &a.output {
-        Some(p) if tokio::fs::metadata(p).await.is_ok_and(|m| !m.is_file()) => {
-            let f = tokio::fs::OpenOptions::new()
-                .write(true)
-                .open(p)
-                .await
-                .with_context(|| format!("opening {}", p.display()))?;
-            (Box::new(f), None)
-        }
         Some(p) => {
-            let mut name = p.as_os_str().to_owned();
-            name.push(".partial");
-            let tmp = std::path::PathBuf::from(name);
-            let f = tokio::fs::File::create(&tmp)
-                .await
-                .with_context(|| format!("creating {}", tmp.display()))?;
-            (Box::new(f), Some(tmp))
+            let (f, target) = outfile::OutputFile::create(p)?;
+            (Box::new(tokio::fs::File::from_std(f)), Some(target))
         }
         None => (Box::new(tokio::io::stdout()), None),
     };
@@ -650,8 +635,9 @@ async fn save(addr: &DaemonAddr, a: SaveArgs) -> anyhow::Result<ExitCode> {
         let frame = match frame {
             Ok(f) => f,
             Err(e) => {
-                if let Some(t) = &tmp {
-                    let _ = tokio::fs::remove_file(t).await;
+                drop(out);
+                if let Some(t) = target {
+                    t.abandon();
                 }
                 bail!("the daemon's archive stream broke off: {e}");
             }
@@ -662,10 +648,8 @@ async fn save(addr: &DaemonAddr, a: SaveArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush().await.context("writing the archive")?;
     drop(out);
-    if let (Some(t), Some(p)) = (tmp, &a.output) {
-        tokio::fs::rename(&t, p)
-            .await
-            .with_context(|| format!("renaming to {}", p.display()))?;
+    if let Some(t) = target {
+        t.commit()?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -242,16 +242,22 @@ fn generate(a: GenTraceArgs) -> anyhow::Result<ExitCode> {
     let trace = gen_trace(family, a.seed, &params);
     match &a.output {
         Some(path) => {
-            // Temp file and rename: a failed run never leaves half a trace under the name.
-            let tmp = path.with_extension("partial");
-            let f = std::fs::File::create(&tmp)
-                .with_context(|| format!("creating {}", tmp.display()))?;
+            let (f, target) = crate::outfile::OutputFile::create(path)?;
             let mut w = std::io::BufWriter::new(f);
-            write_trace(&mut w, &trace)?;
-            w.flush()
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, path)
-                .with_context(|| format!("renaming to {}", path.display()))?;
+            let written = write_trace(&mut w, &trace)
+                .map_err(anyhow::Error::from)
+                .and_then(|()| {
+                    w.flush()
+                        .with_context(|| format!("writing {}", path.display()))
+                });
+            drop(w);
+            match written {
+                Ok(()) => target.commit()?,
+                Err(e) => {
+                    target.abandon();
+                    return Err(e);
+                }
+            }
         }
         None => write_trace(std::io::stdout().lock(), &trace)?,
     }
