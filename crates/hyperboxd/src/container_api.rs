@@ -414,7 +414,7 @@ async fn wait(c: &Arc<Containers>, key: &str, q: &Query) -> ApiResult {
     };
     // Headers now, the result when the condition holds: the docker CLI sends its start only
     // after this response's headers arrive.
-    let watch = c.watch(&last.id, &condition)?;
+    let watch = c.watch(&last.id, &condition);
     let c = c.clone();
     let body = async move {
         let v = match watch.await {

@@ -823,18 +823,19 @@ impl Containers {
     /// call is seen), and the returned future finishes when the condition holds. The API
     /// answers a wait's headers at once and its body later: the docker CLI waits for those
     /// headers before it starts the container.
+    /// `id` is a full id the caller found: if the container is removed meanwhile (an
+    /// auto-remove runs in its own task and can win), the future answers `None` at once rather
+    /// than the watch failing.
     pub fn watch(
         self: &Arc<Self>,
-        key: &str,
+        id: &str,
         condition: &str,
-    ) -> Result<impl std::future::Future<Output = Result<Option<ContainerRecord>>> + Send + 'static>
-    {
-        let id = self.find(key)?.id;
+    ) -> impl std::future::Future<Output = Result<Option<ContainerRecord>>> + Send + 'static {
         let rx = self.changed.subscribe();
-        let first_finish = self.get(&id).map(|r| r.state.finished_at);
+        let first_finish = self.get(id).map(|r| r.state.finished_at);
         let me = self.clone();
-        let condition = condition.to_string();
-        Ok(async move { me.wait_changes(&id, &condition, rx, first_finish).await })
+        let (id, condition) = (id.to_string(), condition.to_string());
+        async move { me.wait_changes(&id, &condition, rx, first_finish).await }
     }
 
     async fn wait_changes(
