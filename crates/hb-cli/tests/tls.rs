@@ -623,6 +623,15 @@ fn clients_that_never_finish_the_tls_handshake_are_cut_off_while_others_are_serv
         pki.daemon_config(true)
     ));
     wait_tcp(&d.tcp_addr);
+    // The metrics port is bound just after the API's: wait for it too.
+    let ready = Instant::now();
+    while common::http_status(&d.metrics_addr, "/health").is_none() {
+        assert!(
+            ready.elapsed() < Duration::from_secs(10),
+            "metrics never served"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let gauge = || {
         let (_, text) = common::http_get(&d.metrics_addr, "/metrics");
         common::metric_sample(&text, "hyperbox_network_connections")

@@ -32,7 +32,38 @@ pub(crate) type Shared = Arc<Daemon>;
 
 /// The API router over shared daemon state.
 pub fn router(daemon: Shared) -> Router {
-    Router::new().fallback(dispatch).with_state(daemon)
+    Router::new()
+        .fallback(dispatch)
+        .with_state(daemon)
+        .layer(axum::middleware::from_fn(read_small_body_first))
+}
+
+/// Bodies up to this size are read before the request is handled.
+const SMALL_BODY: u64 = 1 << 20;
+
+/// Reads a small request body (a JSON document with a Content-Length) completely before the
+/// request is handled. A handler that answers without reading it (an unknown endpoint, a bad
+/// version, a refused name) would otherwise make hyper close the connection with the body
+/// still unread, which resets it: the docker CLI, still writing, then reports "broken pipe"
+/// instead of the error JSON. Tarballs (`/images/load`) and chunked bodies stream as before.
+async fn read_small_body_first(req: Request, next: axum::middleware::Next) -> Response {
+    let small = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > 0 && n <= SMALL_BODY);
+    if !small {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, SMALL_BODY as usize).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) => ApiError::bad_request(format!("reading the request body: {e}")).into_response(),
+    }
 }
 
 /// An API error: an HTTP status and a message for the user.
