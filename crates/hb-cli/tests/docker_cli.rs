@@ -6,115 +6,12 @@
 mod common;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::busybox::{can_run, daemon_for_image};
-use common::Daemon;
-
-/// The docker clients to test with.
-fn clients() -> Vec<PathBuf> {
-    let found: Vec<PathBuf> = ["/usr/local/bin/docker", "/usr/bin/docker"]
-        .iter()
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-        .collect();
-    assert!(
-        !found.is_empty(),
-        "no docker CLI found: apt-get install docker.io (.ci/run does it)"
-    );
-    found
-}
-
-struct Docker<'a> {
-    cli: &'a Path,
-    host: String,
-    config_dir: tempfile::TempDir,
-    daemon: &'a Daemon,
-}
-
-impl<'a> Docker<'a> {
-    fn new(cli: &'a Path, host: String, daemon: &'a Daemon) -> Docker<'a> {
-        Docker {
-            cli,
-            host,
-            // No user config (credential helpers, contexts) may leak in.
-            config_dir: tempfile::tempdir().expect("tempdir"),
-            daemon,
-        }
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(self.cli);
-        c.args(args)
-            .env("DOCKER_HOST", &self.host)
-            .env("DOCKER_CONFIG", self.config_dir.path())
-            .env_remove("DOCKER_CONTEXT")
-            .env_remove("DOCKER_API_VERSION");
-        c
-    }
-
-    fn run(&self, args: &[&str], input: Option<&[u8]>) -> Output {
-        let mut c = self.command(args);
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
-        c.stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
-        let mut child = c.spawn().expect("run docker");
-        if let Some(data) = input {
-            let mut stdin = child.stdin.take().expect("stdin");
-            stdin.write_all(data).expect("write stdin");
-        }
-        // A hang is a failure, not a stuck test run.
-        let start = Instant::now();
-        loop {
-            if child.try_wait().expect("try_wait").is_some() {
-                break;
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                panic!(
-                    "{} {args:?} hung\ndaemon log:\n{}",
-                    self.cli.display(),
-                    self.daemon.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child.wait_with_output().expect("docker output")
-    }
-
-    /// Runs and asserts success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        self.ok_with(args, None)
-    }
-
-    fn ok_with(&self, args: &[&str], input: Option<&[u8]>) -> String {
-        let o = self.run(args, input);
-        assert!(
-            o.status.success(),
-            "{} {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
-            self.cli.display(),
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            self.daemon.log()
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn code(&self, args: &[&str]) -> (i32, String, String) {
-        let o = self.run(args, None);
-        (
-            o.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
-    }
-}
+use common::docker::{clients, Docker};
 
 fn now_secs() -> u64 {
     SystemTime::now()

@@ -10,26 +10,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::busybox::{can_run, daemon_for_image};
+use common::docker::{clients, Docker};
 use common::Daemon;
-
-/// The docker clients to test with.
-fn clients() -> Vec<PathBuf> {
-    let found: Vec<PathBuf> = ["/usr/local/bin/docker", "/usr/bin/docker"]
-        .iter()
-        .map(PathBuf::from)
-        .filter(|p| p.exists())
-        .collect();
-    assert!(
-        !found.is_empty(),
-        "no docker CLI found: apt-get install docker.io (.ci/run does it)"
-    );
-    found
-}
 
 /// Certificates and keys for the whole test binary, in one directory.
 struct Pki {
@@ -160,100 +147,16 @@ impl Pki {
     }
 }
 
-/// The docker CLI with its own empty config dir (or `config_json` in it), pointed at `host`
-/// with the TLS flags `tls`.
-struct Docker<'a> {
+/// The docker CLI at the daemon's TCP address with the TLS flags `tls` (and `config_json`).
+fn tcp_docker<'a>(
     cli: &'a Path,
-    host: String,
-    tls: Vec<String>,
-    config_dir: tempfile::TempDir,
     daemon: &'a Daemon,
-}
-
-impl<'a> Docker<'a> {
-    fn new(cli: &'a Path, daemon: &'a Daemon, tls: &[String], config_json: Option<&str>) -> Self {
-        let config_dir = tempfile::tempdir().expect("tempdir");
-        if let Some(json) = config_json {
-            std::fs::write(config_dir.path().join("config.json"), json).expect("config.json");
-        }
-        Docker {
-            cli,
-            host: format!("tcp://{}", daemon.tcp_addr),
-            tls: tls.to_vec(),
-            config_dir,
-            daemon,
-        }
-    }
-
-    fn run(&self, args: &[&str], input: Option<&[u8]>) -> Output {
-        let mut c = Command::new(self.cli);
-        c.arg("-H")
-            .arg(&self.host)
-            .args(&self.tls)
-            .args(args)
-            .env("DOCKER_CONFIG", self.config_dir.path())
-            .env_remove("DOCKER_HOST")
-            .env_remove("DOCKER_CONTEXT")
-            .env_remove("DOCKER_TLS_VERIFY")
-            .env_remove("DOCKER_CERT_PATH")
-            .env_remove("DOCKER_API_VERSION")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            });
-        let mut child = c.spawn().expect("run docker");
-        if let Some(data) = input {
-            let mut stdin = child.stdin.take().expect("stdin");
-            stdin.write_all(data).expect("write stdin");
-        }
-        // A hang is a failure, not a stuck test run.
-        let start = Instant::now();
-        while child.try_wait().expect("try_wait").is_none() {
-            if start.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                panic!(
-                    "{} {args:?} hung\ndaemon log:\n{}",
-                    self.cli.display(),
-                    self.daemon.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child.wait_with_output().expect("docker output")
-    }
-
-    fn ok_with(&self, args: &[&str], input: Option<&[u8]>) -> String {
-        let o = self.run(args, input);
-        assert!(
-            o.status.success(),
-            "{} {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
-            self.cli.display(),
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-            self.daemon.log()
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.ok_with(args, None)
-    }
-
-    /// Runs and asserts failure; returns stderr.
-    fn refused(&self, args: &[&str]) -> String {
-        let o = self.run(args, None);
-        assert!(
-            !o.status.success(),
-            "{} {args:?} should have been refused:\nstdout: {}",
-            self.cli.display(),
-            String::from_utf8_lossy(&o.stdout)
-        );
-        String::from_utf8_lossy(&o.stderr).into_owned()
-    }
+    tls: &[String],
+    config_json: Option<&str>,
+) -> Docker<'a> {
+    let mut leading = vec!["-H".to_string(), format!("tcp://{}", daemon.tcp_addr)];
+    leading.extend(tls.iter().cloned());
+    Docker::with(cli, daemon, leading, config_json)
 }
 
 /// `--tlsverify` flags: trust `ca`, present `client` (a name in the Pki) when given.
@@ -329,7 +232,7 @@ fn docker_cli_over_tls_with_client_certificates_on_a_non_loopback_listen_addr() 
         d.log()
     );
     for (i, cli) in clients().iter().enumerate() {
-        let docker = Docker::new(cli, &d, &tls_flags(pki, "ca", Some("client")), None);
+        let docker = tcp_docker(cli, &d, &tls_flags(pki, "ca", Some("client")), None);
         let v = docker.ok(&["version", "--format", "{{.Server.APIVersion}}"]);
         assert_eq!(v.trim(), "1.43");
         let pulled = docker.ok(&["pull", img]);
@@ -378,22 +281,22 @@ fn docker_cli_over_tls_with_client_certificates_on_a_non_loopback_listen_addr() 
         docker.ok(&["rm", &late]);
 
         // No client certificate: the handshake fails.
-        let err = Docker::new(cli, &d, &tls_flags(pki, "ca", None), None).refused(&["version"]);
+        let err = tcp_docker(cli, &d, &tls_flags(pki, "ca", None), None).refused(&["version"]);
         assert!(err.to_lowercase().contains("tls"), "{err}");
         // A client certificate from a CA the daemon does not trust.
         let err =
-            Docker::new(cli, &d, &tls_flags(pki, "ca", Some("stranger")), None).refused(&["ps"]);
+            tcp_docker(cli, &d, &tls_flags(pki, "ca", Some("stranger")), None).refused(&["ps"]);
         assert!(err.to_lowercase().contains("tls"), "{err}");
         // A client that trusts another CA refuses the daemon's certificate.
-        let err = Docker::new(cli, &d, &tls_flags(pki, "other-ca", Some("client")), None)
-            .refused(&["ps"]);
+        let err =
+            tcp_docker(cli, &d, &tls_flags(pki, "other-ca", Some("client")), None).refused(&["ps"]);
         assert!(
             err.contains("certificate signed by unknown authority")
                 || err.contains("certificate is not trusted"),
             "{err}"
         );
         // Plain HTTP to the TLS port gets nowhere either.
-        let err = Docker::new(cli, &d, &[], None).refused(&["ps"]);
+        let err = tcp_docker(cli, &d, &[], None).refused(&["ps"]);
         assert!(!err.is_empty());
     }
     assert!(
@@ -429,7 +332,7 @@ fn docker_cli_with_a_bearer_token_in_config_json_http_headers() {
     let headers = |t: &str| format!("{{\"HttpHeaders\": {{\"Authorization\": \"Bearer {t}\"}}}}");
     for cli in clients() {
         // No client certificate: the token is the client's identity.
-        let docker = Docker::new(
+        let docker = tcp_docker(
             &cli,
             &d,
             &tls_flags(pki, "ca", None),
@@ -441,7 +344,7 @@ fn docker_cli_with_a_bearer_token_in_config_json_http_headers() {
         let out = docker.ok_with(&["run", "--rm", "-i", img, "cat"], Some(b"with a token\n"));
         assert_eq!(out, "with a token\n");
 
-        let wrong = Docker::new(
+        let wrong = tcp_docker(
             &cli,
             &d,
             &tls_flags(pki, "ca", None),
@@ -449,7 +352,7 @@ fn docker_cli_with_a_bearer_token_in_config_json_http_headers() {
         );
         let err = wrong.refused(&["ps"]);
         assert!(err.contains("unauthorized"), "{err}");
-        let none = Docker::new(&cli, &d, &tls_flags(pki, "ca", None), None);
+        let none = tcp_docker(&cli, &d, &tls_flags(pki, "ca", None), None);
         let err = none.refused(&["ps"]);
         assert!(err.contains("unauthorized"), "{err}");
     }
@@ -646,7 +549,7 @@ fn clients_that_never_finish_the_tls_handshake_are_cut_off_while_others_are_serv
         .expect("partial hello");
     // Meanwhile the API answers others, with TLS, while the silent ones still hold their slots.
     for cli in clients() {
-        let docker = Docker::new(&cli, &d, &tls_flags(pki, "ca", Some("client")), None);
+        let docker = tcp_docker(&cli, &d, &tls_flags(pki, "ca", Some("client")), None);
         let v = docker.ok(&["version", "--format", "{{.Server.APIVersion}}"]);
         assert_eq!(v.trim(), "1.43");
     }

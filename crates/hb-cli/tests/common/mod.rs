@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod busybox;
+pub mod docker;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
