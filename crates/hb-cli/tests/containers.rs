@@ -45,6 +45,17 @@ fn inspect(d: &Daemon, name: &str) -> serde_json::Value {
     v[0].clone()
 }
 
+/// Whether no process on the host is `sleep MARKER` (the containers of a test that all ran
+/// that command are gone).
+fn no_sleep_process(marker: &str) -> bool {
+    Command::new("pgrep")
+        .args(["-f", &format!("^sleep {marker}$")])
+        .output()
+        .expect("pgrep")
+        .stdout
+        .is_empty()
+}
+
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
@@ -480,15 +491,7 @@ fn containers_survive_a_daemon_kill9_and_nothing_leaks() {
     });
     d.hb_ok(&["rm", "survivor"]);
     // Nothing of it remains: cgroups, dirs, mounts, netns files.
-    let parent = format!(
-        "hbtest-{}",
-        d.dir
-            .path()
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .replace('.', "")
-    );
+    let parent = d.cgroup_parent();
     for h in ["memory", "pids", "cpu"] {
         let p = format!("/sys/fs/cgroup/{h}/{parent}/{id}");
         assert!(!Path::new(&p).exists(), "{p} left behind");
@@ -615,11 +618,7 @@ fn start_racing_rm_leaves_no_orphan() {
         d.hb_ok(&["rm", "-f", id]);
     }
     wait_until("no orphaned container process", || {
-        let pg = Command::new("pgrep")
-            .args(["-f", &format!("^sleep {marker}$")])
-            .output()
-            .expect("pgrep");
-        pg.stdout.is_empty()
+        no_sleep_process(&marker)
     });
     assert_eq!(d.hb_ok(&["ps", "-a", "-q"]).trim(), "");
 }
@@ -674,14 +673,7 @@ fn daemon_kill9_mid_start_leaves_nothing_behind() {
     for id in left.split_whitespace() {
         d.hb_ok(&["rm", "-f", id]);
     }
-    wait_until("no container process left", || {
-        Command::new("pgrep")
-            .args(["-f", &format!("^sleep {marker}$")])
-            .output()
-            .expect("pgrep")
-            .stdout
-            .is_empty()
-    });
+    wait_until("no container process left", || no_sleep_process(&marker));
     let start = Instant::now();
     while std::fs::read_dir(&containers).is_ok_and(|mut e| e.next().is_some()) {
         if start.elapsed() > Duration::from_secs(15) {
@@ -698,15 +690,7 @@ fn daemon_kill9_mid_start_leaves_nothing_behind() {
         !mounts.contains(&containers.display().to_string()),
         "a container mount is left"
     );
-    let parent = format!(
-        "hbtest-{}",
-        d.dir
-            .path()
-            .file_name()
-            .expect("name")
-            .to_string_lossy()
-            .replace('.', "")
-    );
+    let parent = d.cgroup_parent();
     for h in ["memory", "pids"] {
         let p = Path::new("/sys/fs/cgroup").join(h).join(&parent);
         let children =

@@ -209,6 +209,17 @@ impl Daemon {
         d
     }
 
+    /// `[daemon] cgroup_parent` of this daemon (its containers' cgroups live below it).
+    pub fn cgroup_parent(&self) -> String {
+        let tag = self
+            .dir
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().replace('.', ""))
+            .unwrap_or_default();
+        format!("hbtest-{tag}")
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone()
     }
@@ -221,16 +232,11 @@ impl Daemon {
     pub fn spawn(&mut self) {
         // Each test daemon gets its own cgroup parent, so one daemon's stale-cgroup cleanup
         // never touches another's containers.
-        let tag = self
-            .dir
-            .path()
-            .file_name()
-            .map(|n| n.to_string_lossy().replace('.', ""))
-            .unwrap_or_default();
         let mut ours = format!(
-            "data_dir = \"{}\"\nsocket = \"{}\"\ncgroup_parent = \"hbtest-{tag}\"\n",
+            "data_dir = \"{}\"\nsocket = \"{}\"\ncgroup_parent = \"{}\"\n",
             self.data_dir.display(),
-            self.socket.display()
+            self.socket.display(),
+            self.cgroup_parent()
         );
         if !self.extra_config.contains("listen_addr") {
             ours.push_str(&format!("listen_addr = \"{}\"\n", self.tcp_addr));
