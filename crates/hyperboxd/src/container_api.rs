@@ -349,7 +349,10 @@ fn effective_host_config(sent: &Value) -> Value {
     } else {
         json!({})
     };
-    h["LogConfig"] = json!({"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}});
+    h["LogConfig"] = json!({"Type": "json-file", "Config": {
+        "max-size": format!("{}m", crate::containers::LOG_MAX_MIB),
+        "max-file": crate::containers::LOG_MAX_FILES.to_string(),
+    }});
     h
 }
 

@@ -62,6 +62,11 @@ impl std::fmt::Display for ContainerError {
 
 type Result<T> = std::result::Result<T, ContainerError>;
 
+/// Every container's json-file log rotates at this many MiB...
+pub const LOG_MAX_MIB: u64 = 10;
+/// ...keeping this many files (inspect reports them as Docker's `max-size` / `max-file`).
+pub const LOG_MAX_FILES: u32 = 3;
+
 /// What `POST /containers/{id}/exec` created.
 #[derive(Clone, Debug)]
 pub struct ExecRecord {
@@ -702,8 +707,8 @@ impl Containers {
             open_stdin: r.config["OpenStdin"].as_bool().unwrap_or(false),
             log: LogConfig {
                 path: self.log_path(&r.id),
-                max_size: 10 << 20,
-                max_files: 3,
+                max_size: LOG_MAX_MIB << 20,
+                max_files: LOG_MAX_FILES,
             },
             hosts_file: Some(paths.hosts_file.clone()),
         };
