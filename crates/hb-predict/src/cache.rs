@@ -1,6 +1,8 @@
 //! The hot-tier policy: a size-bounded (MiB) set of warm images. Eviction is LRU for entries no
 //! prediction protects; prediction-aware with a model: images the statistical model calls done
-//! go first, then unprotected ones by LRU, protected (predicted) ones only for a user's start.
+//! go first, then unprotected ones by the model's [`KeepValue`] (expected starts per MiB, so a
+//! big image used once goes before small ones used daily; LRU among equals), protected
+//! (predicted) ones only for a user's start.
 //! It also keeps the prewarm accounting behind `prediction_accuracy` and `wasted_prewarm_mb`.
 //!
 //! The budget is counted per layer, as the disk holds them: an image is a [`Footprint`] of
@@ -23,6 +25,22 @@ pub enum StartOutcome {
     Hit,
     /// Cold start: the image had to be unpacked first.
     Miss,
+}
+
+/// What keeping a warm image is worth to the policy; the lowest goes first when room is needed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KeepValue {
+    /// The model calls the image done (past its keep-alive window): it goes before any other
+    /// unprotected image.
+    Done,
+    /// Expected starts per hour per MiB the image holds: lower goes first; equal values fall
+    /// back to LRU order.
+    PerMib(f64),
+}
+
+impl KeepValue {
+    /// Every image worth the same: plain LRU (the policy without a model).
+    pub const LRU: KeepValue = KeepValue::PerMib(0.0);
 }
 
 /// What one image occupies in the hot tier: its layers (key, MiB), each once.
@@ -184,21 +202,21 @@ impl HotCache {
         image: &str,
         size_mb: f64,
         now: f64,
-        is_idle: &dyn Fn(&str) -> bool,
+        value: &dyn Fn(&str) -> KeepValue,
     ) -> (StartOutcome, Vec<String>) {
-        self.start_footprint(image, &Footprint::whole(image, size_mb), now, is_idle)
+        self.start_footprint(image, &Footprint::whole(image, size_mb), now, value)
     }
 
     /// A start of `image` at `now`: a hit when all its layers are held (the image is warm, or
     /// other warm images hold every layer of it), which refreshes it; a miss makes it warm
-    /// (evicting, any entry if need be, LRU among equals). `is_idle` tells which images the
-    /// model calls done. Returns the outcome and the evicted images.
+    /// (evicting, any entry if need be, LRU among equals). `value` ranks the other images
+    /// for eviction. Returns the outcome and the evicted images.
     pub fn start_footprint(
         &mut self,
         image: &str,
         footprint: &Footprint,
         now: f64,
-        is_idle: &dyn Fn(&str) -> bool,
+        value: &dyn Fn(&str) -> KeepValue,
     ) -> (StartOutcome, Vec<String>) {
         self.stats.starts += 1;
         self.seq += 1;
@@ -225,7 +243,9 @@ impl HotCache {
             return (StartOutcome::Miss, Vec::new());
         }
         self.insert(image, footprint, now, None);
-        let evicted = self.make_room(image, now, true, is_idle);
+        let evicted = self
+            .make_room(image, now, Victims::Any, value)
+            .unwrap_or_default();
         if self.used_mb > self.capacity_mb {
             self.detach(image);
         }
@@ -237,29 +257,31 @@ impl HotCache {
         &mut self,
         image: &str,
         size_mb: f64,
-        now: f64,
-        until: f64,
-        is_idle: &dyn Fn(&str) -> bool,
+        (now, until): (f64, f64),
+        worth: f64,
+        value: &dyn Fn(&str) -> KeepValue,
     ) -> (bool, Vec<String>) {
         self.prewarm_footprint(
             image,
             &Footprint::whole(image, size_mb),
-            now,
-            until,
-            is_idle,
+            (now, until),
+            worth,
+            value,
         )
     }
 
     /// Protects `image` until `until` (it is predicted). If it is not warm, loads it as a prewarm,
-    /// evicting only unprotected entries; returns `(loaded, evicted)`; `loaded` is false when it
-    /// was already warm or there was no room without evicting predicted images.
+    /// evicting only unprotected entries worth less than `worth` (its expected starts per hour
+    /// per MiB; [`KeepValue::Done`] ones always): a prediction never pushes out what is worth
+    /// more to keep. Returns `(loaded, evicted)`; `loaded` is false when it was already warm or
+    /// there was no room under those rules (then nothing is evicted).
     pub fn prewarm_footprint(
         &mut self,
         image: &str,
         footprint: &Footprint,
-        now: f64,
-        until: f64,
-        is_idle: &dyn Fn(&str) -> bool,
+        (now, until): (f64, f64),
+        worth: f64,
+        value: &dyn Fn(&str) -> KeepValue,
     ) -> (bool, Vec<String>) {
         if let Some(entry) = self.entries.get_mut(image) {
             entry.protected_until = entry.protected_until.max(until);
@@ -280,7 +302,11 @@ impl HotCache {
         }
         self.seq += 1;
         self.insert(image, footprint, now, Some(until));
-        let evicted = self.make_room(image, now, false, is_idle);
+        let Some(evicted) = self.make_room(image, now, Victims::WorthLess(worth), value) else {
+            // No room without evicting more valuable images: as if never tried.
+            self.detach(image);
+            return (false, Vec::new());
+        };
         if let Some(entry) = self.entries.get_mut(image) {
             entry.protected_until = until;
             // A prewarm is not a use: it goes behind everything used so far in LRU order, so
@@ -300,7 +326,7 @@ impl HotCache {
         image: &str,
         footprint: &Footprint,
         now: f64,
-        is_idle: &dyn Fn(&str) -> bool,
+        value: &dyn Fn(&str) -> KeepValue,
     ) -> Vec<String> {
         self.seq += 1;
         if let Some(entry) = self.entries.get_mut(image) {
@@ -309,7 +335,8 @@ impl HotCache {
             return Vec::new();
         }
         self.insert(image, footprint, now, None);
-        self.make_room(image, now, false, is_idle)
+        self.make_room(image, now, Victims::Unprotected, value)
+            .unwrap_or_default()
     }
 
     /// A prewarm the engine decided could not be carried out (the pull or the unpack failed):
@@ -445,53 +472,99 @@ impl HotCache {
         total
     }
 
-    /// Evicts entries other than `newcomer` (already inserted) until the budget holds:
-    /// idle-and-unprotected first, then unprotected by LRU, then (only when
-    /// `may_evict_protected`) protected by LRU.
+    /// Evicts entries other than `newcomer` (already inserted) until the budget holds, among
+    /// those `victims` allows: done-and-unprotected first, then unprotected by [`KeepValue`]
+    /// (LRU among equals), then protected by LRU. Returns the evicted images, or `None` (and
+    /// evicts nothing) when those allowed cannot make room.
     fn make_room(
         &mut self,
         newcomer: &str,
         now: f64,
-        may_evict_protected: bool,
-        is_idle: &dyn Fn(&str) -> bool,
-    ) -> Vec<String> {
+        victims: Victims,
+        value: &dyn Fn(&str) -> KeepValue,
+    ) -> Option<Vec<String>> {
         let mut evicted = Vec::new();
         if self.used_mb <= self.capacity_mb {
-            return evicted;
+            return Some(evicted);
         }
-        let mut order: Vec<(u8, f64, u64, String)> = self
+        let mut order: Vec<(u8, f64, f64, u64, String)> = self
             .entries
             .iter()
             .filter(|(k, _)| k.as_str() != newcomer)
             .filter_map(|(k, e)| {
-                let protected = e.protected_until > now;
-                let class = if protected {
-                    if !may_evict_protected {
-                        return None;
-                    }
-                    2
-                } else if is_idle(k) {
-                    0
+                let (class, worth) = if e.protected_until > now {
+                    (2, 0.0)
                 } else {
-                    1
+                    match value(k) {
+                        KeepValue::Done => (0, 0.0),
+                        KeepValue::PerMib(v) => (1, v),
+                    }
                 };
-                Some((class, e.last_used, e.seq, k.clone()))
+                let allowed = match victims {
+                    Victims::Any => true,
+                    Victims::Unprotected => class < 2,
+                    Victims::WorthLess(limit) => class == 0 || (class == 1 && worth < limit),
+                };
+                allowed.then(|| (class, worth, e.last_used, e.seq, k.clone()))
             })
             .collect();
         // The name breaks the last ties: HashMap order must not leak into decisions.
         order.sort_by(|a, b| {
             a.0.cmp(&b.0)
                 .then(a.1.total_cmp(&b.1))
-                .then(a.2.cmp(&b.2))
+                .then(a.2.total_cmp(&b.2))
                 .then(a.3.cmp(&b.3))
+                .then(a.4.cmp(&b.4))
         });
-        for (_, _, _, image) in order {
+        if matches!(victims, Victims::WorthLess(_))
+            && !self.frees_enough(order.iter().map(|o| &o.4))
+        {
+            return None;
+        }
+        for (_, _, _, _, image) in order {
             if self.used_mb <= self.capacity_mb {
                 break;
             }
             self.remove(&image);
             evicted.push(image);
         }
-        evicted
+        Some(evicted)
     }
+
+    /// Whether evicting `victims` in this order would bring the budget back (a layer is freed
+    /// when its last holder goes), without evicting anything.
+    fn frees_enough<'a>(&self, victims: impl Iterator<Item = &'a String>) -> bool {
+        let mut holders: HashMap<&str, u32> = HashMap::new();
+        let mut used = self.used_mb;
+        for image in victims {
+            if used <= self.capacity_mb {
+                break;
+            }
+            let Some(entry) = self.entries.get(image) else {
+                continue;
+            };
+            for key in &entry.layers {
+                let Some(held) = self.layers.get(key) else {
+                    continue;
+                };
+                let left = holders.entry(key.as_str()).or_insert(held.holders);
+                *left = left.saturating_sub(1);
+                if *left == 0 {
+                    used -= held.size_mb;
+                }
+            }
+        }
+        used <= self.capacity_mb
+    }
+}
+
+/// Which warm images [`HotCache::make_room`] may evict.
+#[derive(Debug, Clone, Copy)]
+enum Victims {
+    /// Any (a user's start must run).
+    Any,
+    /// Only unprotected ones (an image warmed by hand or found warm).
+    Unprotected,
+    /// Only unprotected ones worth less per MiB than this (a prewarm).
+    WorthLess(f64),
 }

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{Footprint, HotCache, StartOutcome};
+use crate::cache::{Footprint, HotCache, KeepValue, StartOutcome};
 use crate::event::{History, StartEvent};
 use crate::model::{FrequencyModel, Guess, MarkovModel, Model, Prediction, StatisticalModel};
 use crate::{PredictError, Result};
@@ -189,6 +189,8 @@ pub struct Engine {
     /// Each interned image's latest known hot-tier footprint.
     footprints: Vec<Footprint>,
     model: Option<Model>,
+    /// Decayed use counts behind eviction order whatever the technique (with a model).
+    usage: FrequencyModel,
     cache: HotCache,
     history: History,
     next_tick: Option<f64>,
@@ -201,6 +203,7 @@ impl Engine {
         let history = History::new(config.history_retention_days, config.history_max_events);
         Ok(Engine {
             model: config.technique.model(config.frequency_half_life_secs),
+            usage: FrequencyModel::new(config.frequency_half_life_secs),
             cache: HotCache::with_prewarm_share(config.cache_mb, config.prewarm_share),
             names: Vec::new(),
             ids: HashMap::new(),
@@ -247,11 +250,16 @@ impl Engine {
     /// start nor a prewarm; returns the evictions needed to keep the budget.
     pub fn mark_warm(&mut self, image: &str, footprint: &Footprint, now: f64) -> Vec<Action> {
         let Engine {
-            cache, model, ids, ..
+            cache,
+            model,
+            usage,
+            ids,
+            footprints,
+            ..
         } = self;
-        let is_idle = |name: &str| matches!((model.as_ref(), ids.get(name)), (Some(m), Some(&id)) if m.is_idle(id, now));
+        let value = |name: &str| keep_value(model.as_ref(), usage, ids, footprints, name, now);
         cache
-            .load(image, footprint, now, &is_idle)
+            .load(image, footprint, now, &value)
             .into_iter()
             .map(|image| Action::Evict { image })
             .collect()
@@ -303,6 +311,7 @@ impl Engine {
         let project = self.project_id(event.project.as_deref());
         if let Some(model) = self.model.as_mut() {
             model.observe(id, project, event.ts);
+            self.usage.observe(id, event.ts);
         }
         self.history.push(event);
         (id, project)
@@ -313,12 +322,17 @@ impl Engine {
     pub fn on_start(&mut self, event: &StartEvent) -> (StartOutcome, Vec<Action>) {
         let mut actions = self.expire(event.ts);
         let Engine {
-            cache, model, ids, ..
+            cache,
+            model,
+            usage,
+            ids,
+            footprints,
+            ..
         } = self;
-        let is_idle = |image: &str| matches!((model.as_ref(), ids.get(image)), (Some(m), Some(&id)) if m.is_idle(id, event.ts));
+        let now = event.ts;
+        let value = |name: &str| keep_value(model.as_ref(), usage, ids, footprints, name, now);
         let footprint = Footprint::of_event(event);
-        let (outcome, evicted) =
-            cache.start_footprint(&event.image, &footprint, event.ts, &is_idle);
+        let (outcome, evicted) = cache.start_footprint(&event.image, &footprint, now, &value);
         actions.extend(evicted.into_iter().map(|image| Action::Evict { image }));
         (outcome, actions)
     }
@@ -414,9 +428,10 @@ impl Engine {
             names,
             footprints,
             config,
+            usage,
             ..
         } = self;
-        let is_idle = |image: &str| matches!((model.as_ref(), ids.get(image)), (Some(m), Some(&id)) if m.is_idle(id, now));
+        let value = |name: &str| keep_value(model.as_ref(), usage, ids, footprints, name, now);
         for guess in guesses {
             let (Some(name), Some(footprint)) = (
                 names.get(guess.image as usize),
@@ -425,14 +440,21 @@ impl Engine {
                 continue;
             };
             let until = now + guess.horizon_secs;
+            // Worth per MiB: the usual use rate, or the prediction's when it says more (a
+            // follow-up 90 % likely within two minutes outranks a daily image).
+            let per_hour = usage
+                .rate_per_hour(guess.image, now)
+                .max(guess.confidence / 100.0 / (guess.horizon_secs / 3600.0).max(1e-6));
+            let worth = per_hour / footprint.size_mb().max(1.0);
             if !config.prewarm {
                 // Prewarming off: predictions still keep warm images from eviction.
                 if cache.contains(name) {
-                    cache.prewarm_footprint(name, footprint, now, until, &is_idle);
+                    cache.prewarm_footprint(name, footprint, (now, until), worth, &value);
                 }
                 continue;
             }
-            let (loaded, evicted) = cache.prewarm_footprint(name, footprint, now, until, &is_idle);
+            let (loaded, evicted) =
+                cache.prewarm_footprint(name, footprint, (now, until), worth, &value);
             actions.extend(evicted.into_iter().map(|image| Action::Evict { image }));
             if loaded {
                 actions.push(Action::Prewarm {
@@ -446,4 +468,28 @@ impl Engine {
         }
         actions
     }
+}
+
+/// What keeping the warm image `name` is worth at `now`: without a model every image is worth
+/// the same (LRU); with one, an image the model calls done is worth nothing, any other its
+/// decayed use rate per MiB, so the hot tier keeps what is used most for the room it takes.
+fn keep_value(
+    model: Option<&Model>,
+    usage: &FrequencyModel,
+    ids: &HashMap<String, u32>,
+    footprints: &[Footprint],
+    name: &str,
+    now: f64,
+) -> KeepValue {
+    let (Some(model), Some(&id)) = (model, ids.get(name)) else {
+        return KeepValue::LRU;
+    };
+    if model.is_idle(id, now) {
+        return KeepValue::Done;
+    }
+    // A layer-less footprint of 0 MiB must not divide by zero: count at least 1 MiB.
+    let size_mb = footprints
+        .get(id as usize)
+        .map_or(1.0, |f| f.size_mb().max(1.0));
+    KeepValue::PerMib(usage.rate_per_hour(id, now) / size_mb)
 }

@@ -14,7 +14,7 @@ mod model;
 mod replay;
 mod tune;
 
-pub use cache::{CacheStats, Footprint, HotCache, StartOutcome};
+pub use cache::{CacheStats, Footprint, HotCache, KeepValue, StartOutcome};
 pub use engine::{Action, Engine, EngineConfig, Technique};
 pub use event::{parse_trace, parse_trace_str, write_trace, History, LayerUse, StartEvent};
 pub use gen::{gen_trace, Family, GenParams};

@@ -114,7 +114,7 @@ impl FrequencyModel {
         count * (-(now - at).max(0.0) * std::f64::consts::LN_2 / self.half_life_secs).exp()
     }
 
-    fn observe(&mut self, image: u32, ts: f64) {
+    pub(crate) fn observe(&mut self, image: u32, ts: f64) {
         grow(&mut self.counts, image, (0.0, ts));
         let slot = self.counts[image as usize];
         self.counts[image as usize] = (self.decayed(slot, ts) + 1.0, ts);
@@ -125,6 +125,11 @@ impl FrequencyModel {
         self.counts
             .get(image as usize)
             .map_or(0.0, |&slot| self.decayed(slot, now))
+    }
+
+    /// The start rate the decayed count implies at `now`, per hour.
+    pub fn rate_per_hour(&self, image: u32, now: f64) -> f64 {
+        self.count(image, now) * std::f64::consts::LN_2 / self.half_life_secs * 3600.0
     }
 
     fn predict(&self, now: f64, interval: f64) -> Vec<Guess> {
