@@ -128,6 +128,11 @@ impl ImageCatalog {
     /// Finds an image the way Docker does for user input: as a reference first
     /// (`alpine` → `docker.io/library/alpine:latest`), then as an id or id prefix.
     pub fn lookup(&self, input: &str) -> Result<Option<ImageRecord>, ImageError> {
+        let hex = input.strip_prefix("sha256:").unwrap_or(input);
+        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            // A full id is never a name (Docker refuses 64-hex repository names): no parse.
+            return self.resolve(input);
+        }
         if let Ok(r) = crate::ImageRef::parse(input) {
             if let Some(rec) = self.resolve(&r.canonical())? {
                 return Ok(Some(rec));

@@ -1,12 +1,29 @@
 //! Docker-style image references (`alpine`, `library/alpine:3.19`, `host:5000/o/r@sha256:…`):
 //! parsing, normalisation to one canonical name, and the familiar short form people type.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::{Mutex, OnceLock};
 
 use oci_client::Reference;
 
 use crate::ImageError;
+
+/// Most references [`ImageRef::parse`] remembers before it starts over.
+const PARSED_MEMO_MAX: usize = 256;
+
+/// References parsed so far. The reference grammar (oci-client's) is one large regex whose
+/// matcher keeps a scratch cache of about 2.6 MiB per thread that runs it at once (a daemon
+/// with eight concurrent starts held 40 MiB of them), and a daemon parses the same few names
+/// on every create, start and lookup: with this each name is matched once.
+fn lock_memo() -> std::sync::MutexGuard<'static, HashMap<String, ImageRef>> {
+    static PARSED: OnceLock<Mutex<HashMap<String, ImageRef>>> = OnceLock::new();
+    PARSED
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// A validated image reference, normalised as Docker does (`alpine` is
 /// `docker.io/library/alpine:latest`).
@@ -44,11 +61,20 @@ impl ImageRef {
         if path.chars().any(|c| c.is_ascii_uppercase()) {
             return Err(bad("repository name must be lowercase"));
         }
+        if let Some(known) = lock_memo().get(input) {
+            return Ok(known.clone());
+        }
         let inner: Reference = input.parse().map_err(|e| bad(&format!("{e}")))?;
         if inner.repository().is_empty() {
             return Err(bad("empty repository name"));
         }
-        Ok(ImageRef { inner })
+        let parsed = ImageRef { inner };
+        let mut memo = lock_memo();
+        if memo.len() >= PARSED_MEMO_MAX {
+            memo.clear();
+        }
+        memo.insert(input.to_string(), parsed.clone());
+        Ok(parsed)
     }
 
     /// The registry host (`docker.io`, `127.0.0.1:5000`).
@@ -148,6 +174,24 @@ mod tests {
         assert_eq!(r.digest(), Some(d.as_str()));
         assert_eq!(r.canonical(), format!("ghcr.io/o/r@{d}"));
         assert!(!r.registry_is_loopback());
+    }
+
+    #[test]
+    fn a_remembered_parse_answers_as_the_first() {
+        // Twice each, and more names than the memo holds so it starts over in between.
+        for round in 0..2 {
+            for i in 0..(PARSED_MEMO_MAX + 10) {
+                let input = format!("127.0.0.1:5000/memo/r{i}:t{round}");
+                let first = ImageRef::parse(&input).unwrap();
+                let again = ImageRef::parse(&input).unwrap();
+                assert_eq!(first, again);
+                assert_eq!(again.canonical(), input);
+            }
+        }
+        assert!(lock_memo().len() <= PARSED_MEMO_MAX);
+        // What the checks before the memo refuse stays refused once the lowercase form is known.
+        ImageRef::parse("memo/case").unwrap();
+        assert!(ImageRef::parse("MEMO/case").is_err());
     }
 
     #[test]
