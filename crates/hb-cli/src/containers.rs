@@ -464,17 +464,21 @@ pub async fn run(addr: &DaemonAddr, a: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         proxy_signals(addr.clone(), id.clone());
     }
+    // The wait goes out now, beside the stream, as Docker's CLI does: its answer is ready
+    // when the stream ends instead of costing another request after it. With --rm it comes
+    // only once the container is gone (Docker's CLI does the same).
+    let wait_path = format!(
+        "/containers/{id}/wait?condition={}",
+        if a.rm { "removed" } else { "not-running" }
+    );
+    let waiter = {
+        let addr = addr.clone();
+        tokio::spawn(async move { post_json(&addr, &wait_path, None).await })
+    };
     stream_session(io, a.tty, a.interactive).await?;
-    let v = post_json(
-        addr,
-        // With --rm, return only once it is gone (Docker's CLI does the same).
-        &format!(
-            "/containers/{id}/wait?condition={}",
-            if a.rm { "removed" } else { "not-running" }
-        ),
-        None,
-    )
-    .await?;
+    let v = waiter
+        .await
+        .map_err(|e| anyhow::anyhow!("waiting for the container: {e}"))??;
     drop(_raw);
     if let Some(m) = v["Error"]["Message"].as_str() {
         if !m.is_empty() {

@@ -425,7 +425,7 @@ impl Containers {
         if r.auto_remove() {
             let this = self.clone();
             tokio::spawn(async move {
-                if let Err(e) = this.remove(&r.id, true).await {
+                if let Err(e) = this.auto_remove_exited(&r.id).await {
                     tracing::warn!(container = %r.id, "auto-removing: {e}");
                 }
             });
@@ -968,6 +968,30 @@ impl Containers {
             let _ = tokio::time::timeout(Duration::from_secs(10), self.wait(&r.id, "not-running"))
                 .await;
         }
+        self.tear_down(&r).await?;
+        self.forget(&r);
+        Ok(())
+    }
+
+    /// The `--rm` removal after an exit: the container leaves the API first (a `wait
+    /// condition=removed` answers and its name is free at once, so `run --rm` returns without
+    /// waiting for the unmount and file removal), then its files and mounts go. The record stays
+    /// in the table until they are gone, so a crash in between leaves a `--rm` record that the
+    /// next start removes (as any lost `--rm` removal).
+    async fn auto_remove_exited(&self, id: &str) -> Result<()> {
+        let _op = self.op_locks.acquire(id).await;
+        let r = self.find(id)?;
+        if r.state.status == Status::Running {
+            // Started again meanwhile (`docker start` of a --rm container): not ours to remove.
+            return Ok(());
+        }
+        self.forget(&r);
+        self.tear_down(&r).await
+    }
+
+    /// Releases what a stopped container holds: the monitor's entry, its directories (the
+    /// overlay is unmounted there), its layer pins, and its record in the table.
+    async fn tear_down(&self, r: &ContainerRecord) -> Result<()> {
         match self
             .monitor
             .request(&Request::Delete { id: r.id.clone() })
@@ -996,7 +1020,12 @@ impl Containers {
         .map_err(|e| io_err("removing", e))??;
         self.table
             .delete(&r.id, !r.auto_remove())
-            .map_err(ContainerError::internal)?;
+            .map_err(ContainerError::internal)
+    }
+
+    /// The container leaves the API: records, execs, its lock; `destroy` is published and
+    /// waiters for its removal are answered.
+    fn forget(&self, r: &ContainerRecord) {
         {
             let mut removed = self.removed.lock().unwrap_or_else(|p| p.into_inner());
             if removed.len() >= 1024 {
@@ -1007,13 +1036,12 @@ impl Containers {
         self.records_lock().remove(&r.id);
         self.execs_lock().retain(|_, e| e.container != r.id);
         self.op_locks.forget(&r.id);
-        self.publish(&r, "destroy", &[]);
+        self.publish(r, "destroy", &[]);
         self.pending_starts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&r.id);
         let _ = self.changed.send(r.id.clone());
-        Ok(())
     }
 
     /// How a recently removed container ended: (exit code, error), by full id or unique prefix.
