@@ -98,6 +98,24 @@ fn run_streams_output_and_exit_code_then_removes() {
     // A second run is served from the unpacked layer (no pull): the image stays.
     let o = d.hb(&["run", "--rm", "--network", "none", img, "true"]);
     assert_eq!(out(&o).2, 0);
+    // A --rm container's name is free the moment `run` returns (its files may still be going).
+    for i in 0..5 {
+        let o = d.hb(&[
+            "run",
+            "--rm",
+            "--name",
+            "reused",
+            "--network",
+            "none",
+            img,
+            "true",
+        ]);
+        let (_, stderr, code) = out(&o);
+        assert_eq!(code, 0, "run {i} with a reused name: {stderr}\n{}", d.log());
+    }
+    wait_until("every --rm container's dir removed", || {
+        std::fs::read_dir(&containers).map_or(true, |mut r| r.next().is_none())
+    });
 }
 
 #[test]
