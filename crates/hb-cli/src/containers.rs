@@ -414,16 +414,29 @@ fn proxy_signals(addr: DaemonAddr, id: String) {
     }
 }
 
+/// Sends our terminal's size now and on every SIGWINCH.
 fn resize_on_winch(addr: DaemonAddr, path_prefix: String) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
         let send_size = |addr: DaemonAddr, prefix: String| async move {
-            if let Some((h, w)) = terminal_size() {
-                let _ = post_json(&addr, &format!("{prefix}/resize?h={h}&w={w}"), None).await;
+            match terminal_size() {
+                Some((h, w)) => post_json(&addr, &format!("{prefix}/resize?h={h}&w={w}"), None)
+                    .await
+                    .is_ok(),
+                None => true,
             }
         };
-        send_size(addr.clone(), path_prefix.clone()).await;
-        let Ok(mut s) = signal(SignalKind::window_change()) else {
+        // Listening first: a change while the first size is being sent is not missed.
+        let winch = signal(SignalKind::window_change());
+        // An exec's start answers 101 before its process exists, so the first size can arrive
+        // too early and be refused: retry for a while, backing off (as docker's CLI does).
+        for attempt in 1..=20u64 {
+            if send_size(addr.clone(), path_prefix.clone()).await {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10 * attempt)).await;
+        }
+        let Ok(mut s) = winch else {
             return;
         };
         while s.recv().await.is_some() {

@@ -303,6 +303,117 @@ fn stdin_is_forwarded_with_i() {
     assert_eq!(stdout, "hello\nworld\n");
 }
 
+/// Output a terminal showed, with `\r\n` line ends back to `\n`.
+fn terminal_text(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).replace("\r\n", "\n")
+}
+
+/// Shell that prints `size ROWS COLS` once the terminal has the size `hb` was run with (it
+/// sends the size right after the start, so this waits for it a little).
+fn size_probe() -> String {
+    let want = format!("{} {}", common::TERMINAL_ROWS, common::TERMINAL_COLS);
+    format!(
+        "for i in $(seq 100); do [ \"$(stty size)\" = '{want}' ] && break; sleep 0.05; done; \
+         echo size $(stty size)"
+    )
+}
+
+#[test]
+fn tty_is_allocated_inside_the_container_for_run_and_exec() {
+    if !can_run() {
+        return;
+    }
+    let (_, img) = image();
+    let d = Daemon::start("");
+    // Pulled first: `run` would show its pull progress on the terminal too.
+    d.hb_ok(&["pull", img]);
+    let size = format!("size {} {}\n", common::TERMINAL_ROWS, common::TERMINAL_COLS);
+    let in_terminal = |args: &[&str]| {
+        let o = d.hb_in_terminal(args);
+        let text = terminal_text(&o);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {text}\n{}", d.log());
+        text
+    };
+    // The pty comes from the container's own devpts, so its name resolves inside.
+    let text = in_terminal(&["run", "-t", "--rm", "--network", "none", img, "tty"]);
+    assert_eq!(text.trim(), "/dev/pts/0", "{text:?}");
+    // stdin is the terminal too, /dev/console is the same pty (bind-mounted, as runc does),
+    // and the client's window size arrives.
+    let probe = format!(
+        "[ -t 0 ] && echo stdin-is-a-tty; [ -c /dev/console ] && tty < /dev/console; \
+         c=$(stat -L -c %t:%T /dev/console) && [ \"$c\" = \"$(stat -L -c %t:%T /dev/pts/0)\" ] \
+         && echo console-is-pts-0; {}",
+        size_probe()
+    );
+    let text = in_terminal(&[
+        "run",
+        "-t",
+        "--rm",
+        "--network",
+        "none",
+        img,
+        "sh",
+        "-c",
+        &probe,
+    ]);
+    assert_eq!(
+        text,
+        format!("stdin-is-a-tty\n/dev/console\nconsole-is-pts-0\n{size}")
+    );
+    // Without -t: pipes, no terminal and no /dev/console at all.
+    let (stdout, _, code) = out(&d.hb(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        img,
+        "sh",
+        "-c",
+        "tty; ls /dev/console 2>/dev/null || echo no-console",
+    ]));
+    assert_eq!((stdout.as_str(), code), ("not a tty\nno-console\n", 0));
+
+    // exec -t opens the container's /dev/pts/ptmx as well: in a container started without
+    // -t its pty is the first one.
+    d.hb_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "plain",
+        "--network",
+        "none",
+        img,
+        "sleep",
+        "100",
+    ]);
+    let text = in_terminal(&["exec", "-t", "plain", "tty"]);
+    assert_eq!(text.trim(), "/dev/pts/0", "{text:?}");
+    let probe = format!(
+        "[ -t 0 ] && echo stdin-is-a-tty; ls /dev/console 2>/dev/null || echo no-console; {}",
+        size_probe()
+    );
+    let text = in_terminal(&["exec", "-t", "plain", "sh", "-c", &probe]);
+    assert_eq!(text, format!("stdin-is-a-tty\nno-console\n{size}"));
+    // In a container with its own terminal, an exec's is the next one.
+    d.hb_ok(&[
+        "run",
+        "-d",
+        "-t",
+        "--name",
+        "term",
+        "--network",
+        "none",
+        img,
+        "sleep",
+        "100",
+    ]);
+    let text = in_terminal(&["exec", "-t", "term", "tty"]);
+    assert_eq!(text.trim(), "/dev/pts/1", "{text:?}");
+    let (stdout, _, code) = out(&d.hb(&["exec", "term", "tty"]));
+    assert_eq!((stdout.as_str(), code), ("not a tty\n", 1));
+    d.hb_ok(&["rm", "-f", "plain", "term"]);
+}
+
 #[test]
 fn detached_lifecycle_exec_logs_top_stats_stop() {
     if !can_run() {

@@ -7,7 +7,6 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::busybox::{can_run, daemon_for_image};
@@ -266,23 +265,33 @@ fn docker_run_tty_gives_a_terminal_and_the_exit_code() {
         return;
     }
     let (d, img) = daemon_for_image("");
-    for cli in clients() {
+    for (i, cli) in clients().iter().enumerate() {
+        let docker = Docker::new(cli, format!("unix://{}", d.socket.display()), &d);
         // `script` gives the CLI a terminal, as a user's shell would.
-        let cmd = format!(
-            "DOCKER_HOST=unix://{} {} run --rm -t {img} sh -c 'test -t 0 && test -t 1 && echo tty-yes; exit 4'",
-            d.socket.display(),
-            cli.display()
-        );
-        let out = Command::new("script")
-            .args(["-qec", &cmd, "/dev/null"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("script (bsdutils)");
+        let out = docker.in_terminal(&[
+            "run",
+            "--rm",
+            "-t",
+            img,
+            "sh",
+            "-c",
+            "test -t 0 && test -t 1 && echo tty-yes; tty; exit 4",
+        ]);
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(4), "{text}\n{}", d.log());
         assert!(text.contains("tty-yes"), "{text}");
         // A TTY turns \n into \r\n: the stream is raw terminal output, not multiplexed frames.
         assert!(text.contains("tty-yes\r"), "{text:?}");
+        // The pty is the container's own (its devpts), so its name resolves inside.
+        assert!(text.contains("\n/dev/pts/0\r"), "{text:?}");
+        // docker exec -t: the exec's pty is allocated in the container as well.
+        let name = format!("exec-tty-{i}");
+        docker.ok(&["run", "-d", "--name", &name, img, "sleep", "100"]);
+        let out = docker.in_terminal(&["exec", "-t", &name, "tty"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{text}\n{}", d.log());
+        assert_eq!(text.trim(), "/dev/pts/0", "{text:?}");
+        docker.ok(&["rm", "-f", &name]);
     }
 }
 

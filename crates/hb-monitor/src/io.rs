@@ -1,5 +1,6 @@
-//! Small fd-level helpers for the monitor's poll loop: pipes and ptys with the monitor's end
-//! non-blocking, and reads/writes that tell "would block" from "closed".
+//! Small fd-level helpers for the monitor's poll loop: pipes, pty window sizes, non-blocking
+//! mode, and reads/writes that tell "would block" from "closed". (A container's pty is
+//! allocated inside the container by hb-spawn, which hands back its master.)
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -13,39 +14,6 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: pipe2 returned two fresh fds we now own.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// A pty: `(master, slave)`, both close-on-exec, with the given window size.
-pub fn pty(rows: u16, cols: u16) -> io::Result<(OwnedFd, OwnedFd)> {
-    // SAFETY: posix_openpt returns a new fd or -1.
-    let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
-    if master < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: master is a fresh fd we own from here on.
-    let master = unsafe { OwnedFd::from_raw_fd(master) };
-    // SAFETY: master is a pty master.
-    if unsafe { libc::grantpt(master.as_raw_fd()) } != 0
-        || unsafe { libc::unlockpt(master.as_raw_fd()) } != 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    // TIOCGPTPEER opens the slave without a path lookup (and so without racing on /dev/pts).
-    // SAFETY: ioctl on our master fd; returns a new fd or -1.
-    let slave = unsafe {
-        libc::ioctl(
-            master.as_raw_fd(),
-            libc::TIOCGPTPEER,
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
-    if slave < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fresh fd from the ioctl.
-    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
-    resize(&master, rows, cols)?;
-    Ok((master, slave))
 }
 
 /// Sets a pty's window size.

@@ -13,7 +13,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hb_spawn::{ContainerSpec, NetworkMode, ProcessSpec, Spawned, Spawner, Stdio};
+use hb_spawn::{ContainerSpec, NetworkMode, ProcessSpec, Spawned, Spawner, Stdio, WindowSize};
 
 use crate::io::{self as fdio, Transfer};
 use crate::logfile::LogWriter;
@@ -708,10 +708,22 @@ impl Monitor {
             }
         };
         match self.spawner.spawn(&c.spec, stdio) {
-            Ok(spawned) => {
+            Ok(mut spawned) => {
                 let pid = spawned.pid;
-                c.spawned = Some(spawned);
                 let mut io = io;
+                if let Some(master) = spawned.terminal.take() {
+                    if let Err(e) = terminal_io(&mut io, master, c.open_stdin) {
+                        // Started, but its terminal cannot be served: take the start back.
+                        let _ = spawned.cgroup.kill_all(libc::SIGKILL);
+                        reap_now(pid);
+                        if let Err(rm) = spawned.cgroup.remove() {
+                            tracing::warn!(container = id, "removing cgroup: {rm}");
+                        }
+                        release_net(self.net.as_mut(), id, c.netns.take());
+                        return error(format!("wiring the terminal of {id}: {e}"), 125);
+                    }
+                }
+                c.spawned = Some(spawned);
                 io.stdin_buf = std::mem::take(&mut p.early_stdin);
                 io.stdin_close = std::mem::take(&mut p.early_close);
                 p.io = Some(io);
@@ -760,7 +772,18 @@ impl Monitor {
             Err(e) => return error(format!("creating stdio for exec: {e}"), 125),
         };
         match self.spawner.exec(spawned, &c.spec, &process, stdio) {
-            Ok(pid) => {
+            Ok(started) => {
+                let pid = started.pid;
+                let mut io = io;
+                if let Some(master) = started.terminal {
+                    if let Err(e) = terminal_io(&mut io, master, open_stdin) {
+                        // Started, but its terminal cannot be served: take the exec back.
+                        // SAFETY: signalling our own child (CLONE_PARENT made it ours).
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                        reap_now(pid);
+                        return error(format!("wiring the terminal of exec {exec_id}: {e}"), 125);
+                    }
+                }
                 let state = ProcessState {
                     id: exec_id.clone(),
                     container: Some(id.to_string()),
@@ -1083,26 +1106,19 @@ fn write_hosts(path: &Path, hostname: &str, ip: Option<&str>) -> std::io::Result
 
 fn make_stdio(tty: bool, open_stdin: bool) -> std::io::Result<(Io, Stdio)> {
     if tty {
-        let (master, slave) = fdio::pty(24, 80)?;
-        fdio::set_nonblocking(&master)?;
-        let out = master.try_clone()?;
-        let input = master.try_clone()?;
-        // With a TTY all three are the terminal, as in Docker, stdin open or not: the child
-        // makes fd 0 its controlling terminal, and without -i no input ever arrives.
-        let stdio = Stdio {
-            stdin: slave.try_clone()?,
-            stdout: slave.try_clone()?,
-            stderr: slave,
-        };
+        // The process allocates its pty itself, from the container's devpts, so that its name
+        // resolves inside (one from ours would not: `tty` would say "not a tty"); the spawner
+        // hands back the master, which `terminal_io` wires in. With a TTY all three stdio fds
+        // are the terminal, as in Docker, stdin open or not: without -i no input ever arrives.
         let io = Io {
-            out: [Some(out), None],
-            stdin: open_stdin.then_some(input),
+            out: [None, None],
+            stdin: None,
             stdin_buf: Vec::new(),
             stdin_close: false,
-            master: Some(master),
+            master: None,
             tty: true,
         };
-        return Ok((io, stdio));
+        return Ok((io, Stdio::Terminal(WindowSize { rows: 24, cols: 80 })));
     }
     let (out_r, out_w) = fdio::pipe()?;
     let (err_r, err_w) = fdio::pipe()?;
@@ -1124,12 +1140,34 @@ fn make_stdio(tty: bool, open_stdin: bool) -> std::io::Result<(Io, Stdio)> {
             master: None,
             tty: false,
         },
-        Stdio {
+        Stdio::Fds {
             stdin: stdin_child,
             stdout: out_w,
             stderr: err_w,
         },
     ))
+}
+
+/// Wires a started process's pty master into its `Io`: output is read from it, stdin (with
+/// `-i`) written to it, resizes applied to it. Reads end with EIO once the process and
+/// everything that inherited the terminal are gone.
+fn terminal_io(io: &mut Io, master: OwnedFd, open_stdin: bool) -> std::io::Result<()> {
+    fdio::set_nonblocking(&master)?;
+    io.out[0] = Some(master.try_clone()?);
+    if open_stdin {
+        io.stdin = Some(master.try_clone()?);
+    }
+    io.master = Some(master);
+    Ok(())
+}
+
+/// Waits for a child just killed (a start taken back), so that it never shows up as an exit.
+fn reap_now(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waiting for our own child, into a status we own.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+        && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+    {}
 }
 
 fn unsafe_zeroed_siginfo() -> libc::signalfd_siginfo {

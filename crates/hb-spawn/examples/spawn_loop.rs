@@ -156,7 +156,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t0 = Instant::now();
         let s = spawner.spawn(
             &spec,
-            Stdio {
+            Stdio::Fds {
                 stdin: null()?,
                 stdout: null()?,
                 stderr: null()?,

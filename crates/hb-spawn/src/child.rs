@@ -122,10 +122,74 @@ pub struct LayeredOverlay {
     pub work: CString,
 }
 
+/// The process's terminal: allocated by the child itself, from the devpts mounted at /dev/pts
+/// in its mount namespace (the container's own instance), so that the slave's name
+/// (`/dev/pts/N`) resolves inside the container.
+pub struct TerminalPlan {
+    /// Window size set before anything runs on it.
+    pub size: libc::winsize,
+    /// The child's end of a unix socket pair: the master goes back to the parent over it
+    /// (SCM_RIGHTS), the OCI runtimes' "console socket".
+    pub socket: RawFd,
+}
+
+/// Where terminal setup failed: the failure record's index with [`Step::Tty`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum TtyStep {
+    /// setsid (an exec'd process leads its own session).
+    Session = 0,
+    /// Opening /dev/pts/ptmx.
+    OpenPtmx,
+    /// Unlocking the new pty (TIOCSPTLCK).
+    Unlock,
+    /// Setting its window size.
+    WindowSize,
+    /// Opening its slave (TIOCGPTPEER).
+    OpenSlave,
+    /// Making the slave the controlling terminal.
+    ControllingTerminal,
+    /// Handing the slave to the process's user.
+    Chown,
+    /// Making the slave fds 0, 1 and 2.
+    Stdio,
+    /// Creating the /dev/console mount point.
+    ConsoleFile,
+    /// Bind-mounting the slave on /dev/console.
+    ConsoleMount,
+    /// Sending the master to the parent.
+    SendMaster,
+}
+
+impl TtyStep {
+    /// What was being done, for the parent's message.
+    pub fn describe(index: u32) -> &'static str {
+        use TtyStep::*;
+        [
+            (Session, "starting a session"),
+            (OpenPtmx, "opening /dev/pts/ptmx"),
+            (Unlock, "unlocking the pty"),
+            (WindowSize, "setting its window size"),
+            (OpenSlave, "opening its slave"),
+            (ControllingTerminal, "making it the controlling terminal"),
+            (Chown, "giving it to the process's user"),
+            (Stdio, "making it stdin, stdout and stderr"),
+            (ConsoleFile, "creating /dev/console"),
+            (ConsoleMount, "mounting it on /dev/console"),
+            (SendMaster, "passing its master back"),
+        ]
+        .into_iter()
+        .find(|(s, _)| *s as u32 == index)
+        .map_or("?", |(_, what)| what)
+    }
+}
+
 /// Everything the child needs.
 pub struct Plan {
+    /// The caller's stdio descriptors, made fds 0, 1, 2 (unused with a terminal).
     pub stdio: [RawFd; 3],
-    pub tty: bool,
+    /// Allocate a terminal instead (its slave becomes the stdio).
+    pub terminal: Option<TerminalPlan>,
     pub cgroup_procs: Vec<RawFd>,
     pub cgroup_ns: bool,
     pub netns_fd: Option<RawFd>,
@@ -305,6 +369,137 @@ unsafe fn loopback_up() -> Result<(), i32> {
     Ok(())
 }
 
+/// [`fail`] at a step of the terminal's setup.
+fn tty_fail(err: RawFd, step: TtyStep, errno: i32) -> ! {
+    fail(err, Step::Tty, errno, step as u32, 125)
+}
+
+/// `fd` moved to a descriptor above 2 (close-on-exec) if it is one of 0, 1, 2, so that making
+/// the slave stdio cannot close it (possible only if the caller's own stdio was closed).
+unsafe fn above_stdio(fd: RawFd) -> Result<RawFd, i32> {
+    if fd > 2 {
+        return Ok(fd);
+    }
+    let moved = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3);
+    if moved < 0 {
+        return Err(errno());
+    }
+    libc::close(fd);
+    Ok(moved)
+}
+
+/// Sends `fd` over the unix socket `socket` (SCM_RIGHTS, one byte of payload: a stream or
+/// seqpacket socket carries no ancillary data without it). Buffers on the stack only.
+pub(crate) unsafe fn send_fd(socket: RawFd, fd: RawFd) -> Result<(), i32> {
+    // Room for one cmsghdr and one int, aligned for cmsghdr.
+    #[repr(C)]
+    union Control {
+        buf: [u8; 64],
+        _align: libc::cmsghdr,
+    }
+    let space = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as usize;
+    let mut control: Control = std::mem::zeroed();
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: byte.len(),
+    };
+    let mut msg: libc::msghdr = std::mem::zeroed();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.buf.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    let cmsg = libc::CMSG_FIRSTHDR(&msg);
+    if cmsg.is_null() || space > std::mem::size_of::<Control>() {
+        return Err(libc::EINVAL);
+    }
+    (*cmsg).cmsg_level = libc::SOL_SOCKET;
+    (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+    (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+    loop {
+        let n = libc::sendmsg(socket, &msg, libc::MSG_NOSIGNAL);
+        if n == 1 {
+            return Ok(());
+        }
+        if n < 0 && errno() == libc::EINTR {
+            continue;
+        }
+        return Err(if n < 0 { errno() } else { libc::EIO });
+    }
+}
+
+/// Allocates the process's terminal (see [`TerminalPlan`]): opens the ptmx of the devpts at
+/// /dev/pts, unlocks the new pty and sets its size, opens its slave, makes that the controlling
+/// terminal and fds 0, 1 and 2 (owned by `uid`, group unchanged, as runc leaves it: the user
+/// may then reopen its own terminal), with `console` bind-mounts it on /dev/console, and sends
+/// the master to the parent last, so a master only ever arrives fully set up. The caller leads
+/// a session with no terminal yet.
+unsafe fn setup_terminal(t: &TerminalPlan, uid: libc::uid_t, console: bool, err: RawFd) {
+    let master = libc::open(
+        c"/dev/pts/ptmx".as_ptr(),
+        libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+    );
+    if master < 0 {
+        tty_fail(err, TtyStep::OpenPtmx, errno());
+    }
+    let master = above_stdio(master).unwrap_or_else(|e| tty_fail(err, TtyStep::OpenPtmx, e));
+    let unlock: libc::c_int = 0;
+    if libc::ioctl(master, libc::TIOCSPTLCK, &unlock) != 0 {
+        tty_fail(err, TtyStep::Unlock, errno());
+    }
+    if libc::ioctl(master, libc::TIOCSWINSZ, &t.size) != 0 {
+        tty_fail(err, TtyStep::WindowSize, errno());
+    }
+    // The slave of exactly this master, without a lookup by name.
+    let slave = libc::ioctl(
+        master,
+        libc::TIOCGPTPEER,
+        libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+    );
+    if slave < 0 {
+        tty_fail(err, TtyStep::OpenSlave, errno());
+    }
+    let slave = above_stdio(slave).unwrap_or_else(|e| tty_fail(err, TtyStep::OpenSlave, e));
+    if libc::ioctl(slave, libc::TIOCSCTTY, 0) != 0 {
+        tty_fail(err, TtyStep::ControllingTerminal, errno());
+    }
+    if uid != 0 && libc::fchown(slave, uid, libc::gid_t::MAX) != 0 {
+        tty_fail(err, TtyStep::Chown, errno());
+    }
+    for fd in 0..3 {
+        // dup2 gives the copies no close-on-exec.
+        if libc::dup2(slave, fd) < 0 {
+            tty_fail(err, TtyStep::Stdio, errno());
+        }
+    }
+    libc::close(slave);
+    if console {
+        // The fresh /dev tmpfs has no console: a plain file to mount on, then the slave bound
+        // over it, named through /proc/self/fd/0 (a fixed path: nothing to format here).
+        if libc::mknod(c"/dev/console".as_ptr(), libc::S_IFREG | 0o600, 0) != 0
+            && errno() != libc::EEXIST
+        {
+            tty_fail(err, TtyStep::ConsoleFile, errno());
+        }
+        if libc::mount(
+            c"/proc/self/fd/0".as_ptr(),
+            c"/dev/console".as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        ) != 0
+        {
+            tty_fail(err, TtyStep::ConsoleMount, errno());
+        }
+    }
+    if let Err(e) = send_fd(t.socket, master) {
+        tty_fail(err, TtyStep::SendMaster, e);
+    }
+    libc::close(master);
+    libc::close(t.socket);
+}
+
 /// Common start: signals, session, stdio.
 unsafe fn reset_process(plan: &Plan, err: RawFd) {
     let mut set: libc::sigset_t = std::mem::zeroed();
@@ -316,13 +511,13 @@ unsafe fn reset_process(plan: &Plan, err: RawFd) {
         }
     }
     libc::setsid();
-    for (i, fd) in plan.stdio.iter().enumerate() {
-        if *fd != i as RawFd && libc::dup2(*fd, i as RawFd) < 0 {
-            fail(err, Step::Exec, errno(), i as u32, 125);
+    // A terminal's slave becomes the stdio later, once the container's devpts is reachable.
+    if plan.terminal.is_none() {
+        for (i, fd) in plan.stdio.iter().enumerate() {
+            if *fd != i as RawFd && libc::dup2(*fd, i as RawFd) < 0 {
+                fail(err, Step::Exec, errno(), i as u32, 125);
+            }
         }
-    }
-    if plan.tty && libc::ioctl(0, libc::TIOCSCTTY, 0) != 0 {
-        fail(err, Step::Tty, errno(), 0, 125);
     }
 }
 
@@ -517,6 +712,11 @@ pub unsafe fn container_main(plan: &Plan, err: RawFd) -> ! {
     if libc::umount2(c".".as_ptr(), libc::MNT_DETACH) != 0 || libc::chdir(c"/".as_ptr()) != 0 {
         fail(err, Step::PivotRoot, errno(), 1, 125);
     }
+    // Now /dev/pts is the container's devpts and /proc its proc: the terminal comes from there,
+    // and is the container's console too (before masking, which never touches /dev).
+    if let Some(t) = &plan.terminal {
+        setup_terminal(t, plan.uid, true, err);
+    }
     for (i, p) in plan.masked.iter().enumerate() {
         let mut st: libc::stat = std::mem::zeroed();
         if libc::stat(p.as_ptr(), &mut st) != 0 {
@@ -618,6 +818,18 @@ pub unsafe fn exec_main(plan: &Plan, err: RawFd, pid_fd: RawFd) -> ! {
         let bytes = pid.to_ne_bytes();
         libc::write(pid_fd, bytes.as_ptr().cast(), bytes.len());
         libc::_exit(0);
+    }
+    if let Some(t) = &plan.terminal {
+        // A session of its own, with the terminal as its controlling one. Not the one our
+        // parent (the intermediate above) leads: when a session leader with a controlling
+        // terminal exits, the kernel hangs the terminal up and SIGHUPs its foreground group,
+        // which would be this process.
+        if libc::setsid() < 0 {
+            tty_fail(err, TtyStep::Session, errno());
+        }
+        // Joined the container's mount namespace: /dev/pts is its devpts. An exec is not the
+        // container's console.
+        setup_terminal(t, plan.uid, false, err);
     }
     become_and_exec(plan, err)
 }

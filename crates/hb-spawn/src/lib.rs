@@ -8,12 +8,15 @@
 //! It is called from a single-threaded process (the monitor): [`Spawner::spawn`] forks with
 //! `clone`, and the child only makes system calls prepared by the parent (`child.rs`), so a
 //! start costs little more than the kernel work. Failures before exec come back as errors
-//! carrying Docker's exit code (127 not found, 126 not executable, 125 otherwise).
+//! carrying Docker's exit code (127 not found, 126 not executable, 125 otherwise). A process
+//! with a TTY allocates its pty itself in the container's devpts and sends the master back
+//! ([`Stdio::Terminal`]).
 
 #![warn(missing_docs)]
 
 mod cgroup;
 mod child;
+mod console;
 mod devfilter;
 pub mod seccomp;
 mod spec;
@@ -31,7 +34,7 @@ pub use spec::{
 };
 pub use user::ResolvedUser;
 
-use child::{LayeredOverlay, MountCall, Plan, Step, UserMount};
+use child::{LayeredOverlay, MountCall, Plan, Step, TerminalPlan, TtyStep, UserMount};
 
 /// Docker's exit-code class of a failed start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,14 +82,44 @@ impl SpawnError {
     }
 }
 
-/// The container's stdio (pipe ends or a pty slave), made by the caller.
-pub struct Stdio {
-    /// stdin.
-    pub stdin: OwnedFd,
-    /// stdout.
-    pub stdout: OwnedFd,
-    /// stderr.
-    pub stderr: OwnedFd,
+/// A process's stdio.
+pub enum Stdio {
+    /// Descriptors the caller made (pipe ends, /dev/null): they become fds 0, 1 and 2. For a
+    /// process without [`ProcessSpec::tty`].
+    Fds {
+        /// stdin.
+        stdin: OwnedFd,
+        /// stdout.
+        stdout: OwnedFd,
+        /// stderr.
+        stderr: OwnedFd,
+    },
+    /// A terminal of this size, for a process with [`ProcessSpec::tty`]. The process allocates
+    /// it itself from the container's own devpts (a pty made on the host would have no name
+    /// inside: `tty` would say "not a tty"), as runc and crun do: its slave becomes fds 0, 1
+    /// and 2 and the controlling terminal, and for a container also /dev/console. Its master
+    /// comes back to the caller in [`Spawned::terminal`] or [`ExecProcess::terminal`].
+    Terminal(WindowSize),
+}
+
+/// A terminal's size in character cells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowSize {
+    /// Rows (0: 24).
+    pub rows: u16,
+    /// Columns (0: 80).
+    pub cols: u16,
+}
+
+impl WindowSize {
+    fn winsize(self) -> libc::winsize {
+        libc::winsize {
+            ws_row: if self.rows == 0 { 24 } else { self.rows },
+            ws_col: if self.cols == 0 { 80 } else { self.cols },
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        }
+    }
 }
 
 /// A started container.
@@ -96,6 +129,19 @@ pub struct Spawned {
     pub pid: i32,
     /// Its cgroup.
     pub cgroup: Cgroup,
+    /// With [`Stdio::Terminal`], its pty master (close-on-exec, blocking): the caller takes it
+    /// to read output, write input and set the window size; reads fail with EIO once every
+    /// process holding the terminal is gone.
+    pub terminal: Option<OwnedFd>,
+}
+
+/// A process started in a running container by [`Spawner::exec`].
+#[derive(Debug)]
+pub struct ExecProcess {
+    /// Its host pid (the caller's child: the caller reaps it).
+    pub pid: i32,
+    /// With [`Stdio::Terminal`], its pty master, as [`Spawned::terminal`].
+    pub terminal: Option<OwnedFd>,
 }
 
 /// Docker's default capability set.
@@ -315,7 +361,7 @@ impl Spawner {
         };
         Ok(Plan {
             stdio: [0, 1, 2],
-            tty: process.tty,
+            terminal: None,
             cgroup_procs: Vec::new(),
             cgroup_ns: false,
             netns_fd: None,
@@ -635,7 +681,8 @@ impl Spawner {
         Ok(())
     }
 
-    /// Starts the container; returns after its process exec'd (or failed to).
+    /// Starts the container; returns after its process exec'd (or failed to). `stdio` is a
+    /// [`Stdio::Terminal`] exactly when `spec.process.tty` is set.
     pub fn spawn(&self, spec: &ContainerSpec, stdio: Stdio) -> Result<Spawned, SpawnError> {
         let cgroup = Cgroup::create(
             &spec.cgroup_parent,
@@ -644,7 +691,11 @@ impl Spawner {
             spec.privileged,
         )?;
         match self.spawn_in(spec, stdio, &cgroup) {
-            Ok(pid) => Ok(Spawned { pid, cgroup }),
+            Ok((pid, terminal)) => Ok(Spawned {
+                pid,
+                cgroup,
+                terminal,
+            }),
             Err(e) => {
                 let _ = cgroup.remove();
                 Err(e)
@@ -657,8 +708,9 @@ impl Spawner {
         spec: &ContainerSpec,
         stdio: Stdio,
         cgroup: &Cgroup,
-    ) -> Result<i32, SpawnError> {
+    ) -> Result<(i32, Option<OwnedFd>), SpawnError> {
         let mut plan = self.process_plan(spec, &spec.process, Path::new("/"))?;
+        let (console, console_child) = plan_stdio(&mut plan, &spec.process, &stdio)?.unzip();
         self.mount_plan(spec, &mut plan)?;
         // v2: the child is born in its cgroup (clone3 CLONE_INTO_CGROUP), which takes no global
         // lock; elsewhere (v1, or a kernel without it) it joins by writing to the procs files.
@@ -681,11 +733,6 @@ impl Spawner {
         };
         plan.netns_fd = netns_file.as_ref().map(|f| f.as_raw_fd());
         plan.new_net = matches!(spec.network, NetworkMode::None);
-        plan.stdio = [
-            stdio.stdin.as_raw_fd(),
-            stdio.stdout.as_raw_fd(),
-            stdio.stderr.as_raw_fd(),
-        ];
         let (err_r, err_w) = pipe()?;
         let mut flags =
             libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
@@ -721,8 +768,24 @@ impl Spawner {
         drop(procs);
         drop(err_w);
         drop(stdio);
+        // Only the child may hold its end: then a child that dies before sending leaves EOF.
+        drop(console_child);
         self.await_exec(pid, &err_r, spec, &spec.process)?;
-        Ok(pid)
+        let Some(console) = console else {
+            return Ok((pid, None));
+        };
+        match console::receive_master(&console) {
+            Ok(master) => Ok((pid, Some(master))),
+            Err(e) => {
+                // Running, but unreachable: it must not stay behind (the caller removes the
+                // cgroup on this error, which needs it empty).
+                let _ = cgroup.kill_all(libc::SIGKILL);
+                let mut status = 0;
+                // SAFETY: reaping our own child.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                Err(e)
+            }
+        }
     }
 
     /// Reads the error pipe: EOF with nothing means exec happened.
@@ -765,16 +828,18 @@ impl Spawner {
         Err(describe(Step::from_u32(step), errno, index, spec, process))
     }
 
-    /// `docker exec`: a new process in the running container.
+    /// `docker exec`: a new process in the running container. `stdio` is a
+    /// [`Stdio::Terminal`] exactly when `process.tty` is set.
     pub fn exec(
         &self,
         container: &Spawned,
         spec: &ContainerSpec,
         process: &ProcessSpec,
         stdio: Stdio,
-    ) -> Result<i32, SpawnError> {
+    ) -> Result<ExecProcess, SpawnError> {
         // The cwd is created inside the container's mount namespace: paths are container paths.
         let mut plan = self.process_plan(spec, process, Path::new("/"))?;
+        let (console, console_child) = plan_stdio(&mut plan, process, &stdio)?.unzip();
         // As in spawn: born in the cgroup on v2, joining through the procs files otherwise.
         let cgroup_dir = match container.cgroup.unified_dir() {
             Some(d) => Some(open_dir_path(d)?),
@@ -802,11 +867,6 @@ impl Spawner {
             }
         }
         plan.join = ns_files.iter().map(|(f, k)| (f.as_raw_fd(), *k)).collect();
-        plan.stdio = [
-            stdio.stdin.as_raw_fd(),
-            stdio.stdout.as_raw_fd(),
-            stdio.stderr.as_raw_fd(),
-        ];
         let (err_r, err_w) = pipe()?;
         let (pid_r, pid_w) = pipe()?;
         let mut child = match &cgroup_dir {
@@ -833,6 +893,7 @@ impl Spawner {
         drop(err_w);
         drop(pid_w);
         drop(stdio);
+        drop(console_child);
         let mut buf = [0u8; 4];
         // SAFETY: reading the grandchild's pid into our buffer.
         let n = unsafe { libc::read(pid_r.as_raw_fd(), buf.as_mut_ptr().cast(), 4) };
@@ -845,9 +906,66 @@ impl Spawner {
             return Err(SpawnError::setup("exec: the process could not be started"));
         }
         let pid = i32::from_ne_bytes(buf);
-        match self.await_exec(pid, &err_r, spec, process) {
-            Ok(()) => Ok(pid),
-            Err(e) => Err(e),
+        self.await_exec(pid, &err_r, spec, process)?;
+        let Some(console) = console else {
+            return Ok(ExecProcess {
+                pid,
+                terminal: None,
+            });
+        };
+        match console::receive_master(&console) {
+            Ok(master) => Ok(ExecProcess {
+                pid,
+                terminal: Some(master),
+            }),
+            Err(e) => {
+                // Running, but unreachable: it must not stay behind.
+                let mut status = 0;
+                // SAFETY: killing and reaping our own child (CLONE_PARENT made it ours).
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Puts `stdio` into `plan`: the caller's descriptors, or a terminal with the socket its
+/// master comes back on, whose two ends (ours, the child's) are returned. A terminal goes with
+/// `process.tty` and only with it (TERM, and the pty that `tty` expects).
+fn plan_stdio(
+    plan: &mut Plan,
+    process: &ProcessSpec,
+    stdio: &Stdio,
+) -> Result<Option<(OwnedFd, OwnedFd)>, SpawnError> {
+    match stdio {
+        Stdio::Fds {
+            stdin,
+            stdout,
+            stderr,
+        } => {
+            if process.tty {
+                return Err(SpawnError::setup(
+                    "a process with a TTY needs a terminal (Stdio::Terminal), not descriptors",
+                ));
+            }
+            plan.stdio = [stdin.as_raw_fd(), stdout.as_raw_fd(), stderr.as_raw_fd()];
+            Ok(None)
+        }
+        Stdio::Terminal(size) => {
+            if !process.tty {
+                return Err(SpawnError::setup(
+                    "a terminal (Stdio::Terminal) was given for a process without a TTY",
+                ));
+            }
+            let (ours, child) = console::socket_pair()?;
+            plan.terminal = Some(TerminalPlan {
+                size: size.winsize(),
+                socket: child.as_raw_fd(),
+            });
+            Ok(Some((ours, child)))
         }
     }
 }
@@ -1042,6 +1160,13 @@ fn describe(
                 "mounting the rootfs overlay ({} layers) on {}: {os}",
                 spec.rootfs.lower_dirs.len(),
                 spec.rootfs.merged_dir.display()
+            ),
+        ),
+        Some(Step::Tty) => (
+            SpawnErrorKind::Other,
+            format!(
+                "setting up the terminal: {}: {os}",
+                TtyStep::describe(index)
             ),
         ),
         Some(Step::Cwd) => (

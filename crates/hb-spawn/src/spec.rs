@@ -60,7 +60,9 @@ pub struct ProcessSpec {
     pub cwd: String,
     /// `""`, `name`, `uid`, `name:group`, `uid:gid`.
     pub user: String,
-    /// stdio is a pty slave: make it the controlling terminal.
+    /// A terminal (`-t`): the process gets a pty allocated inside the container as its stdio
+    /// and controlling terminal (spawned with [`crate::Stdio::Terminal`]), and `TERM=xterm`
+    /// unless its environment sets `TERM`.
     pub tty: bool,
 }
 

@@ -43,7 +43,7 @@ fn bed() -> Bed {
     std::fs::copy("/bin/busybox", lower.join("bin/busybox")).unwrap();
     for a in [
         "sh", "true", "cat", "id", "hostname", "ls", "mount", "echo", "sleep", "dd", "grep", "wc",
-        "touch", "seq", "ps", "pwd", "readlink", "kill",
+        "touch", "seq", "ps", "pwd", "readlink", "kill", "tty", "stty", "stat",
     ] {
         std::os::unix::fs::symlink("busybox", lower.join("bin").join(a)).unwrap();
     }
@@ -118,7 +118,7 @@ impl Bed {
         let stdin = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
         let s = self.spawner.spawn(
             spec,
-            Stdio {
+            Stdio::Fds {
                 stdin,
                 stdout: out_w,
                 stderr: err_w,
@@ -310,7 +310,7 @@ fn exec_joins_a_running_container() {
         .spawner
         .spawn(
             &spec,
-            Stdio {
+            Stdio::Fds {
                 stdin: null(),
                 stdout: o_w.try_clone().unwrap(),
                 stderr: o_w,
@@ -336,13 +336,14 @@ fn exec_joins_a_running_container() {
             &running,
             &spec,
             &p,
-            Stdio {
+            Stdio::Fds {
                 stdin: null(),
                 stdout: w.try_clone().unwrap(),
                 stderr: w,
             },
         )
-        .unwrap();
+        .unwrap()
+        .pid;
     let mut out = String::new();
     std::fs::File::from(r).read_to_string(&mut out).unwrap();
     let mut status = 0;
@@ -365,7 +366,7 @@ fn exec_joins_a_running_container() {
                 args: vec!["nope".into()],
                 ..p
             },
-            Stdio {
+            Stdio::Fds {
                 stdin: null(),
                 stdout: null(),
                 stderr: null(),
@@ -539,7 +540,7 @@ fn limits_show_in_the_cgroup_and_cleanup_leaves_nothing() {
         .spawner
         .spawn(
             &spec,
-            Stdio {
+            Stdio::Fds {
                 stdin: null(),
                 stdout: null(),
                 stderr: null(),
@@ -677,22 +678,26 @@ fn tty_becomes_the_controlling_terminal() {
     let b = bed();
     // Field 7 of /proc/self/stat is the controlling terminal (0: none).
     let script =
-        "read a b c d e f tty rest < /proc/self/stat; [ -t 0 ] && echo ISATTY; echo tty=$tty";
+        "read a b c d e f tty rest < /proc/self/stat; [ -t 0 ] && echo ISATTY; echo tty=$tty; stty size";
     for tty in [true, false] {
-        let (master, slave) = pty();
         let mut spec = b.spec(&["sh", "-c", script]);
         spec.process.tty = tty;
-        let s = b
-            .spawner
-            .spawn(
-                &spec,
-                Stdio {
-                    stdin: slave.try_clone().unwrap(),
-                    stdout: slave.try_clone().unwrap(),
-                    stderr: slave,
-                },
-            )
-            .unwrap();
+        // Without a TTY, a pty's slave handed over as plain descriptors is stdio but not the
+        // controlling terminal.
+        let (stdio, host_master) = if tty {
+            (Stdio::Terminal(WindowSize { rows: 0, cols: 0 }), None)
+        } else {
+            let (master, slave) = pty();
+            let stdio = Stdio::Fds {
+                stdin: slave.try_clone().unwrap(),
+                stdout: slave.try_clone().unwrap(),
+                stderr: slave,
+            };
+            (stdio, Some(master))
+        };
+        let mut s = b.spawner.spawn(&spec, stdio).unwrap();
+        assert_eq!(s.terminal.is_some(), tty);
+        let master = s.terminal.take().or(host_master).unwrap();
         let mut status = 0;
         // SAFETY: reaping our child.
         unsafe { libc::waitpid(s.pid, &mut status, 0) };
@@ -708,8 +713,189 @@ fn tty_becomes_the_controlling_terminal() {
             .unwrap_or_default()
             .to_string();
         assert_eq!(nr != "0", tty, "tty={tty}: {out}");
-        assert_eq!(spec.process.tty, tty);
+        if tty {
+            // A size of 0 x 0 means the usual 24 x 80.
+            assert!(out.contains("24 80"), "{out}");
+        }
     }
+    // A terminal goes with a TTY process and only with it.
+    let null = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+    let mut spec = b.spec(&["true"]);
+    spec.process.tty = true;
+    let e = b
+        .spawner
+        .spawn(
+            &spec,
+            Stdio::Fds {
+                stdin: null(),
+                stdout: null(),
+                stderr: null(),
+            },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("needs a terminal"), "{e}");
+    spec.process.tty = false;
+    let e = b
+        .spawner
+        .spawn(&spec, Stdio::Terminal(WindowSize { rows: 0, cols: 0 }))
+        .unwrap_err();
+    assert!(e.to_string().contains("without a TTY"), "{e}");
+    assert!(!Cgroup::open(&b.parent, &spec.id).unwrap().exists());
+}
+
+/// Everything a master gives until the slave side is closed everywhere (EIO); fails the test
+/// if that takes more than 10 s.
+fn read_master(master: &OwnedFd) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the terminal never closed: {}",
+            String::from_utf8_lossy(&out)
+        );
+        let mut p = libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polling one fd we own.
+        if unsafe { libc::poll(&mut p, 1, 100) } <= 0 {
+            continue;
+        }
+        // SAFETY: reading into our buffer.
+        let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+    String::from_utf8_lossy(&out).replace("\r\n", "\n")
+}
+
+#[test]
+fn terminal_is_allocated_in_the_containers_devpts() {
+    if !root() {
+        return;
+    }
+    let b = bed();
+    // ttyname(0) resolves inside the container; /dev/console is that pty (bind-mounted); the
+    // window size is the one asked for; the controlling terminal is set (stat field 7).
+    let script = "tty; tty < /dev/console; \
+        c=$(stat -L -c %t:%T /dev/console) && [ \"$c\" = \"$(stat -L -c %t:%T /dev/pts/0)\" ] \
+        && echo console-is-pts-0; \
+        stty size; read a b c d e f t rest < /proc/self/stat; [ $t != 0 ] && echo has-ctty; exit 3";
+    let mut spec = b.spec(&["sh", "-c", script]);
+    spec.process.tty = true;
+    let size = WindowSize {
+        rows: 30,
+        cols: 100,
+    };
+    let mut s = b.spawner.spawn(&spec, Stdio::Terminal(size)).unwrap();
+    let master = s.terminal.take().expect("the master comes back");
+    // The master the caller got reads the container's output, and EIO ends it at exit.
+    let out = read_master(&master);
+    let mut status = 0;
+    // SAFETY: reaping our child.
+    assert_eq!(unsafe { libc::waitpid(s.pid, &mut status, 0) }, s.pid);
+    s.cgroup.remove().unwrap();
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 3,
+        "{status:#x} {out}"
+    );
+    assert_eq!(
+        out,
+        "/dev/pts/0\n/dev/console\nconsole-is-pts-0\n30 100\nhas-ctty\n"
+    );
+
+    // A failure after the terminal was made is still worded and classed as without one.
+    let mut bad = b.spec(&["nope"]);
+    bad.process.tty = true;
+    let e = b.spawner.spawn(&bad, Stdio::Terminal(size)).unwrap_err();
+    assert_eq!(e.exit_code(), 127, "{e}");
+
+    // exec (as a non-root user): into a container without a terminal, the exec's is that
+    // devpts's first pty, and /dev/console stays absent (it is the container's console, made
+    // only with the container's own terminal).
+    let spec = b.spec(&["sleep", "30"]);
+    let null = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+    let running = b
+        .spawner
+        .spawn(
+            &spec,
+            Stdio::Fds {
+                stdin: null(),
+                stdout: null(),
+                stderr: null(),
+            },
+        )
+        .unwrap();
+    let p = ProcessSpec {
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "tty; ls /dev/console 2>/dev/null || echo no-console; stty size; stat -c %u:%g $(tty); \
+             read a b c d e f t rest < /proc/self/stat; [ $t != 0 ] && echo has-ctty"
+                .into(),
+        ],
+        env: vec!["PATH=/bin".into()],
+        cwd: "/".into(),
+        user: "app".into(),
+        tty: true,
+    };
+    let size = WindowSize {
+        rows: 40,
+        cols: 120,
+    };
+    let e = b
+        .spawner
+        .exec(&running, &spec, &p, Stdio::Terminal(size))
+        .unwrap();
+    let (pid, master) = (e.pid, e.terminal.expect("the master comes back"));
+    let out = read_master(&master);
+    // SAFETY: the exec'd process is our child (CLONE_PARENT).
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    // Owned by the process's user (as runc does for a terminal), group tty (devpts' gid=5).
+    assert_eq!(out, "/dev/pts/0\nno-console\n40 120\n1000:5\nhas-ctty\n");
+    running.cgroup.kill_all(libc::SIGKILL).unwrap();
+    // SAFETY: reaping our child.
+    unsafe { libc::waitpid(running.pid, &mut status, 0) };
+    running.cgroup.remove().unwrap();
+}
+
+#[test]
+fn console_socket_carries_one_pty_master() {
+    let send = |fd: RawFd| {
+        let (ours, theirs) = console::socket_pair().unwrap();
+        // SAFETY: sending a descriptor we hold over a socket we own.
+        unsafe { child::send_fd(theirs.as_raw_fd(), fd) }.unwrap();
+        drop(theirs);
+        console::receive_master(&ours)
+    };
+    let ptn = |fd: RawFd| {
+        let mut n: libc::c_uint = 0;
+        // SAFETY: TIOCGPTN writes one unsigned int.
+        assert_eq!(unsafe { libc::ioctl(fd, libc::TIOCGPTN, &mut n) }, 0);
+        n
+    };
+    let (master, _slave) = pty();
+    let got = send(master.as_raw_fd()).unwrap();
+    assert_ne!(got.as_raw_fd(), master.as_raw_fd());
+    assert_eq!(ptn(got.as_raw_fd()), ptn(master.as_raw_fd()));
+    // SAFETY: F_GETFD on a descriptor we own.
+    let flags = unsafe { libc::fcntl(got.as_raw_fd(), libc::F_GETFD) };
+    assert!(
+        flags & libc::FD_CLOEXEC != 0,
+        "received without close-on-exec"
+    );
+    let (r, _w) = pipe().unwrap();
+    let e = send(r.as_raw_fd()).unwrap_err().to_string();
+    assert!(e.contains("not a pty master"), "{e}");
+    let (ours, theirs) = console::socket_pair().unwrap();
+    drop(theirs);
+    let e = console::receive_master(&ours).unwrap_err().to_string();
+    assert!(e.contains("without sending"), "{e}");
 }
 
 #[test]

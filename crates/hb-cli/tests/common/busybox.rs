@@ -25,6 +25,7 @@ pub const APPLETS: &[&str] = &[
     "sh", "true", "false", "echo", "cat", "id", "sleep", "ls", "hostname", "ps", "mount", "env",
     "pwd", "touch", "wc", "head", "dd", "yes", "seq", "kill", "ip", "httpd", "tr", "grep", "sync",
     "readlink", "stat", "mkdir", "rm", "umount", "insmod", "nproc", "ping", "wget", "nc", "tail",
+    "tty", "stty",
 ];
 
 /// A busybox rootfs layer: /bin/busybox, applet symlinks, /etc/passwd and /etc/group with a

@@ -94,6 +94,25 @@ impl<'a> Docker<'a> {
         child.wait_with_output().expect("docker output")
     }
 
+    /// Runs with a terminal on its stdio (`script(1)`, see [`super::in_terminal`]), in the same
+    /// clean environment as [`Docker::run`]; for `-t`.
+    pub fn in_terminal(&self, args: &[&str]) -> Output {
+        let mut argv: Vec<String> = ["env", "-u", "DOCKER_HOST", "-u", "DOCKER_CONTEXT"]
+            .iter()
+            .chain(&["-u", "DOCKER_TLS_VERIFY", "-u", "DOCKER_CERT_PATH"])
+            .chain(&["-u", "DOCKER_API_VERSION"])
+            .map(|s| s.to_string())
+            .collect();
+        argv.push(format!(
+            "DOCKER_CONFIG={}",
+            self.config_dir.path().display()
+        ));
+        argv.push(self.cli.display().to_string());
+        argv.extend(self.leading.iter().cloned());
+        argv.extend(args.iter().map(|a| a.to_string()));
+        super::in_terminal(&argv)
+    }
+
     /// Runs and asserts success; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         self.ok_with(args, None)

@@ -177,6 +177,28 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// The window size [`in_terminal`] gives its terminal.
+pub const TERMINAL_ROWS: u16 = 33;
+/// See [`TERMINAL_ROWS`].
+pub const TERMINAL_COLS: u16 = 77;
+
+/// Runs `argv` under `script(1)`, which gives it a terminal as a user's shell would (sized
+/// [`TERMINAL_ROWS`] x [`TERMINAL_COLS`] first), stdin from /dev/null. The output is what the
+/// terminal showed (`\r\n` line ends). A hang becomes a failure after a minute (`timeout`).
+pub fn in_terminal(argv: &[String]) -> Output {
+    // script runs its command through `sh -c`: quote every word.
+    let quote = |w: &String| format!("'{}'", w.replace('\'', "'\\''"));
+    let line = format!(
+        "stty rows {TERMINAL_ROWS} cols {TERMINAL_COLS}; exec {}",
+        argv.iter().map(quote).collect::<Vec<_>>().join(" ")
+    );
+    Command::new("timeout")
+        .args(["60", "script", "-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (bsdutils) and timeout (coreutils)")
+}
+
 /// A running hyperboxd with its own data dir and socket, killed on drop.
 static NEXT_NET: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
@@ -320,6 +342,18 @@ impl Daemon {
             .stdin(Stdio::null())
             .output()
             .expect("run hb")
+    }
+
+    /// Runs `hb` with a terminal of [`TERMINAL_ROWS`] x [`TERMINAL_COLS`] on its stdio (see
+    /// [`in_terminal`]), for `-t`.
+    pub fn hb_in_terminal(&self, args: &[&str]) -> Output {
+        let mut line = vec![
+            bin("hb").display().to_string(),
+            "-H".into(),
+            format!("unix://{}", self.socket.display()),
+        ];
+        line.extend(args.iter().map(|a| a.to_string()));
+        in_terminal(&line)
     }
 
     /// Runs `hb`, asserting success; returns stdout.
