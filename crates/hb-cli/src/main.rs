@@ -304,7 +304,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli)) {
+    let result = rt.block_on(run(cli));
+    // Not a plain drop: that waits for blocking tasks, and a read of our stdin (`run -i`,
+    // `exec -i`) never ends by itself once the container is gone. Output was written when
+    // the futures writing it completed.
+    rt.shutdown_background();
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("Error: {e:#}");

@@ -113,6 +113,31 @@ fn run_streams_output_and_exit_code_then_removes() {
         let (_, stderr, code) = out(&o);
         assert_eq!(code, 0, "run {i} with a reused name: {stderr}\n{}", d.log());
     }
+    // `run -i` ends when the container does, though nobody closes hb's stdin.
+    let mut child = Command::new(common::bin("hb"))
+        .arg("-H")
+        .arg(format!("unix://{}", d.socket.display()))
+        .args(["run", "--rm", "-i", "--network", "none", img, "true"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run hb");
+    let _open_stdin = child.stdin.take();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for hb") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "hb run -i still running 20 s after its container ended\n{}",
+                d.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
     wait_until("every --rm container's dir removed", || {
         std::fs::read_dir(&containers).map_or(true, |mut r| r.next().is_none())
     });
