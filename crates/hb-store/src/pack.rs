@@ -488,6 +488,11 @@ impl PackReaders {
         Ok(h)
     }
 
+    /// Drops every cached handle (and so its map, once no record borrows it).
+    pub(crate) fn forget_all(&self) {
+        lock(&self.cache).clear();
+    }
+
     /// Drops the cached handle of a pack about to be deleted.
     pub(crate) fn forget(&self, number: u32) {
         lock(&self.cache).remove(&number);

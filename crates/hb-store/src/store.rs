@@ -155,6 +155,13 @@ impl Store {
         &self.inner.db
     }
 
+    /// Lets go of the cached pack handles and their memory maps (readers holding a record
+    /// keep theirs). Touched pages of a map count in the process's RSS for as long as it
+    /// lives, so a daemon calls this when idle; the next read opens and maps again.
+    pub fn release_read_maps(&self) {
+        self.inner.readers.forget_all();
+    }
+
     /// The options the store was opened with.
     pub fn options(&self) -> &StoreOptions {
         &self.inner.opts

@@ -631,3 +631,29 @@ fn other_crates_can_share_the_database() {
     );
     assert!(store.has_blob(&info.digest).unwrap());
 }
+
+#[test]
+fn reads_work_across_released_maps_and_new_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(
+        dir.path(),
+        StoreOptions {
+            use_mmap: true,
+            ..quick()
+        },
+    );
+    let a = noise(300_000, 90);
+    let ia = store.put_bytes(&a, None).unwrap();
+    // A record read before the release stays valid after it (its map lives while borrowed).
+    let held = store.read_blob(&ia.digest).unwrap();
+    store.release_read_maps();
+    assert_eq!(held, a);
+    assert_eq!(store.read_blob(&ia.digest).unwrap(), a);
+    // A pack that grew after a release is mapped again to its new length.
+    store.release_read_maps();
+    let b = text(200_000, 91);
+    let ib = store.put_bytes(&b, None).unwrap();
+    assert_eq!(store.read_blob(&ib.digest).unwrap(), b);
+    store.release_read_maps();
+    assert_eq!(store.read_blob(&ia.digest).unwrap(), a);
+}

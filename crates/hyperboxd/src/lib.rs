@@ -6,6 +6,7 @@ pub mod api;
 mod container_api;
 pub mod containers;
 pub mod events;
+pub mod idle_trim;
 pub mod metrics;
 pub mod prewarm;
 pub mod serve;
@@ -212,6 +213,10 @@ pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> a
     let daemon = Arc::new(daemon);
     let readiness = Arc::new(metrics::Readiness::new());
     let metrics_server = serve_metrics(&daemon, readiness.clone()).await?;
+    let trimmer = idle_trim::spawn(
+        daemon.catalog.store().clone(),
+        daemon.prewarmer.activity().clone(),
+    );
     let app = api::router(daemon.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(serve::serve(
@@ -237,6 +242,7 @@ pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> a
     if let Some(m) = metrics_server {
         m.abort();
     }
+    trimmer.abort();
     Ok(())
 }
 
