@@ -3,11 +3,13 @@
 # /bin/true` (CONC clients x RUNS each per round), to tell a high-water mark from a leak.
 # Usage: bench/rss-after-runs.sh BIN_DIR [VAR=value ...]   (BIN_DIR holds hyperboxd and hb;
 # the assignments go to the daemon's environment, e.g. MALLOC_ARENA_MAX=2)
-# Knobs: CONC (8), RUNS (40), ROUNDS (2). Needs the peer lab's registry (hb/tiny).
+# Knobs: CONC (8), RUNS (40), ROUNDS (2), DEB=1 (first pull and run hb/deb, the biggest test
+# image), IDLE_SECS (20: the last row is after that long idle, past the daemon's 15 s trim).
+# Needs the peer lab's registry (hb/tiny, hb/deb).
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 BIN_DIR [VAR=value ...]" >&2; exit 2; }
 BIN=$1; shift
-CONC=${CONC:-8}; RUNS=${RUNS:-40}; ROUNDS=${ROUNDS:-2}
+CONC=${CONC:-8}; RUNS=${RUNS:-40}; ROUNDS=${ROUNDS:-2}; DEB=${DEB:-0}; IDLE_SECS=${IDLE_SECS:-20}
 W=$(mktemp -d /var/tmp/hb-rss.XXXXXX)
 [ -d "$W" ] || { echo "mktemp failed" >&2; exit 1; }
 printf '[daemon]\ndata_dir = "%s"\nsocket = "%s"\ncgroup_parent = "hb-rss"\n[networking]\nbridge_name = "hbrss0"\nbridge_subnet = "10.126.0.0/16"\n' \
@@ -23,10 +25,17 @@ trap cleanup EXIT
 HB="$BIN/hb -H unix://$W/hb.sock"
 for _ in $(seq 200); do $HB version >/dev/null 2>&1 && break; sleep 0.05; done
 $HB pull -q 127.0.0.1:5000/hb/tiny:latest >/dev/null
-rss() { awk '/^Rss:/ {s += $2} END {print s + 0}' "/proc/$P/smaps_rollup"; }
-echo "| runs | hyperboxd RSS KiB | threads |"
-echo "|---|---|---|"
-echo "| 0 | $(rss) | $(ls "/proc/$P/task" | wc -l) |"
+rss() { # "RSS | anon | file" in KiB
+  awk '/^RssAnon:/ {a = $2} /^RssFile:/ {f = $2} /^RssShmem:/ {s = $2} END {print a + f + s " | " a " | " f}' "/proc/$P/status"
+}
+echo "| after | hyperboxd RSS KiB | anon KiB | file KiB | threads |"
+echo "|---|---|---|---|---|"
+echo "| start | $(rss) | $(ls "/proc/$P/task" | wc -l) |"
+if [ "$DEB" = 1 ]; then
+  $HB pull -q 127.0.0.1:5000/hb/deb:latest >/dev/null
+  $HB run --rm --network none 127.0.0.1:5000/hb/deb:latest /bin/true
+  echo "| pull + run hb/deb | $(rss) | $(ls "/proc/$P/task" | wc -l) |"
+fi
 for round in $(seq "$ROUNDS"); do
   pids=()
   for _ in $(seq "$CONC"); do
@@ -34,5 +43,7 @@ for round in $(seq "$ROUNDS"); do
     pids+=($!)
   done
   wait "${pids[@]}"
-  echo "| $((round * CONC * RUNS)) | $(rss) | $(ls "/proc/$P/task" | wc -l) |"
+  echo "| $((round * CONC * RUNS)) runs of tiny | $(rss) | $(ls "/proc/$P/task" | wc -l) |"
 done
+sleep "$IDLE_SECS"
+echo "| then $IDLE_SECS s idle | $(rss) | $(ls "/proc/$P/task" | wc -l) |"
