@@ -6,6 +6,16 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::*;
 
+/// Stdin, stdout and stderr all on /dev/null.
+fn null_stdio() -> Stdio {
+    let null = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+    Stdio::Fds {
+        stdin: null(),
+        stdout: null(),
+        stderr: null(),
+    }
+}
+
 fn root() -> bool {
     // SAFETY: geteuid has no preconditions.
     let ok = unsafe { libc::geteuid() } == 0 && Path::new("/bin/busybox").exists();
@@ -366,11 +376,7 @@ fn exec_joins_a_running_container() {
                 args: vec!["nope".into()],
                 ..p
             },
-            Stdio::Fds {
-                stdin: null(),
-                stdout: null(),
-                stderr: null(),
-            },
+            null_stdio(),
         )
         .unwrap_err();
     assert_eq!(e.exit_code(), 127);
@@ -535,18 +541,7 @@ fn limits_show_in_the_cgroup_and_cleanup_leaves_nothing() {
         pids_limit: Some(50),
         devices: Vec::new(),
     };
-    let null = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
-    let s = b
-        .spawner
-        .spawn(
-            &spec,
-            Stdio::Fds {
-                stdin: null(),
-                stdout: null(),
-                stderr: null(),
-            },
-        )
-        .unwrap();
+    let s = b.spawner.spawn(&spec, null_stdio()).unwrap();
     let read = |c: &str, f: &str| {
         std::fs::read_to_string(s.cgroup.dir(c).unwrap().join(f))
             .unwrap()
@@ -719,20 +714,9 @@ fn tty_becomes_the_controlling_terminal() {
         }
     }
     // A terminal goes with a TTY process and only with it.
-    let null = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
     let mut spec = b.spec(&["true"]);
     spec.process.tty = true;
-    let e = b
-        .spawner
-        .spawn(
-            &spec,
-            Stdio::Fds {
-                stdin: null(),
-                stdout: null(),
-                stderr: null(),
-            },
-        )
-        .unwrap_err();
+    let e = b.spawner.spawn(&spec, null_stdio()).unwrap_err();
     assert!(e.to_string().contains("needs a terminal"), "{e}");
     spec.process.tty = false;
     let e = b
@@ -819,18 +803,7 @@ fn terminal_is_allocated_in_the_containers_devpts() {
     // devpts's first pty, and /dev/console stays absent (it is the container's console, made
     // only with the container's own terminal).
     let spec = b.spec(&["sleep", "30"]);
-    let null = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
-    let running = b
-        .spawner
-        .spawn(
-            &spec,
-            Stdio::Fds {
-                stdin: null(),
-                stdout: null(),
-                stderr: null(),
-            },
-        )
-        .unwrap();
+    let running = b.spawner.spawn(&spec, null_stdio()).unwrap();
     let p = ProcessSpec {
         args: vec![
             "sh".into(),
