@@ -235,7 +235,17 @@ pub fn create_body(a: &RunArgs) -> anyhow::Result<Value> {
     if let Some(h) = &a.hostname {
         config["Hostname"] = json!(h);
     }
+    if let Some(size) = console_size(a.tty) {
+        config["HostConfig"]["ConsoleSize"] = size;
+    }
     Ok(config)
+}
+
+/// Docker's `ConsoleSize` ([rows, columns]) for a `-t` process on our terminal: the process
+/// has the right size from its first instruction, not only after the first resize.
+fn console_size(tty: bool) -> Option<serde_json::Value> {
+    let (rows, cols) = terminal_size().filter(|_| tty)?;
+    Some(json!([rows, cols]))
 }
 
 fn failure_code(e: &anyhow::Error) -> Option<(i32, String)> {
@@ -908,7 +918,10 @@ pub async fn exec(addr: &DaemonAddr, a: ExecArgs) -> anyhow::Result<ExitCode> {
         .as_str()
         .context("no exec id in the answer")?
         .to_string();
-    let start = json!({"Detach": a.detach, "Tty": a.tty});
+    let mut start = json!({"Detach": a.detach, "Tty": a.tty});
+    if let Some(size) = console_size(a.tty) {
+        start["ConsoleSize"] = size;
+    }
     if a.detach {
         if let Err(e) = post_json(addr, &format!("/exec/{exec_id}/start"), Some(start)).await {
             return exec_failed(e);

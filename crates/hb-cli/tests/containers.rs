@@ -385,6 +385,20 @@ fn tty_is_allocated_inside_the_container_for_run_and_exec() {
         text,
         format!("stdin-is-a-tty\n/dev/console\nconsole-is-pts-0\n{size}")
     );
+    // The client's size is there from the first instruction (Docker's ConsoleSize at
+    // create), not only once a resize arrives.
+    let first = format!("{} {}", common::TERMINAL_ROWS, common::TERMINAL_COLS);
+    let text = in_terminal(&[
+        "run",
+        "-t",
+        "--rm",
+        "--network",
+        "none",
+        img,
+        "stty",
+        "size",
+    ]);
+    assert_eq!(text.trim(), first, "{text:?}");
     // Without -t: pipes, no terminal and no /dev/console at all.
     let (stdout, _, code) = out(&d.hb(&[
         "run",
@@ -413,6 +427,9 @@ fn tty_is_allocated_inside_the_container_for_run_and_exec() {
     ]);
     let text = in_terminal(&["exec", "-t", "plain", "tty"]);
     assert_eq!(text.trim(), "/dev/pts/0", "{text:?}");
+    // An exec's ConsoleSize (at its start) likewise.
+    let text = in_terminal(&["exec", "-t", "plain", "stty", "size"]);
+    assert_eq!(text.trim(), first, "{text:?}");
     let probe = format!(
         "[ -t 0 ] && echo stdin-is-a-tty; ls /dev/console 2>/dev/null || echo no-console; {}",
         size_probe()

@@ -81,6 +81,8 @@ struct Container {
     open_stdin: bool,
     log: LogConfig,
     hosts_file: Option<PathBuf>,
+    /// With a TTY, the terminal's size at start (rows, columns); 24x80 when not given.
+    console_size: Option<(u16, u16)>,
     spawned: Option<Spawned>,
     netns: Option<PathBuf>,
 }
@@ -502,7 +504,8 @@ impl Monitor {
                 open_stdin,
                 log,
                 hosts_file,
-            } => self.create(*spec, network, open_stdin, log, hosts_file),
+                console_size,
+            } => self.create(*spec, network, open_stdin, log, hosts_file, console_size),
             Request::Start { id } => {
                 let r = self.start(&id);
                 // stdin that arrived before the start (and its EOF) goes in now.
@@ -515,8 +518,9 @@ impl Monitor {
                 process,
                 open_stdin,
                 attach,
+                console_size,
             } => {
-                let response = self.exec(&id, exec_id.clone(), process, open_stdin);
+                let response = self.exec(&id, exec_id.clone(), process, open_stdin, console_size);
                 if attach && matches!(response, Response::Started(_)) {
                     self.respond(conn, &response);
                     if let Some(c) = self.conns[conn].as_mut() {
@@ -601,6 +605,7 @@ impl Monitor {
         open_stdin: bool,
         log: LogConfig,
         hosts_file: Option<PathBuf>,
+        console_size: Option<(u16, u16)>,
     ) -> Response {
         let id = spec.id.clone();
         if self.procs.contains_key(&id) {
@@ -629,6 +634,7 @@ impl Monitor {
                     open_stdin,
                     log,
                     hosts_file,
+                    console_size,
                     spawned: None,
                     netns: None,
                 })),
@@ -693,7 +699,7 @@ impl Monitor {
                 return error(format!("writing {}: {e}", hosts.display()), 125);
             }
         }
-        let (io, stdio) = match make_stdio(p.tty, c.open_stdin) {
+        let (io, stdio) = match make_stdio(p.tty, c.open_stdin, c.console_size) {
             Ok(v) => v,
             Err(e) => {
                 release_net(self.net.as_mut(), id, c.netns.take());
@@ -753,6 +759,7 @@ impl Monitor {
         exec_id: String,
         process: ProcessSpec,
         open_stdin: bool,
+        console_size: Option<(u16, u16)>,
     ) -> Response {
         let Some(p) = self.procs.get(id) else {
             return not_found(id);
@@ -767,7 +774,7 @@ impl Monitor {
             return error(format!("exec {exec_id} already exists"), 125);
         }
         let tty = process.tty;
-        let (io, stdio) = match make_stdio(tty, open_stdin) {
+        let (io, stdio) = match make_stdio(tty, open_stdin, console_size) {
             Ok(v) => v,
             Err(e) => return error(format!("creating stdio for exec: {e}"), 125),
         };
@@ -1104,7 +1111,13 @@ fn write_hosts(path: &Path, hostname: &str, ip: Option<&str>) -> std::io::Result
     Ok(())
 }
 
-fn make_stdio(tty: bool, open_stdin: bool) -> std::io::Result<(Io, Stdio)> {
+/// The process's stdio: with a TTY a terminal of `console_size` (rows, columns; 24x80 when
+/// absent) that the process allocates itself, else pipes (stdin a pipe only with `open_stdin`).
+fn make_stdio(
+    tty: bool,
+    open_stdin: bool,
+    console_size: Option<(u16, u16)>,
+) -> std::io::Result<(Io, Stdio)> {
     if tty {
         // The process allocates its pty itself, from the container's devpts, so that its name
         // resolves inside (one from ours would not: `tty` would say "not a tty"); the spawner
@@ -1118,7 +1131,10 @@ fn make_stdio(tty: bool, open_stdin: bool) -> std::io::Result<(Io, Stdio)> {
             master: None,
             tty: true,
         };
-        return Ok((io, Stdio::Terminal(WindowSize { rows: 24, cols: 80 })));
+        let (rows, cols) = console_size
+            .filter(|&(r, c)| r > 0 && c > 0)
+            .unwrap_or((24, 80));
+        return Ok((io, Stdio::Terminal(WindowSize { rows, cols })));
     }
     let (out_r, out_w) = fdio::pipe()?;
     let (err_r, err_w) = fdio::pipe()?;

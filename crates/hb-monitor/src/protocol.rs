@@ -60,6 +60,11 @@ pub enum Request {
         log: LogConfig,
         /// File the monitor writes `/etc/hosts` into once the address is known (bind-mounted by the spec).
         hosts_file: Option<PathBuf>,
+        /// With a TTY, the terminal's first size (rows, columns): Docker's `ConsoleSize`, so the
+        /// process has the client's size from its first instruction. Absent from older
+        /// daemons' requests (24x80 then, until a resize).
+        #[serde(default)]
+        console_size: Option<(u16, u16)>,
     },
     /// Start a created (or exited) container.
     Start {
@@ -79,6 +84,11 @@ pub enum Request {
         /// Turn this connection into the exec's attach stream once it has started (so no
         /// output is missed).
         attach: bool,
+        /// With a TTY, the terminal's first size (rows, columns): Docker's `ConsoleSize`, so the
+        /// process has the client's size from its first instruction. Absent from older
+        /// daemons' requests (24x80 then, until a resize).
+        #[serde(default)]
+        console_size: Option<(u16, u16)>,
     },
     /// Stream a container's or exec's stdio over this connection (see the module docs).
     Attach {

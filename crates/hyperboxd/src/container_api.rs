@@ -616,6 +616,7 @@ async fn exec_route(
             let v = read_json_body(body).await.unwrap_or(json!({}));
             let detach = v["Detach"].as_bool().unwrap_or(false);
             let tty = v["Tty"].as_bool();
+            let size = crate::containers::console_size(&v["ConsoleSize"]);
             if !detach && upgrade {
                 // Answer 101 first and start the process once the connection is handed over,
                 // as dockerd does: a client that parses the headers with a buffered reader
@@ -626,7 +627,7 @@ async fn exec_route(
                 let (c, id) = (c.clone(), id.to_string());
                 splice(
                     req,
-                    async move { c.exec_start(&id, Some(tty)).await },
+                    async move { c.exec_start(&id, Some(tty), size).await },
                     e.open_stdin,
                     None,
                     tty,
@@ -635,7 +636,7 @@ async fn exec_route(
             }
             // Detached (or no hijack): nobody reads the output; drain it so the process never
             // blocks on it.
-            let stream = c.exec_start(id, tty).await?;
+            let stream = c.exec_start(id, tty, size).await?;
             tokio::spawn(async move {
                 let mut s = stream;
                 let mut buf = vec![0u8; 16 * 1024];

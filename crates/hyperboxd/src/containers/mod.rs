@@ -711,6 +711,7 @@ impl Containers {
                 max_files: LOG_MAX_FILES,
             },
             hosts_file: Some(paths.hosts_file.clone()),
+            console_size: console_size(&r.host_config["ConsoleSize"]),
         };
         match self.monitor.request(&request).await {
             Ok(Response::Ok) => Ok(()),
@@ -1147,7 +1148,14 @@ impl Containers {
     }
 
     /// `POST /exec/{id}/start`: starts it and returns the attach stream.
-    pub async fn exec_start(&self, id: &str, tty: Option<bool>) -> Result<tokio::net::UnixStream> {
+    /// `POST /exec/{id}/start`: `tty` and `console_size` (Docker's `ConsoleSize`, [rows,
+    /// columns]) as the start request gives them.
+    pub async fn exec_start(
+        &self,
+        id: &str,
+        tty: Option<bool>,
+        console_size: Option<(u16, u16)>,
+    ) -> Result<tokio::net::UnixStream> {
         let mut e = self.exec_get(id)?;
         if e.running || e.exit_code.is_some() {
             return Err(ContainerError::new(
@@ -1199,6 +1207,7 @@ impl Containers {
                 process,
                 open_stdin: e.open_stdin,
                 attach: true,
+                console_size,
             })
             .await
             .map_err(|err| io_err("the container monitor", err))?;
@@ -1360,4 +1369,14 @@ pub fn signal_number(s: &str) -> Option<i32> {
         "SYS" => libc::SIGSYS,
         _ => return None,
     })
+}
+
+/// Docker's `ConsoleSize` ([rows, columns], in a create's HostConfig or an exec start): the
+/// first size of a TTY process's terminal. `[0, 0]` (Docker's default), absent or malformed
+/// values give none.
+pub fn console_size(v: &Value) -> Option<(u16, u16)> {
+    let a = v.as_array().filter(|a| a.len() == 2)?;
+    let rows = u16::try_from(a[0].as_u64()?).ok().filter(|&r| r > 0)?;
+    let cols = u16::try_from(a[1].as_u64()?).ok().filter(|&c| c > 0)?;
+    Some((rows, cols))
 }
