@@ -42,37 +42,35 @@ pub struct TuneArgs {
 
 /// The daemon's current settings `hb tune` starts from, from `GET /hyperbox/predict`'s answer.
 fn current_settings(v: &Value) -> anyhow::Result<TuneConfig> {
-    {
-        let defaults = EngineConfig::default();
-        let technique: Technique = v["technique"]
-            .as_str()
-            .context("the daemon's /hyperbox/predict answer has no technique")?
-            .parse()
-            .context("the daemon's technique")?;
-        let number = |key: &str| {
-            v[key]
-                .as_f64()
-                .with_context(|| format!("the daemon's /hyperbox/predict answer has no {key}"))
-        };
-        Ok(EngineConfig {
-            technique,
-            cache_mb: number("cache_mb")?,
-            confidence_threshold: number("confidence_threshold")?,
-            // Older daemons did not say; theirs was the config's.
-            update_interval_secs: v["update_interval_secs"]
-                .as_f64()
-                .unwrap_or(defaults.update_interval_secs),
-            history_retention_days: v["history_retention_days"]
-                .as_u64()
-                .and_then(|d| u32::try_from(d).ok())
-                .unwrap_or(defaults.history_retention_days),
-            // With prediction off the daemon reports prewarming off too, whatever
-            // `[prewarming] enabled` says; the sweep's models then prewarm as by default.
-            prewarm: v["prewarming"].as_bool().unwrap_or(true)
-                || !v["enabled"].as_bool().unwrap_or(true),
-            ..defaults
-        })
-    }
+    let defaults = EngineConfig::default();
+    let technique: Technique = v["technique"]
+        .as_str()
+        .context("the daemon's /hyperbox/predict answer has no technique")?
+        .parse()
+        .context("the daemon's technique")?;
+    let number = |key: &str| {
+        v[key]
+            .as_f64()
+            .with_context(|| format!("the daemon's /hyperbox/predict answer has no {key}"))
+    };
+    Ok(EngineConfig {
+        technique,
+        cache_mb: number("cache_mb")?,
+        confidence_threshold: number("confidence_threshold")?,
+        // Older daemons did not say; theirs was the config's.
+        update_interval_secs: v["update_interval_secs"]
+            .as_f64()
+            .unwrap_or(defaults.update_interval_secs),
+        history_retention_days: v["history_retention_days"]
+            .as_u64()
+            .and_then(|d| u32::try_from(d).ok())
+            .unwrap_or(defaults.history_retention_days),
+        // With prediction off the daemon reports prewarming off too, whatever
+        // `[prewarming] enabled` says; the sweep's models then prewarm as by default.
+        prewarm: v["prewarming"].as_bool().unwrap_or(true)
+            || !v["enabled"].as_bool().unwrap_or(true),
+        ..defaults
+    })
 }
 
 /// Runs `hb tune`.
