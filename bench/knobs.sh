@@ -17,12 +17,13 @@ HBD=$ROOT/target/release/hyperboxd
 WORK=$(mktemp -d /var/tmp/hb-knobs.XXXXXX)
 [ -n "$WORK" ] && [ -d "$WORK" ] || exit 1
 PID=
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$WORK"; }
+stop_monitor() { [ -f "$WORK/monitor.pid" ] && kill "$(cat "$WORK/monitor.pid")" 2>/dev/null; sleep 0.2; true; }
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; stop_monitor; rm -rf "$WORK"; }
 trap cleanup EXIT
 HB="$ROOT/target/release/hb -H unix://$WORK/hb.sock"
 
 start() { # toml-lines
-  [ -n "$PID" ] && { kill "$PID"; wait "$PID" 2>/dev/null || true; }
+  [ -n "$PID" ] && { kill "$PID"; wait "$PID" 2>/dev/null || true; stop_monitor; }
   rm -rf "$WORK/data"
   printf '[daemon]\ndata_dir = "%s"\nsocket = "%s"\n%b\n' "$WORK/data" "$WORK/hb.sock" "$1" > "$WORK/c.toml"
   "$HBD" --config "$WORK/c.toml" 2> "$WORK/log" &
@@ -35,14 +36,16 @@ median() { python3 -c 'import statistics,sys; print(f"{statistics.median(map(flo
 
 rows=()
 measure() { # label toml
-  local pulls=() reads=() stored
+  local pulls=() zstd=() reads=() stored
   for _ in $(seq "$REPS"); do
     start "$2"
     pulls+=("$(ms $HB pull -q "$IMAGE")")
+    # What the background compression still had to do when the pull returned.
+    zstd+=("$(ms $HB system compress)")
     reads+=("$(ms $HB save -o /dev/null "$IMAGE")")
   done
   stored=$($HB system df --format json | python3 -c 'import json,sys; s=json.load(sys.stdin)["store"]; print(s["pack_bytes"]//1024)')
-  rows+=("| $1 | $(median "${pulls[@]}") | $(median "${reads[@]}") | $stored |")
+  rows+=("| $1 | $(median "${pulls[@]}") | $(median "${zstd[@]}") | $(median "${reads[@]}") | $stored |")
   echo "$1 done" >&2
 }
 
@@ -65,9 +68,9 @@ measure "cache.use_mmap = false" '[cache]\nuse_mmap = false'
 {
   echo "### Store knobs, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo
-  echo "Command: \`bench/knobs.sh\` (REPS=$REPS, IMAGE=$IMAGE); $(nproc) vCPU. Each setting: fresh data dir, cold pull; median of $REPS; read = \`hb save -o /dev/null\` (reassembles every layer from the store)."
+  echo "Command: \`bench/knobs.sh\` (REPS=$REPS, IMAGE=$IMAGE); $(nproc) vCPU. Each setting: fresh data dir, cold pull; median of $REPS; then \`hb system compress\` (the background zstd left when the pull returned); read = \`hb save -o /dev/null\` (reassembles every layer from the store); pack KiB after compression."
   echo
-  echo "| setting | cold pull ms | read (save) ms | pack KiB |"
-  echo "|---|---|---|---|"
+  echo "| setting | cold pull ms | compress after ms | read (save) ms | pack KiB |"
+  echo "|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
 } | tee "$OUT"

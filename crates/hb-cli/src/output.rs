@@ -170,6 +170,12 @@ pub fn system_df(v: &Value, format: Option<&str>) -> anyhow::Result<()> {
         "Pack files on disk:                  {}",
         human(n(&s["pack_bytes"]))
     );
+    if n(&s["deferred_bytes"]) > 0 {
+        println!(
+            "Waiting for background compression:  {}",
+            human(n(&s["deferred_bytes"]))
+        );
+    }
     println!(
         "Dedup ratio: {:.2}x   Compression ratio: {:.2}x   Chunks: {}",
         s["dedup_ratio"].as_f64().unwrap_or(0.0),

@@ -27,6 +27,10 @@ pub struct StoreStats {
     pub unique_raw_bytes: u64,
     /// Sum of indexed chunks' stored (compressed) payload lengths.
     pub stored_bytes: u64,
+    /// Content bytes of chunks stored raw until background compression
+    /// reaches them ([`Store::compress_deferred`]); included in `stored_bytes`.
+    #[serde(default)]
+    pub deferred_bytes: u64,
     /// Sum of encoded recipe sizes in the index.
     pub recipe_bytes: u64,
     /// Pack files on disk.
@@ -88,6 +92,9 @@ impl Store {
                 s.chunks += 1;
                 s.unique_raw_bytes += u64::from(loc.raw_len);
                 s.stored_bytes += u64::from(loc.stored_len);
+                if loc.flags & crate::pack::FLAG_DEFERRED != 0 {
+                    s.deferred_bytes += u64::from(loc.raw_len);
+                }
             }
         }
         (s.pack_files, s.pack_bytes) = self.inner.pack_bytes_on_disk()?;

@@ -64,6 +64,37 @@ impl MaintenanceGate {
     }
 }
 
+impl MaintenanceGate {
+    /// Whether a maintenance (gc, check) is waiting for or holding the gate:
+    /// long-running writer-side work checks it to step aside early.
+    pub(crate) fn maintenance_wanted(&self) -> bool {
+        lock(&self.state).maintenance
+    }
+
+    /// Turns `pass` into exclusive maintenance once it is the only writer,
+    /// waiting for the others to finish. `None` when another maintenance has
+    /// claimed the gate: it waits for `pass` to go, so the caller must drop it.
+    pub(crate) fn upgrade(self: &Arc<Self>, pass: &WriterPass) -> Option<MaintenancePass> {
+        debug_assert!(Arc::ptr_eq(self, &pass.gate));
+        let mut st = lock(&self.state);
+        loop {
+            if st.maintenance {
+                return None;
+            }
+            if st.writers <= 1 {
+                st.maintenance = true;
+                return Some(MaintenancePass {
+                    gate: Arc::clone(self),
+                });
+            }
+            st = self
+                .changed
+                .wait(st)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
 /// Held by a live [`crate::BlobWriter`].
 #[derive(Debug)]
 pub(crate) struct WriterPass {

@@ -70,6 +70,11 @@ pub struct StoreOptions {
     pub dedup: bool,
     /// When false chunks are stored raw.
     pub compression: bool,
+    /// With `compression` on: writers store new chunks raw, marked for later,
+    /// and [`crate::Store::compress_deferred`] compresses them afterwards, so
+    /// compression is off a write's critical path (a pull is acknowledged
+    /// without it). Off by default: the store compresses as it writes.
+    pub defer_compression: bool,
     /// HyperBox's compression level, 1..=9 (the tuning guide's scale); see
     /// [`StoreOptions::zstd_level`] for the zstd level each one selects.
     pub compression_level: i32,
@@ -92,6 +97,7 @@ impl Default for StoreOptions {
             hash: HashAlgorithm::Sha256,
             dedup: true,
             compression: true,
+            defer_compression: false,
             compression_level: 6,
             use_mmap: true,
             batch_writes: true,
@@ -109,6 +115,11 @@ impl Default for StoreOptions {
 const ZSTD_LEVELS: [i32; 9] = [-5, -3, -1, 1, 2, 3, 5, 8, 12];
 
 impl StoreOptions {
+    /// Whether writers store chunks raw for [`crate::Store::compress_deferred`].
+    pub fn defers_compression(&self) -> bool {
+        self.compression && self.defer_compression
+    }
+
     /// The zstd level `compression_level` selects.
     pub fn zstd_level(&self) -> i32 {
         let i = self.compression_level.clamp(1, 9) as usize - 1;

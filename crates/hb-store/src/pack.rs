@@ -38,6 +38,10 @@ pub(crate) const RECORD_MAGIC: &[u8; 4] = b"HBCK";
 pub(crate) const RECORD_HEADER_LEN: usize = 16;
 /// Record flag: the payload is a zstd frame (otherwise raw bytes).
 pub(crate) const FLAG_ZSTD: u8 = 1;
+/// Record flag: raw payload written by a writer that deferred compression
+/// ([`crate::StoreOptions::defer_compression`]); [`crate::Store::compress_deferred`]
+/// rewrites it. Never set together with [`FLAG_ZSTD`].
+pub(crate) const FLAG_DEFERRED: u8 = 2;
 /// A pack is closed and a new one started once it reaches this size. 256 MiB
 /// keeps the file count low while bounding how much gc copies per compaction.
 pub const PACK_ROLL_SIZE: u64 = 256 * 1024 * 1024;
@@ -148,7 +152,7 @@ impl RecordHeader {
             return Err("bad record magic".into());
         }
         let flags = bytes[4];
-        if flags & !FLAG_ZSTD != 0 {
+        if flags & !(FLAG_ZSTD | FLAG_DEFERRED) != 0 || flags == FLAG_ZSTD | FLAG_DEFERRED {
             return Err(format!("unknown record flags {flags:#x}"));
         }
         let u32_at = |i: usize| {
@@ -188,10 +192,20 @@ pub(crate) fn encode_record(
         }
         None => None,
     };
-    let (flags, payload) = match &compressed {
-        Some(z) => (FLAG_ZSTD, z.as_slice()),
-        None => (0, raw),
-    };
+    Ok(match &compressed {
+        Some(z) => build_record(id, FLAG_ZSTD, z, raw.len()),
+        None => build_record(id, 0, raw, raw.len()),
+    })
+}
+
+/// Builds a raw record marked [`FLAG_DEFERRED`]: compression comes later, off
+/// the writer's path.
+pub(crate) fn encode_deferred_record(id: &ChunkId, raw: &[u8]) -> Vec<u8> {
+    build_record(id, FLAG_DEFERRED, raw, raw.len())
+}
+
+/// Header, base id and payload of one record.
+fn build_record(id: &ChunkId, flags: u8, payload: &[u8], raw_len: usize) -> Vec<u8> {
     let base = id.base();
     let mut rec = Vec::with_capacity(RECORD_HEADER_LEN + base.len() + payload.len());
     rec.extend_from_slice(RECORD_MAGIC);
@@ -199,10 +213,10 @@ pub(crate) fn encode_record(
     rec.push(base.len() as u8);
     rec.extend_from_slice(&[0, 0]);
     rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    rec.extend_from_slice(&(raw.len() as u32).to_le_bytes());
+    rec.extend_from_slice(&(raw_len as u32).to_le_bytes());
     rec.extend_from_slice(base);
     rec.extend_from_slice(payload);
-    Ok(rec)
+    rec
 }
 
 /// Checks that `record` is the record `loc` names for `id`, and writes the

@@ -71,6 +71,8 @@ pub(crate) struct StoreInner {
     /// it exclusively while deleting pack files, so a location looked up is
     /// always backed by an open file.
     pub pack_files: RwLock<()>,
+    /// Held by [`Store::compress_deferred`]: one background compression at a time.
+    pub deferred_compression: Mutex<()>,
     /// Activity counters behind [`Store::counters`]; the workers hold a clone.
     pub counters: Arc<StoreCounters>,
     // Declared last: dropped after everything above (its Drop joins threads).
@@ -140,6 +142,7 @@ impl Store {
                 appender: Mutex::new(appender),
                 readers,
                 gate: Arc::new(MaintenanceGate::default()),
+                deferred_compression: Mutex::new(()),
                 pack_files: RwLock::new(()),
                 counters,
                 workers,

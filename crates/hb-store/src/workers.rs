@@ -53,6 +53,8 @@ pub(crate) struct HashedChunk {
 struct WorkerConfig {
     hash: HashAlgorithm,
     compression_level: Option<i32>,
+    /// Store records raw and marked for later compression.
+    deferred: bool,
     /// Set when dedup is on: lets a worker skip compressing known chunks.
     db: Option<Arc<Database>>,
     hasher: Arc<dyn ChunkHasher>,
@@ -82,7 +84,9 @@ impl ChunkWorkers {
         let rx = Arc::new(Mutex::new(rx));
         let config = Arc::new(WorkerConfig {
             hash: opts.hash,
-            compression_level: opts.compression.then_some(opts.zstd_level()),
+            compression_level: (opts.compression && !opts.defers_compression())
+                .then_some(opts.zstd_level()),
+            deferred: opts.defers_compression(),
             db: opts.dedup.then_some(db),
             hasher,
             counters,
@@ -160,6 +164,7 @@ fn process(
         });
     }
     let record = match config.compression_level {
+        _ if config.deferred => crate::pack::encode_deferred_record(&id, &data),
         Some(level) => {
             if compressor.is_none() {
                 *compressor = Some(

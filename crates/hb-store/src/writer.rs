@@ -375,6 +375,9 @@ impl Pipeline {
     /// that did not pan out).
     fn encode(&mut self, id: &ChunkId, raw: &[u8]) -> Result<Vec<u8>, StoreError> {
         let opts = &self.inner.opts;
+        if opts.defers_compression() {
+            return Ok(crate::pack::encode_deferred_record(id, raw));
+        }
         if !opts.compression {
             return self.inner.counters.encode_record(id, raw, None);
         }

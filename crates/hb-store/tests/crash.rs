@@ -1,7 +1,9 @@
 //! Crash test: a child process writes, deletes and garbage-collects blobs
 //! until it is killed with SIGKILL at an arbitrary moment; the parent then
 //! reopens the store and requires every acknowledged blob to read back
-//! exactly and `check` to find nothing wrong.
+//! exactly and `check` to find nothing wrong. Odd rounds defer compression,
+//! with a background thread compressing meanwhile, so kills also land in the
+//! middle of a deferred compression's copy or switch-over.
 
 mod common;
 
@@ -16,10 +18,11 @@ use hb_store::StoreOptions;
 const DIR_ENV: &str = "HB_STORE_CRASH_DIR";
 const SEED_ENV: &str = "HB_STORE_CRASH_SEED";
 
-fn crash_options() -> StoreOptions {
+fn crash_options(defer_compression: bool) -> StoreOptions {
     StoreOptions {
         parallel_ops: 2,
         batch_size: 3,
+        defer_compression,
         ..StoreOptions::default()
     }
 }
@@ -32,7 +35,15 @@ fn crash_child() {
         return;
     };
     let seed: u64 = std::env::var(SEED_ENV).unwrap().parse().unwrap();
-    let store = open(std::path::Path::new(&dir), crash_options());
+    let defer = (seed / 1000) % 2 == 1;
+    let store = open(std::path::Path::new(&dir), crash_options(defer));
+    if defer {
+        let store = store.clone();
+        std::thread::spawn(move || loop {
+            store.compress_deferred().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(3));
+        });
+    }
     let shared = noise(400_000, 7);
     let mut acked: Vec<String> = Vec::new();
     for i in seed.. {
@@ -132,7 +143,7 @@ fn kill9_at_any_moment() {
             }
         }
 
-        let store = open(dir.path(), crash_options());
+        let store = open(dir.path(), crash_options(false));
         for digest in acked.iter().filter(|d| !deleting.contains(d)) {
             let data = store
                 .read_blob(digest)
@@ -143,4 +154,12 @@ fn kill9_at_any_moment() {
         assert!(report.is_clean(), "round {round}: {:?}", report.problems);
     }
     assert!(acked.len() >= 20);
+    // Whatever the kills left raw is compressed by the next pass.
+    let store = open(dir.path(), crash_options(true));
+    store.compress_deferred().unwrap();
+    assert_eq!(store.stats().unwrap().deferred_bytes, 0);
+    for digest in acked.iter().filter(|d| !deleting.contains(d)) {
+        assert_eq!(&sha(&store.read_blob(digest).unwrap()), digest);
+    }
+    assert!(store.check(false).unwrap().is_clean());
 }

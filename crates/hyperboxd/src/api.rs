@@ -333,6 +333,7 @@ async fn route(
         (&Method::GET, "/hyperbox/metrics") => engine_metrics(d, q).await,
         (&Method::POST, "/hyperbox/system/prune") => prune(d, false).await,
         (&Method::POST, "/hyperbox/system/check") => check(d, q.flag("repair")).await,
+        (&Method::POST, "/hyperbox/system/compress") => compress(d).await,
         (&Method::POST, "/hyperbox/logout") => logout(d, q).await,
         (&Method::GET, "/hyperbox/predict") => predict(d, q).await,
         (&Method::GET, "/hyperbox/predict/history") => predict_history(d).await,
@@ -824,6 +825,23 @@ async fn prune(d: Shared, docker_shape: bool) -> ApiResult {
         } else {
             json!({"blobs_deleted": blobs, "gc": report, "space_reclaimed": reclaimed})
         })
+    })
+    .await?;
+    Ok(axum::Json(v).into_response())
+}
+
+/// `POST /hyperbox/system/compress`: compresses now what pulls stored raw (the background
+/// thread does this on its own; this waits for it and finishes its work), so disk figures
+/// taken afterwards are final.
+async fn compress(d: Shared) -> ApiResult {
+    let v = blocking(move || {
+        let store = d.catalog.store();
+        let mut report = store.compress_deferred()?;
+        // A gc (prune) claimed the store meanwhile: it is done once we get here again.
+        while report.yielded_to_gc {
+            report = store.compress_deferred()?;
+        }
+        Ok(json!(report))
     })
     .await?;
     Ok(axum::Json(v).into_response())

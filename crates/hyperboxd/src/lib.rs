@@ -5,6 +5,7 @@
 pub mod api;
 mod container_api;
 pub mod containers;
+pub mod deferred_compression;
 pub mod events;
 pub mod idle_trim;
 pub mod metrics;
@@ -51,6 +52,8 @@ pub fn store_options(config: &Config) -> StoreOptions {
         },
         dedup: config.deduplication.enabled,
         compression: config.cache.compression,
+        // zstd runs after the pull, on deferred_compression's thread: off the critical path.
+        defer_compression: true,
         compression_level: config.cache.compression_level,
         use_mmap: config.cache.use_mmap,
         batch_writes: config.cache.batch_writes,
@@ -213,6 +216,8 @@ pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> a
     let daemon = Arc::new(daemon);
     let readiness = Arc::new(metrics::Readiness::new());
     let metrics_server = serve_metrics(&daemon, readiness.clone()).await?;
+    deferred_compression::spawn(daemon.catalog.store().clone())
+        .context("starting the background compression thread")?;
     let trimmer = idle_trim::spawn(
         daemon.catalog.store().clone(),
         daemon.prewarmer.activity().clone(),
