@@ -37,6 +37,7 @@ mod pack;
 mod reader;
 mod recipe;
 mod store;
+mod syncer;
 mod workers;
 mod writer;
 

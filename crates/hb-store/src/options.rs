@@ -84,7 +84,8 @@ pub struct StoreOptions {
     pub batch_writes: bool,
     /// Chunks per batch, 1..=1000.
     pub batch_size: usize,
-    /// Longest a written chunk waits for its batch commit; checked whenever the
+    /// Longest a written chunk waits for its batch to close (its packs' sync
+    /// starts then; it is indexed at the next boundary); checked whenever the
     /// writer makes progress (the final batch is always committed by `finish`).
     pub batch_timeout: Duration,
     /// Hashing + compressing worker threads, 1..=64.

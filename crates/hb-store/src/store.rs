@@ -24,6 +24,7 @@ use crate::pack::{
     PackReaders, RecordBytes, PACK_ROLL_SIZE,
 };
 use crate::reader::BlobReader;
+use crate::syncer::PackSyncer;
 use crate::workers::ChunkWorkers;
 use crate::writer::BlobWriter;
 
@@ -75,6 +76,8 @@ pub(crate) struct StoreInner {
     pub deferred_compression: Mutex<()>,
     /// Activity counters behind [`Store::counters`]; the workers hold a clone.
     pub counters: Arc<StoreCounters>,
+    /// fdatasyncs writers' batches off their threads.
+    pub syncer: PackSyncer,
     // Declared last: dropped after everything above (its Drop joins threads).
     pub workers: ChunkWorkers,
 }
@@ -132,6 +135,7 @@ impl Store {
             Arc::clone(&counters),
         )?;
         let readers = PackReaders::new(&packs_dir, opts.use_mmap);
+        let syncer = PackSyncer::start(Arc::clone(&counters))?;
         Ok(Store {
             inner: Arc::new(StoreInner {
                 dir: dir.to_path_buf(),
@@ -145,6 +149,7 @@ impl Store {
                 deferred_compression: Mutex::new(()),
                 pack_files: RwLock::new(()),
                 counters,
+                syncer,
                 workers,
             }),
         })

@@ -2,11 +2,14 @@
 //!
 //! The caller's thread hashes the whole stream (sha256, the blob's identity),
 //! cuts content into chunks and hands them to the store's worker pool, which
-//! computes chunk ids and compresses. Back on the caller's thread each chunk is
-//! deduplicated (own chunks first, then the committed index; with a
-//! non-cryptographic id the bytes are compared) or appended to the active
-//! pack. Appended chunks are committed in batches: pack fsync, then one redb
-//! transaction. `finish` commits the last batch and the recipe together.
+//! computes chunk ids and compresses (unless compression is deferred). Back on
+//! the caller's thread each chunk is deduplicated (own chunks first, then the
+//! committed index; with a non-cryptographic id the bytes are compared) or
+//! appended to the active pack. Appended chunks are committed in batches: at a
+//! batch boundary the store's sync thread fsyncs the batch's packs while the
+//! writer goes on, and the batch is indexed in one redb transaction at the next
+//! boundary, after its sync succeeded. `finish` syncs and commits what is left
+//! and the recipe together.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -25,6 +28,7 @@ use crate::locking::WriterPass;
 use crate::pack::{pack_label, Location};
 use crate::recipe::Segment;
 use crate::store::{BlobInfo, Store, StoreInner};
+use crate::syncer::PendingSync;
 use crate::workers::{ChunkJob, ChunkOutcome, HashedChunk};
 
 /// Streaming writer for one blob; see the module docs for the data path.
@@ -68,6 +72,13 @@ enum Slot {
     },
 }
 
+/// A closed batch whose packs the sync thread is flushing.
+struct SyncingBatch {
+    batch: Vec<usize>,
+    ends: BTreeMap<u32, u64>,
+    pending: PendingSync,
+}
+
 /// A chunk record this writer appended to a pack.
 struct OwnChunk {
     /// Id chosen when appending (collision counter included).
@@ -91,6 +102,9 @@ struct Pipeline {
     own_by_id: HashMap<ChunkId, usize>,
     /// `own` indices appended but not yet committed.
     batch: Vec<usize>,
+    /// The previous batch, its packs being synced; indexed at the next
+    /// boundary or by `finish`.
+    syncing: Option<SyncingBatch>,
     batch_started: Option<Instant>,
     new_chunks: u64,
     new_stored_bytes: u64,
@@ -118,6 +132,7 @@ impl BlobWriter {
                 own: Vec::new(),
                 own_by_id: HashMap::new(),
                 batch: Vec::new(),
+                syncing: None,
                 batch_started: None,
                 new_chunks: 0,
                 new_stored_bytes: 0,
@@ -185,7 +200,7 @@ impl BlobWriter {
                 });
             }
         }
-        self.pipeline.commit(Some((&digest, self.written)))
+        self.pipeline.commit((&digest, self.written))
     }
 
     /// Bytes written so far (inline and content).
@@ -436,7 +451,7 @@ impl Pipeline {
         Ok(self.scratch.0 == self.scratch.1)
     }
 
-    /// Commits the batch when batching is off, full, or old enough.
+    /// Closes the batch when batching is off, full, or old enough.
     fn maybe_commit(&mut self) -> Result<(), StoreError> {
         let Some(started) = self.batch_started else {
             return Ok(());
@@ -446,24 +461,58 @@ impl Pipeline {
             || self.batch.len() >= opts.batch_size
             || started.elapsed() >= opts.batch_timeout
         {
-            self.commit(None)?;
+            self.commit_batch()?;
         }
         Ok(())
     }
 
-    /// fsyncs the packs holding the batch, then in one transaction indexes the
-    /// batch, advances the packs' committed lengths and (with `blob`) inserts
-    /// the recipe. Returns the blob's info when `blob` is given.
-    fn commit(&mut self, blob: Option<(&str, u64)>) -> Result<BlobInfo, StoreError> {
+    /// Mid-blob batch boundary: indexes the previous batch (its sync has had a
+    /// whole batch's time to finish) and starts syncing this one on the store's
+    /// sync thread, so the writer goes on chunking meanwhile.
+    fn commit_batch(&mut self) -> Result<(), StoreError> {
+        if let Some(prev) = self.syncing.take() {
+            prev.pending.wait()?;
+            self.index(prev.batch, prev.ends, None)?;
+        }
         let batch = std::mem::take(&mut self.batch);
         self.batch_started = None;
+        let ends = self.batch_ends(&batch);
+        let mut files = Vec::with_capacity(ends.len());
+        for &pack in ends.keys() {
+            files.push((pack, self.inner.appender().sync_handle(pack)?));
+        }
+        let pending = self.inner.syncer.submit(files)?;
+        self.syncing = Some(SyncingBatch {
+            batch,
+            ends,
+            pending,
+        });
+        Ok(())
+    }
+
+    /// Pack → end offset of the records of `batch`.
+    fn batch_ends(&self, batch: &[usize]) -> BTreeMap<u32, u64> {
         let mut ends: BTreeMap<u32, u64> = BTreeMap::new();
-        for &i in &batch {
+        for &i in batch {
             let own = &self.own[i];
             let end = own.loc.end(own.tentative.algorithm());
             let e = ends.entry(own.loc.pack).or_insert(end);
             *e = (*e).max(end);
         }
+        ends
+    }
+
+    /// The blob's final commit: the batch still syncing and the last one,
+    /// with the recipe, in one durable transaction once their packs are synced.
+    fn commit(&mut self, blob: (&str, u64)) -> Result<BlobInfo, StoreError> {
+        let mut batch = Vec::new();
+        if let Some(prev) = self.syncing.take() {
+            prev.pending.wait()?;
+            batch = prev.batch;
+        }
+        batch.append(&mut self.batch);
+        self.batch_started = None;
+        let ends = self.batch_ends(&batch);
         // Durability order: pack bytes reach the disk before any committed
         // index entry can point at them.
         for &pack in ends.keys() {
@@ -474,6 +523,18 @@ impl Pipeline {
                 .time(|| file.sync_data())
                 .map_err(|e| StoreError::io(format!("syncing {}", pack_label(pack)), e))?;
         }
+        self.index(batch, ends, Some(blob))
+    }
+
+    /// In one transaction indexes `batch` (whose packs are synced up to
+    /// `ends`), advances the packs' committed lengths and (with `blob`)
+    /// inserts the recipe. Returns the blob's info when `blob` is given.
+    fn index(
+        &mut self,
+        batch: Vec<usize>,
+        ends: BTreeMap<u32, u64>,
+        blob: Option<(&str, u64)>,
+    ) -> Result<BlobInfo, StoreError> {
         let what = match blob {
             Some((digest, _)) => format!("committing blob {digest}"),
             None => format!("committing a batch of {} chunks", batch.len()),
@@ -483,7 +544,7 @@ impl Pipeline {
         if blob.is_none() {
             // A batch in the middle of a blob is not acknowledged to anyone, so its redb commit
             // need not reach the disk now (skipping redb's two fsyncs); the blob's final,
-            // durable commit persists it. Its pack bytes were synced above, so whatever the
+            // durable commit persists it. Its pack bytes were synced first, so whatever the
             // index holds after a crash points at bytes on disk; a lost batch only rolls the
             // packs' committed lengths back, and recovery truncates the unreferenced tail.
             txn.set_durability(redb::Durability::None)
