@@ -104,9 +104,11 @@ for case in "tiny(cold)|tiny|cold|5" "deb(cold)|deb|cold|$RUNS" "deb-curl(cold)|
 done
 
 pack_bytes() { $HB system df --format json | python3 -c 'import json,sys; print(json.load(sys.stdin)["store"]["pack_bytes"])'; }
-# Store growth for deb-curl-squash with deb present.
-# Sizes once background compression is done (`hb system compress` waits for it).
-sh -c "$hb_havedeb"
+# Store growth for deb-curl-squash with deb present, from an emptied store (so no garbage of
+# the runs above sits in a pack a rewrite would compact), sizes taken once background
+# compression is done (`hb system compress` waits for it).
+sh -c "$hb_rmall"
+$HB pull -q "$REG/hb/deb:latest" >/dev/null
 $HB system compress >/dev/null
 before=$(pack_bytes)
 $HB pull -q "$REG/hb/deb-curl-squash:latest" >/dev/null
