@@ -10,7 +10,7 @@
 //! crash before it leaves them past a committed length or as dead bytes, a
 //! crash after it leaves old files the index no longer lists (removed at open).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use redb::ReadableTable;
 
@@ -166,27 +166,34 @@ impl Store {
 }
 
 /// Every indexed chunk of each pack that holds at least one deferred chunk.
+/// Two scans of one snapshot, so memory follows the pending packs, not the
+/// whole index (a pack holds at most a few ten thousand chunks).
 fn pending_packs(store: &Store) -> Result<BTreeMap<u32, Vec<(ChunkId, Location)>>, StoreError> {
     let txn = store.inner.begin_read()?;
     let chunks = txn
         .open_table(CHUNKS)
         .index_ctx(|| "opening chunks".into())?;
-    let mut all: HashMap<u32, Vec<(ChunkId, Location)>> = HashMap::new();
-    let mut pending = BTreeSet::new();
+    let mut out: BTreeMap<u32, Vec<(ChunkId, Location)>> = BTreeMap::new();
+    for entry in chunks.iter().index_ctx(|| "scanning chunks".into())? {
+        let (k, v) = entry.index_ctx(|| "scanning chunks".into())?;
+        let (_, loc) = decode_entry(k.value(), v.value())?;
+        if loc.flags & FLAG_DEFERRED != 0 {
+            out.entry(loc.pack).or_default();
+        }
+    }
+    if out.is_empty() {
+        return Ok(out);
+    }
     for entry in chunks.iter().index_ctx(|| "scanning chunks".into())? {
         let (k, v) = entry.index_ctx(|| "scanning chunks".into())?;
         let (id, loc) = decode_entry(k.value(), v.value())?;
-        if loc.flags & FLAG_DEFERRED != 0 {
-            pending.insert(loc.pack);
+        if let Some(list) = out.get_mut(&loc.pack) {
+            list.push((id, loc));
         }
-        all.entry(loc.pack).or_default().push((id, loc));
     }
-    let mut out = BTreeMap::new();
-    for pack in pending {
-        let mut list = all.remove(&pack).unwrap_or_default();
+    for list in out.values_mut() {
         // Pack order reads the old pack front to back.
         list.sort_by_key(|(_, loc)| loc.offset);
-        out.insert(pack, list);
     }
     Ok(out)
 }
