@@ -64,17 +64,22 @@ fn predictions(d: &Daemon) -> Value {
     serde_json::from_str(&d.hb_ok(&["predict", "--format", "json"])).expect("predict json")
 }
 
-/// Waits until no prewarm is in progress.
+/// Waits until no start waits to be learned, no prewarm runs and no eviction is in progress
+/// (a `--rm` container's layers count from before `run` returns until they are released), so
+/// a layer evicted by hand now is not still pinned by the last run.
 fn wait_idle(d: &Daemon) {
     let began = Instant::now();
     loop {
         let v = predictions(d);
-        if v["warming"].as_array().is_some_and(Vec::is_empty) {
+        if v["warming"].as_array().is_some_and(Vec::is_empty)
+            && v["learning"] == 0
+            && v["evicting"] == 0
+        {
             return;
         }
         assert!(
             began.elapsed() < Duration::from_secs(30),
-            "prewarms never ended: {v:#}"
+            "prewarms or evictions never ended: {v:#}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -184,7 +189,8 @@ fn a_then_b_makes_b_warm_before_it_is_asked_for() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // By hand: drop B, warm it again.
+    // By hand: drop B, warm it again (once B's run let go of its layers).
+    wait_idle(&d);
     d.hb_ok(&["prewarm", "--evict", &b]);
     assert!(!layer_dir(&d, &b_layer).exists());
     let out = d.hb_ok(&["prewarm", &b]);
