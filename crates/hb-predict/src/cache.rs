@@ -98,7 +98,7 @@ struct Entry {
     last_used: f64,
     /// Order of last use (ties of `last_used` broken by it).
     seq: u64,
-    /// A prediction holds it warm until then.
+    /// A prediction holds it warm until then, or until the image starts.
     protected_until: f64,
     /// Prewarmed and not yet used: the deadline its use must come by.
     prewarm_deadline: Option<f64>,
@@ -257,6 +257,11 @@ impl HotCache {
             }
             entry.last_used = now;
             entry.seq = self.seq;
+            // The prediction came true: from now on the image is worth its use like any other
+            // (the next tick protects it again if it is predicted again). Held protected, a
+            // used prewarm kept busier images out and, counted in the prewarm share, refused
+            // the next prewarms.
+            entry.protected_until = entry.protected_until.min(now);
             return (StartOutcome::Hit, Vec::new());
         }
         if self.missing_mb(footprint) == 0.0 && !footprint.layers.is_empty() {

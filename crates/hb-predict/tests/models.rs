@@ -592,3 +592,23 @@ fn admission_keeps_a_miss_only_over_images_worth_less() {
     assert_eq!(outcome, StartOutcome::Miss);
     assert_eq!(c.stats().not_kept, 3);
 }
+
+#[test]
+fn a_prediction_stops_protecting_its_image_once_it_starts() {
+    // "rare" is predicted and prewarmed, then started: the prediction came true. From then on
+    // it is worth its use like any other image, not held over a busier one.
+    let worth = |i: &str| match i {
+        "busy" => KeepValue::PerMib(0.5),
+        _ => KeepValue::PerMib(0.1),
+    };
+    let mut c = HotCache::new(300.0);
+    c.start("busy", 100.0, 0.0, &worth);
+    c.prewarm("rare", 100.0, (1.0, 1000.0), 1.0, &worth);
+    assert_eq!(c.start("rare", 100.0, 2.0, &worth).0, StartOutcome::Hit);
+    c.start("other", 100.0, 3.0, &worth);
+    // A user's start needs 100 MiB: the least worth per MiB goes, "other" or "rare", LRU
+    // among equals: "rare", used first.
+    let (_, evicted) = c.start("next", 100.0, 4.0, &worth);
+    assert_eq!(evicted, vec!["rare".to_string()]);
+    assert!(c.contains("busy"));
+}
