@@ -64,17 +64,22 @@ fn predictions(d: &Daemon) -> Value {
     serde_json::from_str(&d.hb_ok(&["predict", "--format", "json"])).expect("predict json")
 }
 
-/// Waits until no prewarm is in progress.
+/// Waits until no start waits to be learned, no prewarm runs and no eviction is in progress
+/// (a `--rm` container's layers count from before `run` returns until they are released), so
+/// a layer evicted by hand now is not still pinned by the last run.
 fn wait_idle(d: &Daemon) {
     let began = Instant::now();
     loop {
         let v = predictions(d);
-        if v["warming"].as_array().is_some_and(Vec::is_empty) {
+        if v["warming"].as_array().is_some_and(Vec::is_empty)
+            && v["learning"] == 0
+            && v["evicting"] == 0
+        {
             return;
         }
         assert!(
             began.elapsed() < Duration::from_secs(30),
-            "prewarms never ended: {v:#}"
+            "prewarms or evictions never ended: {v:#}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -184,7 +189,8 @@ fn a_then_b_makes_b_warm_before_it_is_asked_for() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    // By hand: drop B, warm it again.
+    // By hand: drop B, warm it again (once B's run let go of its layers).
+    wait_idle(&d);
     d.hb_ok(&["prewarm", "--evict", &b]);
     assert!(!layer_dir(&d, &b_layer).exists());
     let out = d.hb_ok(&["prewarm", &b]);
@@ -202,9 +208,11 @@ fn a_then_b_makes_b_warm_before_it_is_asked_for() {
 }
 
 /// Pushes an image of busybox plus one layer of its own holding `own_mb` MiB (zeros: cheap to
-/// push and store, full size in the hot tier); returns its reference.
-fn push_big_image(registry: &Registry, repo: &str, own_mb: usize) -> String {
+/// push and store, full size in the hot tier); returns its reference and the diff_id of that
+/// own layer.
+fn push_big_image(registry: &Registry, repo: &str, own_mb: usize) -> (String, String) {
     let own = layer_tar(&[(&format!("data/{repo}.bin"), vec![0u8; own_mb << 20])]);
+    let diff_id = sha256(&own);
     push(
         &registry.addr,
         &format!("test/{repo}:latest"),
@@ -214,7 +222,7 @@ fn push_big_image(registry: &Registry, repo: &str, own_mb: usize) -> String {
             architecture: "amd64",
         },
     );
-    format!("{}/test/{repo}", registry.addr)
+    (format!("{}/test/{repo}", registry.addr), diff_id)
 }
 
 /// Waits until the predictor has learned `starts` starts and carried out what they caused
@@ -250,7 +258,7 @@ fn replaying_the_daemons_history_gives_the_hit_ratio_it_reported() {
     // counted once), three do not.
     let images: Vec<String> = ["hp", "hq", "hr"]
         .iter()
-        .map(|repo| push_big_image(&registry, repo, 50))
+        .map(|repo| push_big_image(&registry, repo, 50).0)
         .collect();
     let d = Daemon::start(&format!(
         "[daemon]\ninsecure_registries = [\"{}\"]\n\
@@ -368,4 +376,65 @@ fn replaying_the_daemons_history_gives_the_hit_ratio_it_reported() {
     let text = d.hb_ok(&["system", "df"]);
     assert!(text.contains("Hot tier"), "{text}");
     assert!(text.contains("TIER"), "{text}");
+}
+
+#[test]
+fn a_big_image_run_once_does_not_push_the_busy_small_ones_out() {
+    if !can_run() {
+        return;
+    }
+    let registry = Registry::start();
+    // Two images of busybox + 20 MiB used again and again, then one of busybox + 100 MiB run
+    // once: all three do not fit the 128 MiB hot tier.
+    let (small_a, a_layer) = push_big_image(&registry, "sa", 20);
+    let (small_b, b_layer) = push_big_image(&registry, "sb", 20);
+    let (big, big_layer) = push_big_image(&registry, "big", 100);
+    let d = Daemon::start(&format!(
+        "[daemon]\ninsecure_registries = [\"{}\"]\n\
+         [cache]\nsize_mb = 128\n\
+         [prewarming]\ntechnique = \"predictive\"\n",
+        registry.addr
+    ));
+    for image in [&small_a, &small_b, &big] {
+        d.hb_ok(&["pull", image]);
+    }
+    let mut starts = 0;
+    for _ in 0..4 {
+        for image in [&small_a, &small_b] {
+            run_in_project(&d, image);
+            starts += 1;
+            settle(&d, starts);
+        }
+    }
+    let before = metrics_text(&d.metrics_addr);
+
+    // The big image is unpacked to run (a cold start), but not kept: once its container is
+    // gone its own layer is too, and the small ones never left.
+    run_in_project(&d, &big);
+    starts += 1;
+    settle(&d, starts);
+    assert!(
+        !layer_dir(&d, &big_layer).exists(),
+        "the one-off stayed in the hot tier:\n{}",
+        d.log()
+    );
+    assert!(layer_dir(&d, &a_layer).is_dir() && layer_dir(&d, &b_layer).is_dir());
+    let v = predictions(&d);
+    assert_eq!(v["stats"]["not_kept"], 1, "{v:#}");
+
+    // So both small images start hot again.
+    for image in [&small_a, &small_b] {
+        run_in_project(&d, image);
+        starts += 1;
+        settle(&d, starts);
+    }
+    let after = metrics_text(&d.metrics_addr);
+    assert_eq!(sample(&after, HOT) - sample(&before, HOT), 2.0, "{after}");
+    assert_eq!(sample(&after, COLD) - sample(&before, COLD), 1.0, "{after}");
+    let v = predictions(&d);
+    assert_eq!(v["policy_disagreements"], 0, "{v:#}");
+    let df = d.df_json();
+    let used = df["hot"]["used_bytes"].as_u64().unwrap_or(u64::MAX);
+    let policy = df["hot"]["policy_used_bytes"].as_u64().unwrap_or(0);
+    assert!(used.abs_diff(policy) <= 1, "disk {used} policy {policy}");
 }

@@ -96,7 +96,7 @@ fn pct(x: Option<f64>) -> String {
 
 fn row(r: &ReplayReport) -> String {
     format!(
-        "| {} | {:.0} | {} | {} | {:.1}% | {} | {} | {} | {:.0} |",
+        "| {} | {:.0} | {} | {} | {:.1}% | {} | {} | {} | {:.0} | {} |",
         r.technique,
         r.cache_mb,
         r.starts,
@@ -105,11 +105,12 @@ fn row(r: &ReplayReport) -> String {
         r.prewarmed,
         pct(r.prediction_accuracy),
         pct(r.recall),
-        r.wasted_prewarm_mb
+        r.wasted_prewarm_mb,
+        r.not_kept
     )
 }
 
-const HEADER: &str = "| technique | cache MB | starts | cold starts | hit ratio | prewarmed | accuracy | recall | wasted MB |\n|---|---|---|---|---|---|---|---|---|";
+const HEADER: &str = "| technique | cache MB | starts | cold starts | hit ratio | prewarmed | accuracy | recall | wasted MB | not kept |\n|---|---|---|---|---|---|---|---|---|---|";
 
 fn run() -> Result<(), String> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -2,7 +2,10 @@
 //! prediction protects; prediction-aware with a model: images the statistical model calls done
 //! go first, then unprotected ones by the model's [`KeepValue`] (expected starts per MiB, so a
 //! big image used once goes before small ones used daily; LRU among equals), protected
-//! (predicted) ones only for a user's start.
+//! (predicted) ones only for a user's start. With a model there is also admission: a miss is
+//! kept only if the room it needs comes from images worth less per MiB than itself; otherwise
+//! it runs (its layers are unpacked for its container) but is not kept, so a big image used
+//! once does not push out the small busy ones.
 //! It also keeps the prewarm accounting behind `prediction_accuracy` and `wasted_prewarm_mb`.
 //!
 //! The budget is counted per layer, as the disk holds them: an image is a [`Footprint`] of
@@ -95,7 +98,7 @@ struct Entry {
     last_used: f64,
     /// Order of last use (ties of `last_used` broken by it).
     seq: u64,
-    /// A prediction holds it warm until then.
+    /// A prediction holds it warm until then, or until the image starts.
     protected_until: f64,
     /// Prewarmed and not yet used: the deadline its use must come by.
     prewarm_deadline: Option<f64>,
@@ -125,6 +128,9 @@ pub struct CacheStats {
     pub prewarmed_mb: f64,
     /// Evictions.
     pub evictions: u64,
+    /// Cold starts whose image ran without being kept warm (admission refused it, or it is
+    /// bigger than the whole budget).
+    pub not_kept: u64,
 }
 
 /// The hot tier's contents and policy.
@@ -218,6 +224,26 @@ impl HotCache {
         now: f64,
         value: &dyn Fn(&str) -> KeepValue,
     ) -> (StartOutcome, Vec<String>) {
+        self.start_admitting(image, footprint, now, None, value)
+    }
+
+    /// [`HotCache::start_footprint`] with admission: on a miss, `worth` (the image's own
+    /// expected starts per hour per MiB, `None` to always keep it) decides whether it is kept.
+    /// It is kept when it fits the free room or the room it needs comes from unprotected images
+    /// worth less per MiB ([`KeepValue::Done`] ones always); otherwise it runs without being
+    /// kept: nothing is evicted, it is not warm afterwards, and it counts in
+    /// [`CacheStats::not_kept`]. Its layers are on disk while its container runs whatever the
+    /// policy says (the daemon removes what the policy does not hold when the container goes),
+    /// so a big image used once costs one cold start, not the busy small images it would have
+    /// pushed out.
+    pub fn start_admitting(
+        &mut self,
+        image: &str,
+        footprint: &Footprint,
+        now: f64,
+        worth: Option<f64>,
+        value: &dyn Fn(&str) -> KeepValue,
+    ) -> (StartOutcome, Vec<String>) {
         self.stats.starts += 1;
         self.seq += 1;
         if let Some(entry) = self.entries.get_mut(image) {
@@ -231,6 +257,11 @@ impl HotCache {
             }
             entry.last_used = now;
             entry.seq = self.seq;
+            // The prediction came true: from now on the image is worth its use like any other
+            // (the next tick protects it again if it is predicted again). Held protected, a
+            // used prewarm kept busier images out and, counted in the prewarm share, refused
+            // the next prewarms.
+            entry.protected_until = entry.protected_until.min(now);
             return (StartOutcome::Hit, Vec::new());
         }
         if self.missing_mb(footprint) == 0.0 && !footprint.layers.is_empty() {
@@ -240,14 +271,20 @@ impl HotCache {
             return (StartOutcome::Hit, Vec::new());
         }
         if footprint.size_mb() > self.capacity_mb {
+            self.stats.not_kept += 1;
             return (StartOutcome::Miss, Vec::new());
         }
         self.insert(image, footprint, now, None);
-        let evicted = self
-            .make_room(image, now, Victims::Any, value)
-            .unwrap_or_default();
+        let victims = worth.map_or(Victims::Any, Victims::WorthLess);
+        let Some(evicted) = self.make_room(image, now, victims, value) else {
+            // Keeping it would push out images worth more: it runs, and is not kept.
+            self.detach(image);
+            self.stats.not_kept += 1;
+            return (StartOutcome::Miss, Vec::new());
+        };
         if self.used_mb > self.capacity_mb {
             self.detach(image);
+            self.stats.not_kept += 1;
         }
         (StartOutcome::Miss, evicted)
     }

@@ -317,8 +317,10 @@ impl Engine {
         (id, project)
     }
 
-    /// A user's start reaches the hot tier: HIT or MISS (a miss makes the image warm). Returns
-    /// the evictions it caused. Call [`Engine::observe`] with the same event next.
+    /// A user's start reaches the hot tier: HIT or MISS. A miss makes the image warm, except
+    /// that with a model it is kept only if keeping it pushes out nothing worth more per MiB
+    /// (admission, see [`HotCache::start_admitting`]); otherwise it runs and is not kept.
+    /// Returns the evictions it caused. Call [`Engine::observe`] with the same event next.
     pub fn on_start(&mut self, event: &StartEvent) -> (StartOutcome, Vec<Action>) {
         let mut actions = self.expire(event.ts);
         let Engine {
@@ -332,7 +334,18 @@ impl Engine {
         let now = event.ts;
         let value = |name: &str| keep_value(model.as_ref(), usage, ids, footprints, name, now);
         let footprint = Footprint::of_event(event);
-        let (outcome, evicted) = cache.start_footprint(&event.image, &footprint, now, &value);
+        // With a model, a miss is kept only if it is worth more per MiB than what it would
+        // push out: its use rate counting this start (a first use is one start's worth).
+        // Without one, LRU keeps every miss.
+        let worth = model.is_some().then(|| {
+            let count = ids
+                .get(&event.image)
+                .map_or(0.0, |&id| usage.count(id, now))
+                + 1.0;
+            usage.rate_per_hour_of(count) / footprint.size_mb().max(1.0)
+        });
+        let (outcome, evicted) =
+            cache.start_admitting(&event.image, &footprint, now, worth, &value);
         actions.extend(evicted.into_iter().map(|image| Action::Evict { image }));
         (outcome, actions)
     }

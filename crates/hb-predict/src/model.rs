@@ -129,7 +129,12 @@ impl FrequencyModel {
 
     /// The start rate the decayed count implies at `now`, per hour.
     pub fn rate_per_hour(&self, image: u32, now: f64) -> f64 {
-        self.count(image, now) * std::f64::consts::LN_2 / self.half_life_secs * 3600.0
+        self.rate_per_hour_of(self.count(image, now))
+    }
+
+    /// The start rate per hour a decayed count of `count` implies.
+    pub fn rate_per_hour_of(&self, count: f64) -> f64 {
+        count * std::f64::consts::LN_2 / self.half_life_secs * 3600.0
     }
 
     fn predict(&self, now: f64, interval: f64) -> Vec<Guess> {

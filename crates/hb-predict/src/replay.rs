@@ -45,6 +45,9 @@ pub struct ReplayReport {
     pub prewarmed_mb: f64,
     /// Hot-tier evictions.
     pub evictions: u64,
+    /// Cold starts whose image ran without being kept warm: admission found it worth less
+    /// than what keeping it would push out, or it is bigger than the budget.
+    pub not_kept: u64,
     /// Heap bytes of the model at the end.
     pub model_heap_bytes: usize,
 }
@@ -88,6 +91,7 @@ pub fn report(engine: &Engine) -> ReplayReport {
         wasted_prewarm_mb: s.wasted_prewarm_mb,
         prewarmed_mb: s.prewarmed_mb,
         evictions: s.evictions,
+        not_kept: s.not_kept,
         model_heap_bytes: engine.model_heap_bytes(),
     }
 }

@@ -560,3 +560,55 @@ fn mark_warm_counts_no_start_and_keeps_the_budget() {
         StartOutcome::Hit
     );
 }
+
+#[test]
+fn admission_keeps_a_miss_only_over_images_worth_less() {
+    let worth = |i: &str| match i {
+        "busy" => KeepValue::PerMib(0.5),
+        "done" => KeepValue::Done,
+        _ => KeepValue::PerMib(0.1),
+    };
+    let fp = |image: &str, mb: f64| Footprint::whole(image, mb);
+    let mut c = HotCache::new(300.0);
+    for (t, img) in ["busy", "done", "idle"].iter().enumerate() {
+        c.start_footprint(img, &fp(img, 100.0), t as f64, &worth);
+    }
+    // Worth 0.2: "done" and "idle" may go, "busy" may not; 200 MiB needs both.
+    let (outcome, evicted) = c.start_admitting("new", &fp("new", 200.0), 3.0, Some(0.2), &worth);
+    assert_eq!(outcome, StartOutcome::Miss);
+    assert_eq!(evicted, vec!["done".to_string(), "idle".to_string()]);
+    assert!(c.contains("new") && c.contains("busy"));
+    // Worth 0.05 with "new" (worth 0.1) in the way: runs, not kept, nothing evicted.
+    let (outcome, evicted) = c.start_admitting("rare", &fp("rare", 100.0), 4.0, Some(0.05), &worth);
+    assert_eq!((outcome, evicted), (StartOutcome::Miss, Vec::new()));
+    assert!(!c.contains("rare"));
+    assert_eq!(c.stats().not_kept, 1);
+    // Predicted (protected) images are never pushed out by a start admission weighs.
+    c.prewarm("busy", 100.0, (5.0, 1000.0), f64::INFINITY, &worth);
+    let (_, evicted) = c.start_admitting("big", &fp("big", 300.0), 6.0, Some(10.0), &worth);
+    assert!(evicted.is_empty() && c.contains("busy") && !c.contains("big"));
+    // The next start of the rare image is a miss again: it was not kept.
+    let (outcome, _) = c.start_admitting("rare", &fp("rare", 100.0), 7.0, Some(0.05), &worth);
+    assert_eq!(outcome, StartOutcome::Miss);
+    assert_eq!(c.stats().not_kept, 3);
+}
+
+#[test]
+fn a_prediction_stops_protecting_its_image_once_it_starts() {
+    // "rare" is predicted and prewarmed, then started: the prediction came true. From then on
+    // it is worth its use like any other image, not held over a busier one.
+    let worth = |i: &str| match i {
+        "busy" => KeepValue::PerMib(0.5),
+        _ => KeepValue::PerMib(0.1),
+    };
+    let mut c = HotCache::new(300.0);
+    c.start("busy", 100.0, 0.0, &worth);
+    c.prewarm("rare", 100.0, (1.0, 1000.0), 1.0, &worth);
+    assert_eq!(c.start("rare", 100.0, 2.0, &worth).0, StartOutcome::Hit);
+    c.start("other", 100.0, 3.0, &worth);
+    // A user's start needs 100 MiB: the least worth per MiB goes, "other" or "rare", LRU
+    // among equals: "rare", used first.
+    let (_, evicted) = c.start("next", 100.0, 4.0, &worth);
+    assert_eq!(evicted, vec!["rare".to_string()]);
+    assert!(c.contains("busy"));
+}

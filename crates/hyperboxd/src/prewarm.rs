@@ -13,6 +13,10 @@
 //!   policy holds, and a replay of the history reproduces the daemon's hits and misses.
 //! - A failed prewarm is taken back from the policy (`Engine::prewarm_failed`): it counts
 //!   neither as prewarmed nor as warm.
+//! - A container's removal ([`LayerRelease`]): once its pins are gone, the layers of its image
+//!   the policy does not hold go too (an image admission did not keep, one bigger than the
+//!   budget, one evicted while the container pinned it). Queued behind the start notices, so
+//!   the policy has learned the container's own start by then.
 //!
 //! A periodic tick (`[prediction] update_interval_secs`) refreshes the predictions. With
 //! `[prediction] enabled = false` the engine runs as plain LRU (no model, no persisted history),
@@ -40,7 +44,7 @@ use crate::metrics::Metrics;
 
 /// How often a waiting prewarm looks again whether users' requests are done.
 const YIELD_POLL: Duration = Duration::from_millis(20);
-/// Start notices queued for the engine; beyond this, notices are dropped (the start itself
+/// Notices queued for the engine; beyond this, start notices are dropped (the start itself
 /// never waits for the predictor).
 const NOTICE_QUEUE: usize = 4096;
 
@@ -267,7 +271,7 @@ pub struct Prewarmer {
     /// Engine names of images the user removed (`rmi`) and has not started since: predictions
     /// never pull those back.
     removed: Mutex<HashSet<String>>,
-    notices: mpsc::Sender<StartNotice>,
+    notices: mpsc::Sender<Notice>,
 }
 
 fn unix_now() -> f64 {
@@ -359,14 +363,21 @@ impl Prewarmer {
     /// A successful container start: queued for the engine (never blocks the start).
     pub fn record_start(&self, notice: StartNotice) {
         self.learning.fetch_add(1, Ordering::SeqCst);
-        if let Err(e) = self.notices.try_send(notice) {
+        if let Err(e) = self.notices.try_send(Notice::Start(notice)) {
             self.learning.fetch_sub(1, Ordering::SeqCst);
             tracing::debug!("predictor busy, a start is not learned: {e}");
         }
     }
 
-    async fn notice_loop(self: Arc<Self>, mut rx: mpsc::Receiver<StartNotice>) {
+    async fn notice_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Notice>) {
         while let Some(notice) = rx.recv().await {
+            let notice = match notice {
+                Notice::Start(notice) => notice,
+                Notice::Released(release) => {
+                    release.drop_unheld();
+                    continue;
+                }
+            };
             let me = self.clone();
             match tokio::task::spawn_blocking(move || me.learn_start(notice)).await {
                 Ok(actions) => self.dispatch(actions),
@@ -504,23 +515,45 @@ impl Prewarmer {
                     });
                 }
                 Action::Evict { image } => {
-                    let me = self.clone();
                     let pending = EvictionInFlight::new(&self.evicting);
-                    tokio::spawn(async move {
-                        let _pending = pending;
-                        // A user's create may be about to use these layers: let it pin them.
-                        me.activity.wait_idle().await;
-                        let (me2, name) = (me.clone(), image.clone());
-                        match tokio::task::spawn_blocking(move || me2.drop_layers(&name)).await {
-                            Ok(Ok(n)) => {
-                                tracing::info!(image = %image, layers = n, "evicted from the hot tier")
-                            }
-                            Ok(Err(e)) => tracing::warn!(image = %image, "evicting: {e:#}"),
-                            Err(e) => tracing::warn!(image = %image, "evicting: {e}"),
-                        }
-                    });
+                    self.spawn_drop(image, pending, "evicted from the hot tier");
                 }
             }
+        }
+    }
+
+    /// Removes, in a task, the layers of `image` the policy does not hold
+    /// ([`Prewarmer::drop_layers`]) once no user request is in flight; `pending` counts it in
+    /// `evicting` until done.
+    fn spawn_drop(self: &Arc<Self>, image: String, pending: EvictionInFlight, done: &'static str) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let _pending = pending;
+            // A user's create may be about to use these layers: let it pin them.
+            me.activity.wait_idle().await;
+            let (me2, name) = (me.clone(), image.clone());
+            match tokio::task::spawn_blocking(move || me2.drop_layers(&name)).await {
+                Ok(Ok(0)) => tracing::debug!(image = %image, "no layer to remove"),
+                Ok(Ok(n)) => tracing::info!(image = %image, layers = n, "{done}"),
+                Ok(Err(e)) => tracing::warn!(image = %image, "removing layers: {e:#}"),
+                Err(e) => tracing::warn!(image = %image, "removing layers: {e}"),
+            }
+        });
+    }
+
+    /// A container made from the image `image_id` is being removed. Its layers were unpacked
+    /// for it whatever the policy decided, and pinned while it existed, so an eviction could
+    /// not remove them: an image admission did not keep (worth less than what keeping it would
+    /// push out), one bigger than the whole budget, one the policy let go while the container
+    /// ran. Once the container's pins are gone ([`LayerRelease::pins_released`]), the layers
+    /// the policy does not hold leave the hot tier, so the disk holds what the policy holds.
+    /// Counted in `evicting` from this call on: call it before the removal is answered, so a
+    /// client that saw the removal and then no eviction in progress sees those layers gone.
+    pub fn layers_leaving(self: &Arc<Self>, image_id: &str) -> LayerRelease {
+        LayerRelease {
+            prewarmer: self.clone(),
+            image_id: image_id.to_string(),
+            pending: EvictionInFlight::new(&self.evicting),
         }
     }
 
@@ -730,6 +763,54 @@ impl Prewarmer {
     fn is_warm(&self, image: &str) -> bool {
         matches!(self.catalog.lookup(image), Ok(Some(r)) if r.layers.iter().all(|l| self.layers.is_unpacked(&l.diff_id)))
     }
+}
+
+/// The layers of a container being removed, from [`Prewarmer::layers_leaving`]; counted as an
+/// eviction in progress until its removal is done or it is dropped (the removal failed: its
+/// layers stay pinned, nothing to remove).
+pub struct LayerRelease {
+    prewarmer: Arc<Prewarmer>,
+    image_id: String,
+    pending: EvictionInFlight,
+}
+
+impl LayerRelease {
+    /// The container's pins are released: the layers of its image that the policy does not
+    /// hold and no other container pins are removed (in a task, after the users' requests in
+    /// flight, as any eviction). Queued behind the start notices: the policy must have learned
+    /// the container's own start first, or it would not yet hold an image it is about to keep.
+    pub fn pins_released(self) {
+        let notices = self.prewarmer.notices.clone();
+        if let Err(e) = notices.try_send(Notice::Released(self)) {
+            // The queue is full of starts (or closed at shutdown): the release cannot wait
+            // behind them; an image whose start is not learned yet may lose layers the policy
+            // will keep, which its next start unpacks again.
+            if let Notice::Released(release) = e.into_inner() {
+                release.drop_unheld();
+            }
+        }
+    }
+
+    fn drop_unheld(self) {
+        let LayerRelease {
+            prewarmer,
+            image_id,
+            pending,
+        } = self;
+        prewarmer.spawn_drop(
+            image_id,
+            pending,
+            "removed with its container (not kept warm)",
+        );
+    }
+}
+
+/// What the notice loop handles, in the order it happened.
+enum Notice {
+    /// A successful start, to learn.
+    Start(StartNotice),
+    /// A container's pins are released: its image's unkept layers go.
+    Released(LayerRelease),
 }
 
 /// Counts one eviction in [`Prewarmer`]'s `evicting` until dropped.

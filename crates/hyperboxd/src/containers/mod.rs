@@ -969,7 +969,11 @@ impl Containers {
             let _ = tokio::time::timeout(Duration::from_secs(10), self.wait(&r.id, "not-running"))
                 .await;
         }
+        let release = self.layer_release(&r);
         self.tear_down(&r).await?;
+        if let Some(release) = release {
+            release.pins_released();
+        }
         self.forget(&r);
         Ok(())
     }
@@ -986,8 +990,21 @@ impl Containers {
             // Started again meanwhile (`docker start` of a --rm container): not ours to remove.
             return Ok(());
         }
+        // Before the container leaves the API: whoever sees it gone and no eviction in
+        // progress sees its unkept layers gone too.
+        let release = self.layer_release(&r);
         self.forget(&r);
-        self.tear_down(&r).await
+        self.tear_down(&r).await?;
+        if let Some(release) = release {
+            release.pins_released();
+        }
+        Ok(())
+    }
+
+    /// What removes a removed container's layers the hot tier does not keep, once its pins
+    /// are released (`None` before the predictor is connected).
+    fn layer_release(&self, r: &ContainerRecord) -> Option<crate::prewarm::LayerRelease> {
+        self.prewarmer.get().map(|p| p.layers_leaving(&r.image_id))
     }
 
     /// Releases what a stopped container holds: the monitor's entry, its directories (the
