@@ -1,6 +1,7 @@
 //! The CLI's connection to hyperboxd: HTTP/1.1 over the unix socket (`unix://PATH`) or TCP
-//! (`tcp://HOST:PORT`), one request per connection, with errors that say how to start the
-//! daemon when nobody answers.
+//! (`tcp://HOST:PORT`, with TLS and a bearer token when asked: see `tls.rs`), one request per
+//! connection, with errors that say how to start the daemon when nobody answers and what to
+//! change when TLS or the token is refused.
 
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
@@ -8,6 +9,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+
+use crate::tls::{ApiToken, ClientTls, SecurityOptions};
 
 /// Default daemon address.
 pub const DEFAULT_HOST: &str = "unix:///run/hyperbox/hyperbox.sock";
@@ -22,16 +25,23 @@ pub enum DaemonAddr {
 }
 
 impl DaemonAddr {
-    /// Parses `unix:///path`, `tcp://host:port`, or a bare socket path.
+    /// Parses `unix:///path`, `tcp://host:port`, `https://host:port` (TCP; the caller turns
+    /// TLS on), or a bare socket path.
     pub fn parse(s: &str) -> anyhow::Result<DaemonAddr> {
         if let Some(p) = s.strip_prefix("unix://") {
             Ok(DaemonAddr::Unix(p.to_string()))
-        } else if let Some(h) = s.strip_prefix("tcp://") {
+        } else if let Some(h) = s
+            .strip_prefix("tcp://")
+            .or_else(|| s.strip_prefix("https://"))
+        {
             Ok(DaemonAddr::Tcp(h.trim_end_matches('/').to_string()))
         } else if s.starts_with('/') {
             Ok(DaemonAddr::Unix(s.to_string()))
         } else {
-            bail!("invalid daemon address {s:?}: use unix:///path/to/socket or tcp://host:port")
+            bail!(
+                "invalid daemon address {s:?}: use unix:///path/to/socket, tcp://host:port or \
+                 https://host:port"
+            )
         }
     }
 }
@@ -43,6 +53,124 @@ impl std::fmt::Display for DaemonAddr {
             DaemonAddr::Tcp(h) => write!(f, "tcp://{h}"),
         }
     }
+}
+
+/// How hb reaches hyperboxd: the address, and on TCP the TLS settings and the bearer token
+/// (the unix socket needs neither: its file mode guards it).
+#[derive(Clone)]
+pub struct Daemon {
+    addr: DaemonAddr,
+    tls: Option<ClientTls>,
+    token: Option<ApiToken>,
+}
+
+impl Daemon {
+    /// The daemon at `host` (`-H`) with `options`; reads the certificate, key and token files
+    /// now, so a missing or broken one is reported before anything is sent. `https://` asks
+    /// for TLS as `--tls` does.
+    pub fn new(host: &str, options: &SecurityOptions) -> anyhow::Result<Daemon> {
+        let addr = DaemonAddr::parse(host)?;
+        let (tls, token) = match &addr {
+            DaemonAddr::Tcp(host_port) => {
+                let tls = if host.starts_with("https://") || options.wants_tls() {
+                    Some(ClientTls::new(options, host_port)?)
+                } else {
+                    None
+                };
+                (tls, ApiToken::from_options(options)?)
+            }
+            // A flag is a mistake worth saying; HYPERBOX_TLS_VERIFY in the environment is
+            // meant for the TCP daemon and does not stop hb from using a local socket.
+            DaemonAddr::Unix(_) if options.wants_tls_by_flag() => bail!(
+                "TLS options (--tls, --tlsverify, --tlscacert, --tlscert, --tlskey) are for \
+                 tcp:// addresses; {addr} is a unix socket, guarded by its file mode"
+            ),
+            DaemonAddr::Unix(_) => (None, None),
+        };
+        Ok(Daemon { addr, tls, token })
+    }
+
+    /// A request error as the user should read it: a TLS failure says what to change, and a
+    /// plain connection to a TLS port says to use TLS.
+    fn request_failed(&self, e: hyper::Error) -> anyhow::Error {
+        match &self.tls {
+            Some(tls) => {
+                if let Some(why) = tls.explain(&e) {
+                    return anyhow!("talking to the daemon at {self}: {why}");
+                }
+            }
+            None if matches!(self.addr, DaemonAddr::Tcp(_)) && looks_like_tls_port(&e) => {
+                return anyhow!(
+                    "talking to the daemon at {self}: {e}\nthe answer is not plain HTTP: if \
+                     the daemon serves TLS on this port ([daemon] tls_cert), add --tlsverify \
+                     --tlscacert FILE (or -H https://HOST:PORT)"
+                );
+            }
+            None => {}
+        }
+        anyhow::Error::new(e).context("talking to the daemon (did it stop?)")
+    }
+
+    /// A failed TLS handshake as the user should read it.
+    fn handshake_failed(&self, tls: &ClientTls, e: std::io::Error) -> anyhow::Error {
+        if let Some(why) = tls.explain(&e) {
+            return anyhow!("TLS handshake with the daemon at {self} failed: {why}");
+        }
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            return anyhow!(
+                "TLS handshake with the daemon at {self} failed: it closed the connection \
+                 ({e}); is it serving TLS on this port ([daemon] tls_cert)? Without TLS, \
+                 drop --tls / --tlsverify / https://"
+            );
+        }
+        anyhow!("TLS handshake with the daemon at {self} failed: {e}")
+    }
+
+    /// A 401, which on TCP comes from the token check: says whether a token was sent and
+    /// where it came from. The daemon's own message follows in parentheses.
+    async fn token_refused(&self, resp: Response<Incoming>) -> anyhow::Error {
+        let status = resp.status();
+        let body = match resp.into_body().collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => Bytes::new(),
+        };
+        let daemon_says = error_message(status, &body);
+        let message = match &self.token {
+            Some(token) => format!(
+                "the daemon at {self} refused the API token from {} ({daemon_says}); check \
+                 it against the daemon's [daemon] api_token_file",
+                token.origin
+            ),
+            None => format!(
+                "the daemon at {self} requires an API token ({daemon_says}): pass \
+                 --token-file FILE or set HYPERBOX_TOKEN"
+            ),
+        };
+        ApiFailure {
+            status,
+            message,
+            exit_code: 125,
+        }
+        .into()
+    }
+}
+
+impl std::fmt::Display for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.addr, &self.tls) {
+            (DaemonAddr::Tcp(h), Some(_)) => write!(f, "https://{h}"),
+            (addr, _) => write!(f, "{addr}"),
+        }
+    }
+}
+
+/// Whether a plain-HTTP request error looks like a TLS server's answer: not HTTP, or the
+/// connection cut (a rustls server sends an alert and closes on bytes that are not TLS).
+fn looks_like_tls_port(e: &hyper::Error) -> bool {
+    let reset = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionReset);
+    e.is_parse() || e.is_incomplete_message() || reset
 }
 
 /// A request body: nothing, bytes, or a stream read from a file.
@@ -92,7 +220,7 @@ pub fn reader_body(mut r: impl tokio::io::AsyncRead + Send + Unpin + 'static) ->
 
 /// Sends one request to the daemon.
 pub async fn send(
-    addr: &DaemonAddr,
+    daemon: &Daemon,
     method: Method,
     path: &str,
     body: RequestBody,
@@ -106,52 +234,73 @@ pub async fn send(
         req = req.header(hyper::header::CONTENT_TYPE, ct);
     }
     let req = req.body(body).context("building the request")?;
-    send_request(addr, req).await
+    send_request(daemon, req).await
 }
 
+/// Sends `req` on a new connection to `daemon`: TLS and the token on TCP when configured.
+/// Every request goes through here, the hijacked ones (attach, exec) included.
 async fn send_request(
-    addr: &DaemonAddr,
-    req: Request<RequestBody>,
+    daemon: &Daemon,
+    mut req: Request<RequestBody>,
 ) -> anyhow::Result<Response<Incoming>> {
+    let addr = &daemon.addr;
     let not_running = |e: std::io::Error| {
         let hint = match addr {
             DaemonAddr::Unix(_) => "is hyperboxd running? start it with `hyperboxd` (as root, or with [daemon] socket and data_dir in your config), or point hb at it with -H / HYPERBOX_HOST",
             DaemonAddr::Tcp(_) => "is hyperboxd running and listening there?",
         };
-        anyhow!("cannot connect to the HyperBox daemon at {addr}: {e}\n{hint}")
+        anyhow!("cannot connect to the HyperBox daemon at {daemon}: {e}\n{hint}")
     };
-    let resp = match addr {
+    match addr {
         DaemonAddr::Unix(p) => {
             let stream = tokio::net::UnixStream::connect(p)
                 .await
                 .map_err(not_running)?;
-            exchange(stream, req).await?
+            exchange(stream, req)
+                .await
+                .map_err(|e| daemon.request_failed(e))
         }
         DaemonAddr::Tcp(h) => {
+            if let Some(token) = &daemon.token {
+                req.headers_mut()
+                    .insert(hyper::header::AUTHORIZATION, token.header.clone());
+            }
             let stream = tokio::net::TcpStream::connect(h)
                 .await
                 .map_err(not_running)?;
-            exchange(stream, req).await?
+            let resp = match &daemon.tls {
+                Some(tls) => {
+                    let stream = tls
+                        .connect(stream)
+                        .await
+                        .map_err(|e| daemon.handshake_failed(tls, e))?;
+                    exchange(stream, req).await
+                }
+                None => exchange(stream, req).await,
+            }
+            .map_err(|e| daemon.request_failed(e))?;
+            if resp.status() == StatusCode::UNAUTHORIZED {
+                return Err(daemon.token_refused(resp).await);
+            }
+            Ok(resp)
         }
-    };
-    Ok(resp)
+    }
 }
 
-async fn exchange<S>(stream: S, req: Request<RequestBody>) -> anyhow::Result<Response<Incoming>>
+/// One HTTP/1.1 exchange over `stream`, kept open for an upgrade.
+async fn exchange<S>(
+    stream: S,
+    req: Request<RequestBody>,
+) -> Result<Response<Incoming>, hyper::Error>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .context("HTTP handshake with the daemon")?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         // with_upgrades: an attach hands the connection over to the raw stream.
         let _ = conn.with_upgrades().await;
     });
-    sender
-        .send_request(req)
-        .await
-        .context("talking to the daemon (did it stop?)")
+    sender.send_request(req).await
 }
 
 /// A request the daemon refused: its HTTP status, message and, for a failed container start,
@@ -202,7 +351,7 @@ pub async fn read_ok(resp: Response<Incoming>) -> anyhow::Result<Bytes> {
 /// Sends a request that hijacks the connection (attach, exec start) and returns the raw
 /// stream once the daemon has switched protocols.
 pub async fn upgrade(
-    addr: &DaemonAddr,
+    daemon: &Daemon,
     path: &str,
     body: Option<&serde_json::Value>,
 ) -> anyhow::Result<hyper::upgrade::Upgraded> {
@@ -220,7 +369,7 @@ pub async fn upgrade(
         None => empty(),
     };
     let req = req.body(body).context("building the request")?;
-    let resp = send_request(addr, req).await?;
+    let resp = send_request(daemon, req).await?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         read_ok(resp).await?;
         bail!("the daemon did not switch protocols for {path}");
@@ -283,4 +432,56 @@ pub async fn for_each_json_line(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_flags_with_a_unix_socket_are_refused_but_the_environment_is_not() {
+        let flag = SecurityOptions {
+            tls_verify: true,
+            ..Default::default()
+        };
+        let err = Daemon::new("unix:///run/x.sock", &flag)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("tcp://") && err.contains("unix socket"),
+            "{err}"
+        );
+        let env = SecurityOptions {
+            tls_verify_env: true,
+            token: Some("0123456789abcdef".into()),
+            ..Default::default()
+        };
+        let d = Daemon::new("unix:///run/x.sock", &env).expect("plain socket");
+        assert!(d.tls.is_none() && d.token.is_none());
+    }
+
+    #[test]
+    fn https_addresses_turn_tls_on() {
+        // A cert dir whose ca.pem is unusable: reading it is how TLS shows it was turned on.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("ca.pem"), "not a certificate\n").expect("write");
+        let options = SecurityOptions {
+            cert_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        };
+        let err = format!(
+            "{:#}",
+            Daemon::new("https://127.0.0.1:2376", &options)
+                .err()
+                .expect("the cert dir's ca.pem was read")
+        );
+        assert!(
+            err.contains("ca.pem") && err.contains("no PEM CERTIFICATE"),
+            "{err}"
+        );
+        let plain = Daemon::new("tcp://127.0.0.1:2375", &options).expect("plain tcp");
+        assert!(plain.tls.is_none());
+        assert_eq!(plain.to_string(), "tcp://127.0.0.1:2375");
+    }
 }

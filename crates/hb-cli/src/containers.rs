@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::client::{self, empty, read_ok, send, ApiFailure, DaemonAddr};
+use crate::client::{self, empty, read_ok, send, ApiFailure, Daemon};
 use crate::{enc, get_json, post_json};
 
 /// `hb run` / `hb create` options (Docker's names and short flags).
@@ -254,19 +254,19 @@ fn failure_code(e: &anyhow::Error) -> Option<(i32, String)> {
 }
 
 /// `hb create`: prints the new container's id.
-pub async fn create(addr: &DaemonAddr, a: RunArgs) -> anyhow::Result<ExitCode> {
-    let id = create_container(addr, &a).await?;
+pub async fn create(daemon: &Daemon, a: RunArgs) -> anyhow::Result<ExitCode> {
+    let id = create_container(daemon, &a).await?;
     println!("{id}");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn create_container(addr: &DaemonAddr, a: &RunArgs) -> anyhow::Result<String> {
+async fn create_container(daemon: &Daemon, a: &RunArgs) -> anyhow::Result<String> {
     let body = create_body(a)?;
     let mut path = "/containers/create".to_string();
     if let Some(n) = &a.name {
         path.push_str(&format!("?name={}", enc(n)));
     }
-    let v = match post_json(addr, &path, Some(body.clone())).await {
+    let v = match post_json(daemon, &path, Some(body.clone())).await {
         Ok(v) => v,
         Err(e) => {
             let missing = e
@@ -277,7 +277,7 @@ async fn create_container(addr: &DaemonAddr, a: &RunArgs) -> anyhow::Result<Stri
             }
             eprintln!("Unable to find image '{}' locally", a.image);
             let code = crate::pull(
-                addr,
+                daemon,
                 crate::PullArgs {
                     reference: a.image.clone(),
                     platform: None,
@@ -289,7 +289,7 @@ async fn create_container(addr: &DaemonAddr, a: &RunArgs) -> anyhow::Result<Stri
             if code != ExitCode::SUCCESS {
                 bail!("pulling {} failed", a.image);
             }
-            post_json(addr, &path, Some(body)).await?
+            post_json(daemon, &path, Some(body)).await?
         }
     };
     v["Id"]
@@ -407,30 +407,30 @@ async fn stream_session(
 }
 
 /// Forwards SIGINT/SIGTERM to the container (Docker's --sig-proxy) while `run` is attached.
-fn proxy_signals(addr: DaemonAddr, id: String) {
+fn proxy_signals(daemon: Daemon, id: String) {
     use tokio::signal::unix::{signal, SignalKind};
     for (kind, name) in [
         (SignalKind::interrupt(), "SIGINT"),
         (SignalKind::terminate(), "SIGTERM"),
     ] {
-        let (addr, id) = (addr.clone(), id.clone());
+        let (daemon, id) = (daemon.clone(), id.clone());
         tokio::spawn(async move {
             let Ok(mut s) = signal(kind) else { return };
             while s.recv().await.is_some() {
                 let path = format!("/containers/{id}/kill?signal={name}");
-                let _ = post_json(&addr, &path, None).await;
+                let _ = post_json(&daemon, &path, None).await;
             }
         });
     }
 }
 
 /// Sends our terminal's size now and on every SIGWINCH.
-fn resize_on_winch(addr: DaemonAddr, path_prefix: String) {
+fn resize_on_winch(daemon: Daemon, path_prefix: String) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
-        let send_size = |addr: DaemonAddr, prefix: String| async move {
+        let send_size = |daemon: Daemon, prefix: String| async move {
             match terminal_size() {
-                Some((h, w)) => post_json(&addr, &format!("{prefix}/resize?h={h}&w={w}"), None)
+                Some((h, w)) => post_json(&daemon, &format!("{prefix}/resize?h={h}&w={w}"), None)
                     .await
                     .is_ok(),
                 None => true,
@@ -441,7 +441,7 @@ fn resize_on_winch(addr: DaemonAddr, path_prefix: String) {
         // An exec's start answers 101 before its process exists, so the first size can arrive
         // too early and be refused: retry for a while, backing off (as docker's CLI does).
         for attempt in 1..=20u64 {
-            if send_size(addr.clone(), path_prefix.clone()).await {
+            if send_size(daemon.clone(), path_prefix.clone()).await {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10 * attempt)).await;
@@ -450,14 +450,14 @@ fn resize_on_winch(addr: DaemonAddr, path_prefix: String) {
             return;
         };
         while s.recv().await.is_some() {
-            send_size(addr.clone(), path_prefix.clone()).await;
+            send_size(daemon.clone(), path_prefix.clone()).await;
         }
     });
 }
 
 /// `hb run`.
-pub async fn run(addr: &DaemonAddr, a: RunArgs) -> anyhow::Result<ExitCode> {
-    let id = match create_container(addr, &a).await {
+pub async fn run(daemon: &Daemon, a: RunArgs) -> anyhow::Result<ExitCode> {
+    let id = match create_container(daemon, &a).await {
         Ok(id) => id,
         // Docker's `run` ends with 125 when the engine refuses (bad options, no image).
         Err(e) => {
@@ -466,8 +466,8 @@ pub async fn run(addr: &DaemonAddr, a: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if a.detach {
-        if let Err(e) = post_json(addr, &format!("/containers/{id}/start"), None).await {
-            return start_failed(addr, &id, a.rm, e).await;
+        if let Err(e) = post_json(daemon, &format!("/containers/{id}/start"), None).await {
+            return start_failed(daemon, &id, a.rm, e).await;
         }
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
@@ -476,16 +476,16 @@ pub async fn run(addr: &DaemonAddr, a: RunArgs) -> anyhow::Result<ExitCode> {
     if a.interactive {
         q.push_str("&stdin=1");
     }
-    let io = client::upgrade(addr, &format!("/containers/{id}/attach?{q}"), None).await?;
+    let io = client::upgrade(daemon, &format!("/containers/{id}/attach?{q}"), None).await?;
     let _raw = if a.tty { RawTerminal::enter() } else { None };
-    if let Err(e) = post_json(addr, &format!("/containers/{id}/start"), None).await {
+    if let Err(e) = post_json(daemon, &format!("/containers/{id}/start"), None).await {
         drop(_raw);
-        return start_failed(addr, &id, a.rm, e).await;
+        return start_failed(daemon, &id, a.rm, e).await;
     }
     if a.tty {
-        resize_on_winch(addr.clone(), format!("/containers/{id}"));
+        resize_on_winch(daemon.clone(), format!("/containers/{id}"));
     } else {
-        proxy_signals(addr.clone(), id.clone());
+        proxy_signals(daemon.clone(), id.clone());
     }
     // The wait goes out now, beside the stream, as Docker's CLI does: its answer is ready
     // when the stream ends instead of costing another request after it. With --rm it comes
@@ -495,8 +495,8 @@ pub async fn run(addr: &DaemonAddr, a: RunArgs) -> anyhow::Result<ExitCode> {
         if a.rm { "removed" } else { "not-running" }
     );
     let waiter = {
-        let addr = addr.clone();
-        tokio::spawn(async move { post_json(&addr, &wait_path, None).await })
+        let daemon = daemon.clone();
+        tokio::spawn(async move { post_json(&daemon, &wait_path, None).await })
     };
     stream_session(io, a.tty, a.interactive).await?;
     let v = waiter
@@ -513,14 +513,14 @@ pub async fn run(addr: &DaemonAddr, a: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn start_failed(
-    addr: &DaemonAddr,
+    daemon: &Daemon,
     id: &str,
     remove: bool,
     e: anyhow::Error,
 ) -> anyhow::Result<ExitCode> {
     if remove {
         let _ = send(
-            addr,
+            daemon,
             Method::DELETE,
             &format!("/containers/{id}?force=1"),
             empty(),
@@ -558,7 +558,7 @@ pub struct PsArgs {
 }
 
 /// `hb ps`.
-pub async fn ps(addr: &DaemonAddr, a: PsArgs) -> anyhow::Result<ExitCode> {
+pub async fn ps(daemon: &Daemon, a: PsArgs) -> anyhow::Result<ExitCode> {
     let mut path = format!("/containers/json?all={}", u8::from(a.all));
     if !a.filter.is_empty() {
         let mut f: Map<String, Value> = Map::new();
@@ -573,7 +573,7 @@ pub async fn ps(addr: &DaemonAddr, a: PsArgs) -> anyhow::Result<ExitCode> {
         }
         path.push_str(&format!("&filters={}", enc(&Value::Object(f).to_string())));
     }
-    let v = get_json(addr, &path).await?;
+    let v = get_json(daemon, &path).await?;
     let list = v.as_array().cloned().unwrap_or_default();
     if a.format.as_deref() == Some("json") {
         for c in &list {
@@ -667,8 +667,8 @@ pub struct LogsArgs {
 }
 
 /// `hb logs`.
-pub async fn logs(addr: &DaemonAddr, a: LogsArgs) -> anyhow::Result<ExitCode> {
-    let info = get_json(addr, &format!("/containers/{}/json", enc(&a.container))).await?;
+pub async fn logs(daemon: &Daemon, a: LogsArgs) -> anyhow::Result<ExitCode> {
+    let info = get_json(daemon, &format!("/containers/{}/json", enc(&a.container))).await?;
     let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
     let mut path = format!(
         "/containers/{}/logs?stdout=1&stderr=1&follow={}&timestamps={}",
@@ -679,7 +679,7 @@ pub async fn logs(addr: &DaemonAddr, a: LogsArgs) -> anyhow::Result<ExitCode> {
     if let Some(t) = &a.tail {
         path.push_str(&format!("&tail={}", enc(t)));
     }
-    let resp = send(addr, Method::GET, &path, empty(), None).await?;
+    let resp = send(daemon, Method::GET, &path, empty(), None).await?;
     if !resp.status().is_success() {
         read_ok(resp).await?;
         return Ok(ExitCode::FAILURE);
@@ -742,7 +742,7 @@ where
 
 /// `hb start [-a] [-i] CONTAINER...`.
 pub async fn start(
-    addr: &DaemonAddr,
+    daemon: &Daemon,
     attach: bool,
     interactive: bool,
     names: Vec<String>,
@@ -751,29 +751,29 @@ pub async fn start(
         let [name] = names.as_slice() else {
             bail!("you cannot start and attach multiple containers at once");
         };
-        let info = get_json(addr, &format!("/containers/{}/json", enc(name))).await?;
+        let info = get_json(daemon, &format!("/containers/{}/json", enc(name))).await?;
         let id = info["Id"].as_str().unwrap_or(name).to_string();
         let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
         let stdin = interactive && info["Config"]["OpenStdin"].as_bool().unwrap_or(false);
         let q = if stdin { "&stdin=1" } else { "" };
         let io = client::upgrade(
-            addr,
+            daemon,
             &format!("/containers/{id}/attach?stream=1&stdout=1&stderr=1{q}"),
             None,
         )
         .await?;
         let _raw = if tty { RawTerminal::enter() } else { None };
-        if let Err(e) = post_json(addr, &format!("/containers/{id}/start"), None).await {
+        if let Err(e) = post_json(daemon, &format!("/containers/{id}/start"), None).await {
             drop(_raw);
-            return start_failed(addr, &id, false, e).await;
+            return start_failed(daemon, &id, false, e).await;
         }
         stream_session(io, tty, stdin).await?;
-        let v = post_json(addr, &format!("/containers/{id}/wait"), None).await?;
+        let v = post_json(daemon, &format!("/containers/{id}/wait"), None).await?;
         let code = v["StatusCode"].as_i64().unwrap_or(125);
         return Ok(ExitCode::from(code.clamp(0, 255) as u8));
     }
     each(&names, |n| async move {
-        post_json(addr, &format!("/containers/{}/start", enc(&n)), None).await?;
+        post_json(daemon, &format!("/containers/{}/start", enc(&n)), None).await?;
         Ok(Some(n))
     })
     .await
@@ -781,7 +781,7 @@ pub async fn start(
 
 /// `hb stop`.
 pub async fn stop(
-    addr: &DaemonAddr,
+    daemon: &Daemon,
     time: Option<i64>,
     names: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
@@ -791,7 +791,7 @@ pub async fn stop(
         async move {
             read_ok(
                 send(
-                    addr,
+                    daemon,
                     Method::POST,
                     &format!("/containers/{}/stop{t}", enc(&n)),
                     empty(),
@@ -808,7 +808,7 @@ pub async fn stop(
 
 /// `hb kill`.
 pub async fn kill(
-    addr: &DaemonAddr,
+    daemon: &Daemon,
     signal: Option<String>,
     names: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
@@ -818,7 +818,7 @@ pub async fn kill(
     each(&names, |n| {
         let s = s.clone();
         async move {
-            post_json(addr, &format!("/containers/{}/kill{s}", enc(&n)), None).await?;
+            post_json(daemon, &format!("/containers/{}/kill{s}", enc(&n)), None).await?;
             Ok(Some(n))
         }
     })
@@ -826,32 +826,32 @@ pub async fn kill(
 }
 
 /// `hb rm`.
-pub async fn rm(addr: &DaemonAddr, force: bool, names: Vec<String>) -> anyhow::Result<ExitCode> {
+pub async fn rm(daemon: &Daemon, force: bool, names: Vec<String>) -> anyhow::Result<ExitCode> {
     each(&names, |n| async move {
         let path = format!("/containers/{}?force={}", enc(&n), u8::from(force));
-        read_ok(send(addr, Method::DELETE, &path, empty(), None).await?).await?;
+        read_ok(send(daemon, Method::DELETE, &path, empty(), None).await?).await?;
         Ok(Some(n))
     })
     .await
 }
 
 /// `hb wait`.
-pub async fn wait(addr: &DaemonAddr, names: Vec<String>) -> anyhow::Result<ExitCode> {
+pub async fn wait(daemon: &Daemon, names: Vec<String>) -> anyhow::Result<ExitCode> {
     each(&names, |n| async move {
-        let v = post_json(addr, &format!("/containers/{}/wait", enc(&n)), None).await?;
+        let v = post_json(daemon, &format!("/containers/{}/wait", enc(&n)), None).await?;
         Ok(Some(v["StatusCode"].to_string()))
     })
     .await
 }
 
 /// `hb inspect`: containers first, then images.
-pub async fn inspect(addr: &DaemonAddr, names: Vec<String>) -> anyhow::Result<ExitCode> {
+pub async fn inspect(daemon: &Daemon, names: Vec<String>) -> anyhow::Result<ExitCode> {
     let mut out = Vec::new();
     let mut failed = false;
     for n in &names {
-        match get_json(addr, &format!("/containers/{}/json", enc(n))).await {
+        match get_json(daemon, &format!("/containers/{}/json", enc(n))).await {
             Ok(v) => out.push(v),
-            Err(_) => match get_json(addr, &format!("/images/{}/json", enc(n))).await {
+            Err(_) => match get_json(daemon, &format!("/images/{}/json", enc(n))).await {
                 Ok(v) => out.push(v),
                 Err(_) => {
                     eprintln!("Error: No such object: {n}");
@@ -897,7 +897,7 @@ pub struct ExecArgs {
 }
 
 /// `hb exec`.
-pub async fn exec(addr: &DaemonAddr, a: ExecArgs) -> anyhow::Result<ExitCode> {
+pub async fn exec(daemon: &Daemon, a: ExecArgs) -> anyhow::Result<ExitCode> {
     let body = json!({
         "Cmd": a.command,
         "Env": a.env.iter().map(|e| expand_env(e)).collect::<Vec<_>>(),
@@ -909,7 +909,7 @@ pub async fn exec(addr: &DaemonAddr, a: ExecArgs) -> anyhow::Result<ExitCode> {
         "AttachStderr": true,
     });
     let v = post_json(
-        addr,
+        daemon,
         &format!("/containers/{}/exec", enc(&a.container)),
         Some(body),
     )
@@ -923,24 +923,24 @@ pub async fn exec(addr: &DaemonAddr, a: ExecArgs) -> anyhow::Result<ExitCode> {
         start["ConsoleSize"] = size;
     }
     if a.detach {
-        if let Err(e) = post_json(addr, &format!("/exec/{exec_id}/start"), Some(start)).await {
+        if let Err(e) = post_json(daemon, &format!("/exec/{exec_id}/start"), Some(start)).await {
             return exec_failed(e);
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let io = match client::upgrade(addr, &format!("/exec/{exec_id}/start"), Some(&start)).await {
+    let io = match client::upgrade(daemon, &format!("/exec/{exec_id}/start"), Some(&start)).await {
         Ok(io) => io,
         Err(e) => return exec_failed(e),
     };
     let _raw = if a.tty { RawTerminal::enter() } else { None };
     if a.tty {
-        resize_on_winch(addr.clone(), format!("/exec/{exec_id}"));
+        resize_on_winch(daemon.clone(), format!("/exec/{exec_id}"));
     }
     stream_session(io, a.tty, a.interactive).await?;
     drop(_raw);
     // The exit code lands a moment after the stream ends.
     for _ in 0..200 {
-        let v = get_json(addr, &format!("/exec/{exec_id}/json")).await?;
+        let v = get_json(daemon, &format!("/exec/{exec_id}/json")).await?;
         if let Some(code) = v["ExitCode"].as_i64().filter(|_| v["Running"] == false) {
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
@@ -960,8 +960,8 @@ fn exec_failed(e: anyhow::Error) -> anyhow::Result<ExitCode> {
 }
 
 /// `hb top`.
-pub async fn top(addr: &DaemonAddr, name: String) -> anyhow::Result<ExitCode> {
-    let v = get_json(addr, &format!("/containers/{}/top", enc(&name))).await?;
+pub async fn top(daemon: &Daemon, name: String) -> anyhow::Result<ExitCode> {
+    let v = get_json(daemon, &format!("/containers/{}/top", enc(&name))).await?;
     let mut rows: Vec<Vec<String>> = vec![v["Titles"]
         .as_array()
         .map(|t| {
@@ -987,12 +987,12 @@ pub async fn top(addr: &DaemonAddr, name: String) -> anyhow::Result<ExitCode> {
 
 /// `hb stats --no-stream [CONTAINER...]` (all running ones when none is named).
 pub async fn stats(
-    addr: &DaemonAddr,
+    daemon: &Daemon,
     names: Vec<String>,
     format: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let names = if names.is_empty() {
-        get_json(addr, "/containers/json")
+        get_json(daemon, "/containers/json")
             .await?
             .as_array()
             .map(|a| {
@@ -1013,7 +1013,7 @@ pub async fn stats(
         "PIDS".into(),
     ]];
     for n in &names {
-        let v = get_json(addr, &format!("/containers/{}/stats?stream=0", enc(n))).await?;
+        let v = get_json(daemon, &format!("/containers/{}/stats?stream=0", enc(n))).await?;
         if format.as_deref() == Some("json") {
             println!("{v}");
             continue;
@@ -1062,8 +1062,8 @@ pub async fn stats(
 }
 
 /// `hb container prune`.
-pub async fn prune(addr: &DaemonAddr) -> anyhow::Result<ExitCode> {
-    let v = post_json(addr, "/containers/prune", None).await?;
+pub async fn prune(daemon: &Daemon) -> anyhow::Result<ExitCode> {
+    let v = post_json(daemon, "/containers/prune", None).await?;
     println!("Deleted Containers:");
     for id in v["ContainersDeleted"]
         .as_array()

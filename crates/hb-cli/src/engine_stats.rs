@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use hyper::Method;
 
-use crate::client::{empty, read_ok, send, DaemonAddr};
+use crate::client::{empty, read_ok, send, Daemon};
 
 /// Samples by their full name (`name{labels}`); comments skipped.
 fn samples(text: &str) -> HashMap<String, f64> {
@@ -22,12 +22,12 @@ fn samples(text: &str) -> HashMap<String, f64> {
 }
 
 /// Prints the engine's figures, over `interval` when given.
-pub async fn show(addr: &DaemonAddr, interval: Option<&str>) -> anyhow::Result<ExitCode> {
+pub async fn show(daemon: &Daemon, interval: Option<&str>) -> anyhow::Result<ExitCode> {
     let path = match interval {
         Some(i) => format!("/hyperbox/metrics?interval={}", crate::enc(i)),
         None => "/hyperbox/metrics".to_string(),
     };
-    let body = read_ok(send(addr, Method::GET, &path, empty(), None).await?).await?;
+    let body = read_ok(send(daemon, Method::GET, &path, empty(), None).await?).await?;
     let text = String::from_utf8(body.to_vec()).context("the metrics are not UTF-8")?;
     let s = samples(&text);
     let v = |k: &str| s.get(k).copied().unwrap_or(0.0);

@@ -8,9 +8,11 @@ mod engine_stats;
 mod outfile;
 mod output;
 mod predict;
+mod tls;
 mod tune;
 
 use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
@@ -18,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
 use hyper::Method;
 use serde_json::{json, Value};
 
-use client::{empty, json_body, read_ok, send, DaemonAddr};
+use client::{empty, json_body, read_ok, send, Daemon};
 
 /// HyperBox: containers in milliseconds.
 #[derive(Parser, Debug)]
@@ -29,11 +31,60 @@ use client::{empty, json_body, read_ok, send, DaemonAddr};
     disable_help_subcommand = true
 )]
 struct Cli {
-    /// Daemon address: unix:///path or tcp://host:port.
+    /// Daemon address: unix:///path, tcp://host:port, or https://host:port (TLS, as --tls).
     #[arg(short = 'H', long = "host", env = "HYPERBOX_HOST", default_value = client::DEFAULT_HOST, global = true)]
     host: String,
+    #[command(flatten)]
+    security: SecurityFlags,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How to reach a TCP daemon guarded by TLS, client certificates or a token (docker's flags).
+/// Files not named by a flag are taken from the cert dir, `$HYPERBOX_CERT_PATH` or
+/// `~/.hyperbox` (ca.pem, cert.pem, key.pem), when TLS is asked for and they exist there.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "TCP security")]
+struct SecurityFlags {
+    /// Use TLS; verify the daemon against --tlscacert, else the system's root certificates.
+    #[arg(long, global = true)]
+    tls: bool,
+    /// Use TLS and verify the daemon against a CA file (--tlscacert or the cert dir's ca.pem;
+    /// the cert dir is $HYPERBOX_CERT_PATH, else ~/.hyperbox); HYPERBOX_TLS_VERIFY=1 does the
+    /// same for tcp:// addresses.
+    #[arg(long, global = true)]
+    tlsverify: bool,
+    /// Trust daemon certificates signed by this CA (PEM) [default: cert dir's ca.pem].
+    #[arg(long, value_name = "FILE", global = true)]
+    tlscacert: Option<PathBuf>,
+    /// Client certificate (PEM) [default: cert dir's cert.pem].
+    #[arg(long, value_name = "FILE", global = true)]
+    tlscert: Option<PathBuf>,
+    /// The client certificate's private key (PEM) [default: cert dir's key.pem].
+    #[arg(long, value_name = "FILE", global = true)]
+    tlskey: Option<PathBuf>,
+    /// Send the token in FILE as `Authorization: Bearer` (the daemon's api_token_file);
+    /// HYPERBOX_TOKEN holds the token itself.
+    #[arg(long, value_name = "FILE", env = "HYPERBOX_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
+}
+
+impl SecurityFlags {
+    /// The flags with what the environment adds (HYPERBOX_TLS_VERIFY, HYPERBOX_CERT_PATH,
+    /// HYPERBOX_TOKEN).
+    fn options(&self) -> tls::SecurityOptions {
+        tls::SecurityOptions {
+            tls: self.tls,
+            tls_verify: self.tlsverify,
+            tls_verify_env: tls::env_flag("HYPERBOX_TLS_VERIFY"),
+            ca_cert: self.tlscacert.clone(),
+            client_cert: self.tlscert.clone(),
+            client_key: self.tlskey.clone(),
+            cert_dir: tls::default_cert_dir(),
+            token_file: self.token_file.clone(),
+            token: std::env::var("HYPERBOX_TOKEN").ok(),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -335,13 +386,13 @@ pub(crate) fn enc(s: &str) -> String {
     out
 }
 
-pub(crate) async fn get_json(addr: &DaemonAddr, path: &str) -> anyhow::Result<Value> {
-    let body = read_ok(send(addr, Method::GET, path, empty(), None).await?).await?;
+pub(crate) async fn get_json(daemon: &Daemon, path: &str) -> anyhow::Result<Value> {
+    let body = read_ok(send(daemon, Method::GET, path, empty(), None).await?).await?;
     serde_json::from_slice(&body).context("the daemon's answer is not JSON")
 }
 
 pub(crate) async fn post_json(
-    addr: &DaemonAddr,
+    daemon: &Daemon,
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
@@ -349,7 +400,7 @@ pub(crate) async fn post_json(
         Some(v) => (json_body(v), Some("application/json")),
         None => (empty(), None),
     };
-    let body = read_ok(send(addr, Method::POST, path, b, ct).await?).await?;
+    let body = read_ok(send(daemon, Method::POST, path, b, ct).await?).await?;
     if body.is_empty() {
         return Ok(Value::Null);
     }
@@ -357,11 +408,11 @@ pub(crate) async fn post_json(
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let addr = DaemonAddr::parse(&cli.host)?;
+    let daemon = Daemon::new(&cli.host, &cli.security.options())?;
     match cli.command {
-        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => pull(&addr, a).await,
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => pull(&daemon, a).await,
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => {
-            let v = get_json(&addr, "/images/json").await?;
+            let v = get_json(&daemon, "/images/json").await?;
             output::images(&v, a.format.as_deref(), a.quiet, a.no_trunc)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -369,7 +420,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut failed = false;
             for n in &a.names {
                 let path = format!("/images/{}?force={}", n, a.force);
-                match send(&addr, Method::DELETE, &path, empty(), None).await {
+                match send(&daemon, Method::DELETE, &path, empty(), None).await {
                     Ok(resp) => match read_ok(resp).await {
                         Ok(b) => {
                             let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
@@ -402,34 +453,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(t) = tag {
                 path.push_str(&format!("&tag={}", enc(t)));
             }
-            post_json(&addr, &path, None).await?;
+            post_json(&daemon, &path, None).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Image(ImageCommand::Inspect { names }) => {
             let mut out = Vec::new();
             for n in &names {
-                out.push(get_json(&addr, &format!("/images/{n}/json")).await?);
+                out.push(get_json(&daemon, &format!("/images/{n}/json")).await?);
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Image(ImageCommand::Prune) => {
-            let v = post_json(&addr, "/images/prune", None).await?;
+            let v = post_json(&daemon, "/images/prune", None).await?;
             println!(
                 "Total reclaimed space: {}",
                 output::human(v["SpaceReclaimed"].as_u64().unwrap_or(0))
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Load(a) => load(&addr, a).await,
-        Command::Save(a) => save(&addr, a).await,
+        Command::Load(a) => load(&daemon, a).await,
+        Command::Save(a) => save(&daemon, a).await,
         Command::System(SystemCommand::Df { format }) => {
-            let v = get_json(&addr, "/hyperbox/system/df").await?;
+            let v = get_json(&daemon, "/hyperbox/system/df").await?;
             output::system_df(&v, format.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::System(SystemCommand::Prune { .. }) => {
-            let v = post_json(&addr, "/hyperbox/system/prune", None).await?;
+            let v = post_json(&daemon, "/hyperbox/system/prune", None).await?;
             println!(
                 "Deleted blobs: {}\nDeleted chunks: {}\nTotal reclaimed space: {}",
                 v["blobs_deleted"],
@@ -439,7 +490,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::System(SystemCommand::Compress) => {
-            let v = post_json(&addr, "/hyperbox/system/compress", None).await?;
+            let v = post_json(&daemon, "/hyperbox/system/compress", None).await?;
             println!(
                 "Compressed chunks: {}\nContent bytes: {} stored as {}\nPacks rewritten: {}",
                 v["chunks_compressed"],
@@ -451,7 +502,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::System(SystemCommand::Check { repair }) => {
             let v = post_json(
-                &addr,
+                &daemon,
                 &format!("/hyperbox/system/check?repair={repair}"),
                 None,
             )
@@ -467,11 +518,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Login(a) => login(&addr, a).await,
+        Command::Login(a) => login(&daemon, a).await,
         Command::Logout { server } => {
             let server = server.unwrap_or_else(|| "docker.io".into());
             post_json(
-                &addr,
+                &daemon,
                 &format!("/hyperbox/logout?server={}", enc(&server)),
                 None,
             )
@@ -479,51 +530,51 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("Removing login credentials for {server}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(a) => containers::run(&addr, *a).await,
-        Command::Create(a) => containers::create(&addr, *a).await,
+        Command::Run(a) => containers::run(&daemon, *a).await,
+        Command::Create(a) => containers::create(&daemon, *a).await,
         Command::Ps(a) | Command::Container(ContainerCommand::Ls(a)) => {
-            containers::ps(&addr, a).await
+            containers::ps(&daemon, a).await
         }
-        Command::Logs(a) => containers::logs(&addr, a).await,
+        Command::Logs(a) => containers::logs(&daemon, a).await,
         Command::Start {
             attach,
             interactive,
             containers: c,
-        } => containers::start(&addr, attach, interactive, c).await,
+        } => containers::start(&daemon, attach, interactive, c).await,
         Command::Stop {
             time,
             containers: c,
-        } => containers::stop(&addr, time, c).await,
+        } => containers::stop(&daemon, time, c).await,
         Command::Kill {
             signal,
             containers: c,
-        } => containers::kill(&addr, signal, c).await,
+        } => containers::kill(&daemon, signal, c).await,
         Command::Rm {
             force,
             containers: c,
-        } => containers::rm(&addr, force, c).await,
-        Command::Wait { containers: c } => containers::wait(&addr, c).await,
-        Command::Inspect { names } => containers::inspect(&addr, names).await,
-        Command::Exec(a) => containers::exec(&addr, a).await,
-        Command::Top { container } => containers::top(&addr, container).await,
+        } => containers::rm(&daemon, force, c).await,
+        Command::Wait { containers: c } => containers::wait(&daemon, c).await,
+        Command::Inspect { names } => containers::inspect(&daemon, names).await,
+        Command::Exec(a) => containers::exec(&daemon, a).await,
+        Command::Top { container } => containers::top(&daemon, container).await,
         Command::Stats {
             engine: true,
             interval,
             ..
-        } => engine_stats::show(&addr, interval.as_deref()).await,
+        } => engine_stats::show(&daemon, interval.as_deref()).await,
         Command::Stats {
             no_stream: _,
             format,
             containers: c,
             ..
-        } => containers::stats(&addr, c, format).await,
-        Command::Container(ContainerCommand::Prune { .. }) => containers::prune(&addr).await,
-        Command::Predict(a) => predict::predict(&addr, a).await,
-        Command::Prewarm(a) => predict::prewarm(&addr, a).await,
-        Command::Tune(a) => tune::tune_command(&addr, a).await,
+        } => containers::stats(&daemon, c, format).await,
+        Command::Container(ContainerCommand::Prune { .. }) => containers::prune(&daemon).await,
+        Command::Predict(a) => predict::predict(&daemon, a).await,
+        Command::Prewarm(a) => predict::prewarm(&daemon, a).await,
+        Command::Tune(a) => tune::tune_command(&daemon, a).await,
         Command::Version => {
             println!("Client:\n Version:    {}", env!("CARGO_PKG_VERSION"));
-            let v = get_json(&addr, "/version").await?;
+            let v = get_json(&daemon, "/version").await?;
             println!(
                 "\nServer: HyperBox\n Version:    {}\n API version: {} (minimum {})\n OS/Arch:    {}/{}\n Kernel:     {}",
                 v["Version"].as_str().unwrap_or("?"),
@@ -546,12 +597,12 @@ fn split_tag(s: &str) -> (&str, Option<&str>) {
     }
 }
 
-pub(crate) async fn pull(addr: &DaemonAddr, a: PullArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn pull(daemon: &Daemon, a: PullArgs) -> anyhow::Result<ExitCode> {
     let mut path = format!("/images/create?fromImage={}", enc(&a.reference));
     if let Some(p) = &a.platform {
         path.push_str(&format!("&platform={}", enc(p)));
     }
-    let resp = send(addr, Method::POST, &path, empty(), None).await?;
+    let resp = send(daemon, Method::POST, &path, empty(), None).await?;
     let tty = std::io::stderr().is_terminal() && !a.quiet;
     let mut view = output::PullView::new(tty, a.quiet);
     if a.progress_to_stderr {
@@ -583,7 +634,7 @@ pub(crate) async fn pull(addr: &DaemonAddr, a: PullArgs) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-async fn load(addr: &DaemonAddr, a: LoadArgs) -> anyhow::Result<ExitCode> {
+async fn load(daemon: &Daemon, a: LoadArgs) -> anyhow::Result<ExitCode> {
     let body = match &a.input {
         Some(p) => {
             let f = tokio::fs::File::open(p)
@@ -599,7 +650,7 @@ async fn load(addr: &DaemonAddr, a: LoadArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let resp = send(
-        addr,
+        daemon,
         Method::POST,
         "/images/load",
         body,
@@ -616,7 +667,7 @@ async fn load(addr: &DaemonAddr, a: LoadArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn save(addr: &DaemonAddr, a: SaveArgs) -> anyhow::Result<ExitCode> {
+async fn save(daemon: &Daemon, a: SaveArgs) -> anyhow::Result<ExitCode> {
     use http_body_util::BodyExt;
     use tokio::io::AsyncWriteExt;
     if a.output.is_none() && std::io::stdout().is_terminal() {
@@ -628,7 +679,7 @@ async fn save(addr: &DaemonAddr, a: SaveArgs) -> anyhow::Result<ExitCode> {
         .map(|n| format!("names={}", enc(n)))
         .collect();
     let resp = send(
-        addr,
+        daemon,
         Method::GET,
         &format!("/images/get?{}", q.join("&")),
         empty(),
@@ -673,7 +724,7 @@ async fn save(addr: &DaemonAddr, a: SaveArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn login(addr: &DaemonAddr, a: LoginArgs) -> anyhow::Result<ExitCode> {
+async fn login(daemon: &Daemon, a: LoginArgs) -> anyhow::Result<ExitCode> {
     let server = a.server.unwrap_or_else(|| "docker.io".into());
     let username = match a.username {
         Some(u) => u,
@@ -692,7 +743,7 @@ async fn login(addr: &DaemonAddr, a: LoginArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let v = post_json(
-        addr,
+        daemon,
         "/auth",
         Some(json!({"username": username, "password": password, "serveraddress": server})),
     )

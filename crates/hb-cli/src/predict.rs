@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use hb_predict::{gen_trace, parse_trace, replay, write_trace, EngineConfig, Family, GenParams};
 use serde_json::Value;
 
-use crate::client::DaemonAddr;
+use crate::client::Daemon;
 use crate::{enc, get_json, output, post_json};
 
 /// `hb predict`: the daemon's predictions, or an offline subcommand.
@@ -92,14 +92,14 @@ pub struct PrewarmArgs {
 }
 
 /// Runs `hb predict ...`.
-pub async fn predict(addr: &DaemonAddr, a: PredictArgs) -> anyhow::Result<ExitCode> {
+pub async fn predict(daemon: &Daemon, a: PredictArgs) -> anyhow::Result<ExitCode> {
     match a.command {
         Some(PredictCommand::Replay(r)) => return replay_trace(r),
         Some(PredictCommand::GenTrace(g)) => return generate(g),
         None => {}
     }
     let v = get_json(
-        addr,
+        daemon,
         &format!(
             "/hyperbox/predict?min_confidence={}&limit={}",
             a.min_confidence, a.limit
@@ -141,11 +141,17 @@ pub async fn predict(addr: &DaemonAddr, a: PredictArgs) -> anyhow::Result<ExitCo
 }
 
 /// Runs `hb prewarm [--evict] IMAGE...`.
-pub async fn prewarm(addr: &DaemonAddr, a: PrewarmArgs) -> anyhow::Result<ExitCode> {
+pub async fn prewarm(daemon: &Daemon, a: PrewarmArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for image in &a.images {
         let op = if a.evict { "evict" } else { "prewarm" };
-        match post_json(addr, &format!("/hyperbox/{op}?image={}", enc(image)), None).await {
+        match post_json(
+            daemon,
+            &format!("/hyperbox/{op}?image={}", enc(image)),
+            None,
+        )
+        .await
+        {
             Ok(v) if a.evict => println!(
                 "{image}: evicted ({} layers removed)",
                 v["layers_removed"].as_u64().unwrap_or(0)

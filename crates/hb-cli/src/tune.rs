@@ -21,7 +21,7 @@ use hb_predict::{TuneConfig, TuneResult};
 use hyper::Method;
 use serde_json::{json, Value};
 
-use crate::client::{empty, read_ok, send, DaemonAddr};
+use crate::client::{empty, read_ok, send, Daemon};
 use crate::{get_json, output};
 
 /// `hb tune [--trace FILE] [--json]`.
@@ -74,14 +74,14 @@ fn current_settings(v: &Value) -> anyhow::Result<TuneConfig> {
 }
 
 /// Runs `hb tune`.
-pub async fn tune_command(addr: &DaemonAddr, a: TuneArgs) -> anyhow::Result<ExitCode> {
+pub async fn tune_command(daemon: &Daemon, a: TuneArgs) -> anyhow::Result<ExitCode> {
     let (trace, source, current) = match &a.trace {
         Some(path) => {
             let file =
                 std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             let trace =
                 parse_trace(BufReader::new(file)).with_context(|| format!("{}", path.display()))?;
-            let current = match get_json(addr, "/hyperbox/predict?limit=0").await {
+            let current = match get_json(daemon, "/hyperbox/predict?limit=0").await {
                 Ok(v) => current_settings(&v)?,
                 Err(e) => {
                     eprintln!(
@@ -99,11 +99,11 @@ pub async fn tune_command(addr: &DaemonAddr, a: TuneArgs) -> anyhow::Result<Exit
             (trace, format!("trace {}", path.display()), current)
         }
         None => {
-            let view = get_json(addr, "/hyperbox/predict?limit=0")
+            let view = get_json(daemon, "/hyperbox/predict?limit=0")
                 .await
                 .context("reading the daemon's prediction settings")?;
             let current = current_settings(&view)?;
-            let trace = daemon_history(addr).await?;
+            let trace = daemon_history(daemon).await?;
             if trace.is_empty() {
                 bail!(
                     "the daemon's start history is empty: nothing to tune on yet. Every \
@@ -150,10 +150,10 @@ pub async fn tune_command(addr: &DaemonAddr, a: TuneArgs) -> anyhow::Result<Exit
 }
 
 /// `GET /hyperbox/predict/history`, parsed.
-async fn daemon_history(addr: &DaemonAddr) -> anyhow::Result<Vec<StartEvent>> {
+async fn daemon_history(daemon: &Daemon) -> anyhow::Result<Vec<StartEvent>> {
     let body = read_ok(
         send(
-            addr,
+            daemon,
             Method::GET,
             "/hyperbox/predict/history",
             empty(),

@@ -1,5 +1,7 @@
 //! The API on TCP with TLS and client authentication, driven by the real docker CLI (every
-//! client on the machine: the 28.x one in /usr/local/bin and Debian's 20.10 in /usr/bin).
+//! client on the machine: the 28.x one in /usr/local/bin and Debian's 20.10 in /usr/bin) and
+//! by `hb` with its docker-like flags (`--tlsverify`, `--tlscacert`, `--tlscert`, `--tlskey`,
+//! `--token-file`, the cert dir, `HYPERBOX_TLS_VERIFY`, `HYPERBOX_TOKEN`).
 //! Certificates are made here with the `openssl` CLI: a CA, a server certificate for
 //! 127.0.0.1, a client certificate, and a second CA with its own client certificate that the
 //! daemon must not trust. Container tests need root and a static busybox.
@@ -10,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -583,4 +585,386 @@ fn clients_that_never_finish_the_tls_handshake_are_cut_off_while_others_are_serv
         assert!(Instant::now() < deadline, "connections still counted");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `hb` at a daemon's TCP address with fixed leading arguments, in a clean environment: none of
+/// the caller's `HYPERBOX_*` variables, and HOME an empty dir (so `~/.hyperbox` holds nothing
+/// unless a test puts files there).
+struct TcpHb<'a> {
+    daemon: &'a Daemon,
+    leading: Vec<String>,
+    env: Vec<(String, String)>,
+    home: tempfile::TempDir,
+}
+
+impl<'a> TcpHb<'a> {
+    /// `hb -H tcp://ADDR FLAGS...`.
+    fn new(daemon: &'a Daemon, flags: &[String]) -> TcpHb<'a> {
+        TcpHb::at(daemon, format!("tcp://{}", daemon.tcp_addr), flags)
+    }
+
+    /// `hb -H HOST FLAGS...`.
+    fn at(daemon: &'a Daemon, host: String, flags: &[String]) -> TcpHb<'a> {
+        let mut leading = vec!["-H".to_string(), host];
+        leading.extend(flags.iter().cloned());
+        TcpHb {
+            daemon,
+            leading,
+            env: Vec::new(),
+            home: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Runs with `input` on stdin (else /dev/null); a hang of a minute fails the test.
+    fn run(&self, args: &[&str], input: Option<&[u8]>) -> Output {
+        let mut c = Command::new(common::bin("hb"));
+        c.args(&self.leading).args(args);
+        for (name, _) in std::env::vars() {
+            if name.starts_with("HYPERBOX_") {
+                c.env_remove(name);
+            }
+        }
+        c.env("HOME", self.home.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = c.spawn().expect("run hb");
+        if let Some(data) = input {
+            let mut stdin = child.stdin.take().expect("stdin");
+            stdin.write_all(data).expect("write stdin");
+        }
+        let start = Instant::now();
+        while child.try_wait().expect("try_wait").is_none() {
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = child.kill();
+                panic!("hb {args:?} hung\ndaemon log:\n{}", self.daemon.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait_with_output().expect("hb output")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.ok_with(args, None)
+    }
+
+    /// Runs with `input`, asserting success; stdout.
+    fn ok_with(&self, args: &[&str], input: Option<&[u8]>) -> String {
+        let o = self.run(args, input);
+        assert!(
+            o.status.success(),
+            "hb {:?} {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon log:\n{}",
+            self.leading,
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            self.daemon.log()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs, asserting failure; stderr.
+    fn refused(&self, args: &[&str]) -> String {
+        let o = self.run(args, None);
+        assert!(
+            !o.status.success(),
+            "hb {:?} {args:?} should have been refused:\nstdout: {}",
+            self.leading,
+            String::from_utf8_lossy(&o.stdout)
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+}
+
+/// A cert dir as docker has it (ca.pem, cert.pem, key.pem) with the test CA and client.
+fn fill_cert_dir(pki: &Pki, dir: &Path) {
+    std::fs::create_dir_all(dir).expect("mkdir cert dir");
+    for (from, to) in [
+        ("ca.pem", "ca.pem"),
+        ("client.pem", "cert.pem"),
+        ("client-key.pem", "key.pem"),
+    ] {
+        std::fs::copy(pki.path(from), dir.join(to)).expect("copy into cert dir");
+    }
+}
+
+/// A token file of mode 0600 holding `token`.
+fn token_file(dir: &Path, name: &str, token: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{token}\n")).expect("write token");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    path
+}
+
+#[test]
+fn hb_with_client_certificates_pulls_lists_saves_loads_and_runs_over_tls() {
+    let pki = Pki::get();
+    let (d, img) = daemon_for_image(&pki.daemon_config(true));
+    wait_tcp(&d.tcp_addr);
+    let hb = TcpHb::new(&d, &tls_flags(pki, "ca", Some("client")));
+    let version = hb.ok(&["version"]);
+    assert!(version.contains("API version: 1.43"), "{version}");
+    // A pull's progress stream, a listing, and archives streamed out and back in.
+    hb.ok(&["pull", img]);
+    assert!(hb.ok(&["images"]).contains("test/bb"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let archive = dir.path().join("bb.tar");
+    let archive = archive.to_string_lossy();
+    hb.ok(&["save", "-o", &archive, img]);
+    hb.ok(&["rmi", img]);
+    let loaded = hb.ok(&["load", "-i", &archive]);
+    assert!(loaded.contains("Loaded image"), "{loaded}");
+
+    // Defaults from a cert dir, as DOCKER_CERT_PATH and DOCKER_TLS_VERIFY give docker.
+    let cert_dir = dir.path().join("certs");
+    fill_cert_dir(pki, &cert_dir);
+    let from_env = TcpHb::new(&d, &[])
+        .env("HYPERBOX_CERT_PATH", &cert_dir.to_string_lossy())
+        .env("HYPERBOX_TLS_VERIFY", "1");
+    assert!(from_env.ok(&["images"]).contains("test/bb"));
+    // ~/.hyperbox when HYPERBOX_CERT_PATH is not set.
+    let from_home = TcpHb::new(&d, &["--tlsverify".to_string()]);
+    fill_cert_dir(pki, &from_home.home.path().join(".hyperbox"));
+    from_home.ok(&["ps"]);
+    // https:// turns TLS on by itself.
+    let mut files = tls_flags(pki, "ca", Some("client"));
+    files.remove(0);
+    TcpHb::at(&d, format!("https://{}", d.tcp_addr), &files).ok(&["ps"]);
+
+    if !can_run() {
+        return;
+    }
+    // Attach (hijacked over TLS): both streams and the exit code.
+    let o = hb.run(
+        &[
+            "run",
+            "--rm",
+            img,
+            "sh",
+            "-c",
+            "echo out-tls; echo err-tls >&2; exit 3",
+        ],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(3), "{o:?}\n{}", d.log());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out-tls\n");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("err-tls"));
+    // stdin through the hijacked TLS stream, and its end (close_notify, then the write side).
+    let echoed = hb.ok_with(
+        &["run", "--rm", "-i", img, "cat"],
+        Some(b"piped over tls\n"),
+    );
+    assert_eq!(echoed, "piped over tls\n");
+    hb.ok(&["run", "-d", "--name", "hb-tls", img, "sleep", "100"]);
+    assert_eq!(hb.ok(&["exec", "hb-tls", "echo", "in-exec"]), "in-exec\n");
+    let cat = hb.ok_with(&["exec", "-i", "hb-tls", "cat"], Some(b"exec stdin\n"));
+    assert_eq!(cat, "exec stdin\n");
+    hb.ok(&["rm", "-f", "hb-tls"]);
+}
+
+#[test]
+fn hb_without_an_accepted_client_certificate_is_refused_with_a_clear_message() {
+    let pki = Pki::get();
+    let d = Daemon::start(&format!("[daemon]\n{}", pki.daemon_config(true)));
+    wait_tcp(&d.tcp_addr);
+
+    let err = TcpHb::new(&d, &tls_flags(pki, "ca", None)).refused(&["ps"]);
+    assert!(
+        err.contains("requires a client certificate") && err.contains("--tlscert"),
+        "{err}"
+    );
+    let err = TcpHb::new(&d, &tls_flags(pki, "ca", Some("stranger"))).refused(&["version"]);
+    assert!(
+        err.contains("refused the client certificate")
+            && err.contains(&pki.p("stranger.pem"))
+            && err.contains("tls_client_ca"),
+        "{err}"
+    );
+    // Plain HTTP to the TLS port: a hint to use TLS.
+    let err = TcpHb::new(&d, &[]).refused(&["ps"]);
+    assert!(
+        err.contains("not plain HTTP") && err.contains("--tlsverify"),
+        "{err}"
+    );
+    assert!(
+        d.log().contains("TLS handshake refused"),
+        "refused handshakes are logged: {}",
+        d.log()
+    );
+
+    // Files that cannot be used are named before anything is sent.
+    let absent = pki.path("absent.pem");
+    let err = TcpHb::new(
+        &d,
+        &[
+            "--tlsverify".into(),
+            "--tlscacert".into(),
+            pki.p("ca.pem"),
+            "--tlscert".into(),
+            absent.to_string_lossy().into_owned(),
+            "--tlskey".into(),
+            pki.p("client-key.pem"),
+        ],
+    )
+    .refused(&["ps"]);
+    assert!(
+        err.contains("--tlscert") && err.contains(&*absent.to_string_lossy()),
+        "{err}"
+    );
+    let err = TcpHb::new(
+        &d,
+        &[
+            "--tlsverify".into(),
+            "--tlscacert".into(),
+            pki.p("ca.pem"),
+            "--tlscert".into(),
+            pki.p("client.pem"),
+            "--tlskey".into(),
+            pki.p("stranger-key.pem"),
+        ],
+    )
+    .refused(&["ps"]);
+    assert!(err.contains("does the key belong"), "{err}");
+    let err = TcpHb::new(
+        &d,
+        &[
+            "--tlscacert".into(),
+            pki.p("ca.pem"),
+            "--tlscert".into(),
+            pki.p("client.pem"),
+        ],
+    )
+    .refused(&["ps"]);
+    assert!(
+        err.contains("needs its key") && err.contains("--tlskey"),
+        "{err}"
+    );
+}
+
+#[test]
+fn hb_tlsverify_against_a_daemon_whose_ca_it_does_not_have_fails_naming_verification() {
+    let pki = Pki::get();
+    // TLS without client certificates: only the client's check of the server is at stake.
+    let d = Daemon::start(&format!("[daemon]\n{}", pki.daemon_config(false)));
+    wait_tcp(&d.tcp_addr);
+    let err = TcpHb::new(&d, &tls_flags(pki, "other-ca", None)).refused(&["ps"]);
+    assert!(
+        err.contains("certificate failed verification")
+            && err.contains(&pki.p("other-ca.pem"))
+            && err.contains("--tlscacert"),
+        "{err}"
+    );
+    // --tls without a CA checks against the system's roots, which do not hold the test CA.
+    let err = TcpHb::new(&d, &["--tls".into()]).refused(&["ps"]);
+    assert!(
+        err.contains("certificate failed verification")
+            && err.contains("system's root certificates")
+            && err.contains("--tlscacert"),
+        "{err}"
+    );
+    // --tlsverify with no CA anywhere (HOME is empty, no HYPERBOX_CERT_PATH).
+    let err = TcpHb::new(&d, &["--tlsverify".into()]).refused(&["ps"]);
+    assert!(
+        err.contains("--tlsverify needs the CA") && err.contains("--tlscacert"),
+        "{err}"
+    );
+    // With the right CA it works.
+    TcpHb::new(&d, &tls_flags(pki, "ca", None)).ok(&["ps"]);
+}
+
+#[test]
+fn hb_speaking_tls_to_a_plain_http_daemon_is_told_so() {
+    let pki = Pki::get();
+    let d = Daemon::start("");
+    wait_tcp(&d.tcp_addr);
+    let err = TcpHb::new(&d, &tls_flags(pki, "ca", None)).refused(&["ps"]);
+    assert!(
+        err.contains("TLS handshake") && err.contains("drop --tls"),
+        "{err}"
+    );
+    // And plain HTTP there works.
+    TcpHb::new(&d, &[]).ok(&["ps"]);
+}
+
+#[test]
+fn hb_with_a_bearer_token_over_tls_and_a_clear_401_without_the_right_one() {
+    let pki = Pki::get();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = format!(
+        "hbtok-{}",
+        common::sha256(&common::noise(u64::from(std::process::id()) + 1, 64))
+            .trim_start_matches("sha256:")
+    );
+    let daemon_token = token_file(dir.path(), "daemon-token", &token);
+    let (d, img) = daemon_for_image(&format!(
+        "{}api_token_file = \"{}\"\n",
+        pki.daemon_config(false),
+        daemon_token.display()
+    ));
+    wait_tcp(&d.tcp_addr);
+    let client_token = token_file(dir.path(), "client-token", &token);
+    let mut flags = tls_flags(pki, "ca", None);
+    flags.extend(["--token-file".into(), client_token.display().to_string()]);
+    let hb = TcpHb::new(&d, &flags);
+    let version = hb.ok(&["version"]);
+    assert!(version.contains("API version: 1.43"), "{version}");
+    hb.ok(&["pull", img]);
+    assert!(hb.ok(&["images"]).contains("test/bb"));
+    // The token from the environment.
+    TcpHb::new(&d, &tls_flags(pki, "ca", None))
+        .env("HYPERBOX_TOKEN", &token)
+        .ok(&["ps"]);
+
+    // Wrong or missing tokens: a 401 that says what happened.
+    let wrong = token_file(dir.path(), "wrong-token", "not-the-token-0123456789");
+    let mut flags = tls_flags(pki, "ca", None);
+    flags.extend(["--token-file".into(), wrong.display().to_string()]);
+    let err = TcpHb::new(&d, &flags).refused(&["images"]);
+    assert!(
+        err.contains("refused the API token from --token-file")
+            && err.contains(&wrong.display().to_string())
+            && err.contains("the bearer token is wrong"),
+        "{err}"
+    );
+    let err = TcpHb::new(&d, &tls_flags(pki, "ca", None))
+        .env("HYPERBOX_TOKEN", "not-the-token-0123456789")
+        .refused(&["ps"]);
+    assert!(
+        err.contains("refused the API token from HYPERBOX_TOKEN"),
+        "{err}"
+    );
+    let err = TcpHb::new(&d, &tls_flags(pki, "ca", None)).refused(&["ps"]);
+    assert!(
+        err.contains("requires an API token") && err.contains("--token-file"),
+        "{err}"
+    );
+    let absent = dir.path().join("absent-token");
+    let mut flags = tls_flags(pki, "ca", None);
+    flags.extend(["--token-file".into(), absent.display().to_string()]);
+    let err = TcpHb::new(&d, &flags).refused(&["ps"]);
+    assert!(
+        err.contains("--token-file") && err.contains(&absent.display().to_string()),
+        "{err}"
+    );
+
+    if !can_run() {
+        return;
+    }
+    // The hijacked attach and exec carry the token too.
+    let out = hb.ok_with(&["run", "--rm", "-i", img, "cat"], Some(b"with a token\n"));
+    assert_eq!(out, "with a token\n");
+    hb.ok(&["run", "-d", "--name", "hb-token", img, "sleep", "100"]);
+    let cat = hb.ok_with(&["exec", "-i", "hb-token", "cat"], Some(b"exec token\n"));
+    assert_eq!(cat, "exec token\n");
+    hb.ok(&["rm", "-f", "hb-token"]);
 }

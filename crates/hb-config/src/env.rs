@@ -9,8 +9,17 @@ use crate::Config;
 /// Prefix of every override variable.
 const PREFIX: &str = "HYPERBOX_";
 
-/// `HYPERBOX_*` variables that other programs read and that are not config keys.
-pub(crate) const IGNORED_VARIABLES: &[&str] = &["HYPERBOX_HOST", "HYPERBOX_CONFIG", "HYPERBOX_LOG"];
+/// `HYPERBOX_*` variables that other programs read and that are not config keys: hb's
+/// address, TLS and token settings are often exported in the shell that also starts the daemon.
+pub(crate) const IGNORED_VARIABLES: &[&str] = &[
+    "HYPERBOX_HOST",
+    "HYPERBOX_CONFIG",
+    "HYPERBOX_LOG",
+    "HYPERBOX_TLS_VERIFY",
+    "HYPERBOX_CERT_PATH",
+    "HYPERBOX_TOKEN",
+    "HYPERBOX_TOKEN_FILE",
+];
 
 /// A key that a variable set, for locating errors.
 #[derive(Debug, Clone)]

@@ -111,7 +111,9 @@ impl Config {
     }
 
     /// Applies the `HYPERBOX_<SECTION>_<KEY>` variables of `env` (all others, and
-    /// `HYPERBOX_HOST`, `HYPERBOX_CONFIG` and `HYPERBOX_LOG`, are ignored) and re-validates.
+    /// `HYPERBOX_HOST`, `HYPERBOX_CONFIG`, `HYPERBOX_LOG` and hb's `HYPERBOX_TLS_VERIFY`,
+    /// `HYPERBOX_CERT_PATH`, `HYPERBOX_TOKEN`, `HYPERBOX_TOKEN_FILE`, are ignored) and
+    /// re-validates.
     /// On error `self` is left unchanged.
     pub fn apply_env(
         &mut self,

@@ -238,6 +238,10 @@ fn environment_overrides_apply() {
         ("HYPERBOX_HOST", "unix:///x"),
         ("HYPERBOX_CONFIG", "/x.toml"),
         ("HYPERBOX_LOG", "debug"),
+        ("HYPERBOX_TLS_VERIFY", "1"),
+        ("HYPERBOX_CERT_PATH", "/root/.hyperbox"),
+        ("HYPERBOX_TOKEN", "s3cret"),
+        ("HYPERBOX_TOKEN_FILE", "/root/token"),
         ("PATH", "/bin"),
     ]))
     .unwrap();
