@@ -556,6 +556,52 @@ fn logs_tail_and_prune() {
     assert_eq!(d.hb_ok(&["ps", "-a", "-q"]).trim(), "");
 }
 
+/// docker-py's `containers.run` (not detached) asks for `logs?follow=1` right after the start,
+/// then waits, removes the container, and only then reads the log stream: every line must still
+/// arrive, although the log file is gone by then.
+#[test]
+fn a_following_log_reader_gets_every_line_when_the_container_is_removed_first() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    if !can_run() {
+        return;
+    }
+    let (_, img) = image();
+    let d = Daemon::start("");
+    for round in 0..5 {
+        let name = format!("gone{round}");
+        d.hb_ok(&[
+            "create",
+            "--name",
+            &name,
+            "--network",
+            "none",
+            img,
+            "sh",
+            "-c",
+            "sleep 0.2; echo first; echo second",
+        ]);
+        d.hb_ok(&["start", &name]);
+        let mut logs = UnixStream::connect(&d.socket).expect("connect");
+        write!(
+            logs,
+            "GET /containers/{name}/logs?follow=1&stdout=1 HTTP/1.1\r\nHost: hb\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        assert_eq!(d.hb_ok(&["wait", &name]).trim(), "0");
+        d.hb_ok(&["rm", &name]);
+        let mut answer = Vec::new();
+        logs.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        logs.read_to_end(&mut answer).expect("read the log stream");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.contains("first") && text.contains("second"),
+            "round {round}: lines lost: {text:?}"
+        );
+    }
+}
+
 #[test]
 fn limits_oom_and_pids() {
     if !can_run() {

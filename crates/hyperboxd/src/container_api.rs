@@ -3,7 +3,6 @@
 //! multiplexed framing, or raw bytes with a TTY), so the docker CLI and `hb` share one protocol.
 
 use std::collections::HashMap;
-use std::io::{BufRead, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::api::{read_json_body, ApiError, ApiResult, Query};
 use crate::containers::record::{ContainerRecord, Status, ZERO_TIME};
 use crate::containers::{signal_number, ContainerError, Containers};
+use crate::log_tail::LogTail;
 use crate::Daemon;
 
 impl From<ContainerError> for ApiError {
@@ -721,14 +721,19 @@ async fn logs(c: &std::sync::Arc<Containers>, key: &str, q: &Query) -> ApiResult
     let path = c.log_path(&r.id);
     let tty = r.tty();
     let keep = move |e: &LogEntry| (e.stream == 1 && want_out) || (e.stream == 2 && want_err);
-    // What is there now (rotated files oldest first), then follow the current file.
-    let (existing, offset) = {
+    // What is there now (rotated files oldest first), then follow the current file through
+    // the descriptor LogTail holds (so a removal or rotation meanwhile loses no line).
+    let (existing, log_tail) = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || read_existing(&path))
+        tokio::task::spawn_blocking(move || LogTail::open(&path))
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     };
-    let mut entries: Vec<LogEntry> = existing.into_iter().filter(|e| keep(e)).collect();
+    let mut entries: Vec<LogEntry> = existing
+        .lines()
+        .filter_map(parse_log_line)
+        .filter(|e| keep(e))
+        .collect();
     if let Some(n) = tail {
         let skip = entries.len().saturating_sub(n);
         entries.drain(..skip);
@@ -749,29 +754,32 @@ async fn logs(c: &std::sync::Arc<Containers>, key: &str, q: &Query) -> ApiResult
         if !follow {
             return;
         }
-        let mut offset = offset;
-        let mut partial = String::new();
+        let mut log = Some(log_tail);
         loop {
+            // Checked before reading: once it is not running, the read below sees its last line.
             let running = containers
                 .find(&id)
                 .map(|r| r.state.status == Status::Running)
                 .unwrap_or(false);
-            let p = path.clone();
-            let read = tokio::task::spawn_blocking(move || read_from(&p, offset)).await;
-            if let Ok(Ok((text, new_offset))) = read {
-                offset = new_offset;
-                partial.push_str(&text);
-                while let Some(nl) = partial.find('\n') {
-                    let line: String = partial.drain(..=nl).collect();
-                    if let Some(e) = parse_log_line(&line) {
-                        if keep(&e)
-                            && tx
-                                .send(Ok(Bytes::from(encode_entry(&e, tty, timestamps))))
-                                .await
-                                .is_err()
-                        {
-                            return;
-                        }
+            let Some(mut t) = log.take() else { return };
+            let Ok((text, t)) = tokio::task::spawn_blocking(move || {
+                let text = t.read_new();
+                (text, t)
+            })
+            .await
+            else {
+                return;
+            };
+            log = Some(t);
+            for line in text.lines() {
+                if let Some(e) = parse_log_line(line) {
+                    if keep(&e)
+                        && tx
+                            .send(Ok(Bytes::from(encode_entry(&e, tty, timestamps))))
+                            .await
+                            .is_err()
+                    {
+                        return;
                     }
                 }
             }
@@ -794,41 +802,6 @@ fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// Entries of the rotated files and the current one, and the current file's length.
-fn read_existing(path: &std::path::Path) -> (Vec<LogEntry>, u64) {
-    let mut out = Vec::new();
-    for n in (0..8).rev() {
-        let p = hb_monitor::logfile::rotated(path, n);
-        let Ok(f) = std::fs::File::open(&p) else {
-            continue;
-        };
-        for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
-            if let Some(e) = parse_log_line(&line) {
-                out.push(e);
-            }
-        }
-    }
-    let len = std::fs::metadata(path).map_or(0, |m| m.len());
-    (out, len)
-}
-
-/// New text of the current log file from `offset` (from 0 if it was rotated meanwhile).
-fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<(String, u64)> {
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
-    let start = if len < offset { 0 } else { offset };
-    f.seek(SeekFrom::Start(start))?;
-    let mut buf = Vec::new();
-    std::io::Read::read_to_end(&mut f, &mut buf)?;
-    // Only whole lines; a partial one is read again next time.
-    let end = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    buf.truncate(end);
-    Ok((
-        String::from_utf8_lossy(&buf).into_owned(),
-        start + end as u64,
-    ))
 }
 
 fn top(c: &Containers, key: &str) -> ApiResult {

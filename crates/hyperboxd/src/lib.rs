@@ -8,6 +8,7 @@ pub mod containers;
 pub mod deferred_compression;
 pub mod events;
 pub mod idle_trim;
+pub mod log_tail;
 pub mod metrics;
 pub mod prewarm;
 pub mod serve;
