@@ -26,7 +26,7 @@ use crate::store::Store;
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeferredReport {
     /// Chunks that waited for compression and were rewritten (compressed, or
-    /// raw when zstd would not shrink them).
+    /// raw when zstd would not shrink them or compression is now off).
     pub chunks_compressed: u64,
     /// Other live chunks of the same packs, copied as they were.
     pub chunks_copied: u64,
@@ -92,9 +92,10 @@ impl Store {
                 let bytes: &[u8] = if loc.flags & FLAG_DEFERRED != 0 {
                     decode_record(id, loc, &record, &mut raw, &mut decompressor)
                         .map_err(corrupt)?;
-                    rewritten = inner
-                        .counters
-                        .encode_record(id, &raw, Some(&mut compressor))?;
+                    // With compression turned off since the write, the chunk is simply
+                    // rewritten raw (no longer waiting).
+                    let zstd = inner.opts.compression.then_some(&mut compressor);
+                    rewritten = inner.counters.encode_record(id, &raw, zstd)?;
                     &rewritten
                 } else {
                     let h = RecordHeader::parse(&record).map_err(corrupt)?;

@@ -731,3 +731,28 @@ fn deferred_compression_waits_for_open_writers_before_switching() {
     assert_eq!(store.read_blob(&b.digest).unwrap(), late);
     assert!(store.check(false).unwrap().is_clean());
 }
+
+#[test]
+fn deferred_chunks_are_rewritten_raw_once_compression_is_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), deferring());
+    let words = text(1_000_000, 90);
+    let (a, sa) = write_files(&store, &[("words", &words)]);
+    drop(store);
+    // The config changed before the background pass reached them.
+    let store = open(
+        dir.path(),
+        StoreOptions {
+            compression: false,
+            ..deferring()
+        },
+    );
+    assert_eq!(store.deferred_bytes().unwrap(), words.len() as u64);
+    let report = store.compress_deferred().unwrap();
+    assert!(report.chunks_compressed > 0, "{report:?}");
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.deferred_bytes, 0);
+    assert!(stats.compression_ratio < 1.01, "{stats:?}");
+    assert_eq!(store.read_blob(&a.digest).unwrap(), sa);
+    assert!(store.check(false).unwrap().is_clean());
+}
