@@ -16,8 +16,8 @@ use redb::ReadableTable;
 
 use crate::chunk_id::ChunkId;
 use crate::error::{IndexContext, StoreError};
-use crate::gc::decode_entry;
-use crate::index::{CHUNKS, PACKS};
+use crate::gc::{check_record_header, decode_entry};
+use crate::index::{advance_pack_ends, CHUNKS, PACKS};
 use crate::locking::lock;
 use crate::pack::{decode_record, pack_label, Location, RecordHeader, FLAG_DEFERRED};
 use crate::store::Store;
@@ -98,10 +98,7 @@ impl Store {
                     rewritten = inner.counters.encode_record(id, &raw, zstd)?;
                     &rewritten
                 } else {
-                    let h = RecordHeader::parse(&record).map_err(corrupt)?;
-                    if h.flags != loc.flags || h.stored_len != loc.stored_len {
-                        return Err(corrupt("record header disagrees with index".into()));
-                    }
+                    check_record_header(id, loc, &record)?;
                     &record
                 };
                 let header = RecordHeader::parse(bytes).map_err(corrupt)?;
@@ -127,14 +124,7 @@ impl Store {
             }
         }
         // Durability order: the copies reach the disk before the index names them.
-        for &pack in ends.keys() {
-            let file = inner.appender().sync_handle(pack)?;
-            inner
-                .counters
-                .pack_syncs
-                .time(|| file.sync_data())
-                .map_err(|e| StoreError::io(format!("syncing {}", pack_label(pack)), e))?;
-        }
+        inner.sync_packs(ends.keys().copied())?;
         // Exclusive from here: no writer can hold uncommitted records in a pack
         // we retire, nor read one we delete.
         let Some(_maintenance) = inner.gate.upgrade(&pass) else {
@@ -146,23 +136,6 @@ impl Store {
         inner.delete_pack_files(&retired)?;
         tracing::info!(?report, "deferred compression finished");
         Ok(report)
-    }
-
-    /// Content bytes of chunks waiting for [`Store::compress_deferred`].
-    pub fn deferred_bytes(&self) -> Result<u64, StoreError> {
-        let txn = self.inner.begin_read()?;
-        let chunks = txn
-            .open_table(CHUNKS)
-            .index_ctx(|| "opening chunks".into())?;
-        let mut total = 0u64;
-        for entry in chunks.iter().index_ctx(|| "scanning chunks".into())? {
-            let (k, v) = entry.index_ctx(|| "scanning chunks".into())?;
-            let (_, loc) = decode_entry(k.value(), v.value())?;
-            if loc.flags & FLAG_DEFERRED != 0 {
-                total += u64::from(loc.raw_len);
-            }
-        }
-        Ok(total)
     }
 }
 
@@ -235,12 +208,7 @@ fn switch_over(
             }
         }
         let mut packs = txn.open_table(PACKS).index_ctx(ctx)?;
-        for (&pack, &end) in ends {
-            let old = packs.get(pack).index_ctx(ctx)?.map_or(0, |v| v.value());
-            if end > old {
-                packs.insert(pack, end).index_ctx(ctx)?;
-            }
-        }
+        advance_pack_ends(&mut packs, ends, ctx)?;
         for &pack in by_pack.keys() {
             if !still_used.contains(&pack) {
                 packs.remove(pack).index_ctx(ctx)?;

@@ -14,7 +14,7 @@ use redb::ReadableTable;
 
 use crate::chunk_id::ChunkId;
 use crate::error::{IndexContext, StoreError};
-use crate::index::{BlobRecord, BLOBS, CHUNKS, PACKS};
+use crate::index::{advance_pack_ends, BlobRecord, BLOBS, CHUNKS, PACKS};
 use crate::pack::{pack_label, Location, RecordHeader, PACK_HEADER_LEN, RECORD_HEADER_LEN};
 use crate::recipe::Segment;
 use crate::store::{Store, StoreInner};
@@ -202,12 +202,7 @@ pub(crate) fn relocate(
         for pack in &retired {
             packs.remove(*pack).index_ctx(ctx)?;
         }
-        for (&pack, &end) in &ends {
-            let old = packs.get(pack).index_ctx(ctx)?.map_or(0, |v| v.value());
-            if end > old {
-                packs.insert(pack, end).index_ctx(ctx)?;
-            }
-        }
+        advance_pack_ends(&mut packs, &ends, ctx)?;
     }
     txn.commit().index_ctx(ctx)?;
     let retired: Vec<u32> = retired.into_iter().collect();
@@ -216,7 +211,11 @@ pub(crate) fn relocate(
 }
 
 /// Cheap sanity check before copying a record verbatim: right header, right id.
-fn check_record_header(id: &ChunkId, loc: &Location, record: &[u8]) -> Result<(), StoreError> {
+pub(crate) fn check_record_header(
+    id: &ChunkId,
+    loc: &Location,
+    record: &[u8],
+) -> Result<(), StoreError> {
     let corrupt = |detail: String| StoreError::CorruptChunk {
         chunk: id.to_string(),
         pack: pack_label(loc.pack),

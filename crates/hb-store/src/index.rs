@@ -7,10 +7,12 @@
 //!   and may be referenced; bytes above were never acknowledged)
 //! - `meta`: format version
 
+use std::collections::BTreeMap;
+
 use redb::{ReadableTable, TableDefinition};
 
 use crate::chunk_id::ChunkId;
-use crate::error::StoreError;
+use crate::error::{IndexContext, StoreError};
 use crate::pack::Location;
 use crate::recipe::{self, Segment};
 
@@ -20,6 +22,22 @@ pub(crate) const CHUNKS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("h
 pub(crate) const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("hb_store.blobs");
 /// Pack number → committed length.
 pub(crate) const PACKS: TableDefinition<u32, u64> = TableDefinition::new("hb_store.packs");
+/// Raises each pack's committed length in [`PACKS`] to its end in `ends` where
+/// that is further (a concurrent commit may already have gone further).
+pub(crate) fn advance_pack_ends(
+    packs: &mut redb::Table<'_, u32, u64>,
+    ends: &BTreeMap<u32, u64>,
+    ctx: impl Fn() -> String,
+) -> Result<(), StoreError> {
+    for (&pack, &end) in ends {
+        let old = packs.get(pack).index_ctx(&ctx)?.map_or(0, |v| v.value());
+        if end > old {
+            packs.insert(pack, end).index_ctx(&ctx)?;
+        }
+    }
+    Ok(())
+}
+
 /// Store-level settings.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("hb_store.meta");
 /// Key of the format version in [`META`].

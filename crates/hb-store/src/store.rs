@@ -421,6 +421,22 @@ impl StoreInner {
         Ok((files.len() as u64, files.iter().map(|f| f.1).sum()))
     }
 
+    /// fdatasyncs `packs` (timed in `pack_syncs`): their bytes reach the disk
+    /// before any index entry that names them is committed.
+    pub(crate) fn sync_packs(
+        &self,
+        packs: impl IntoIterator<Item = u32>,
+    ) -> Result<(), StoreError> {
+        for pack in packs {
+            let file = self.appender().sync_handle(pack)?;
+            self.counters
+                .pack_syncs
+                .time(|| file.sync_data())
+                .map_err(|e| StoreError::io(format!("syncing {}", pack_label(pack)), e))?;
+        }
+        Ok(())
+    }
+
     /// Locks the shared pack appender.
     pub(crate) fn appender(&self) -> std::sync::MutexGuard<'_, PackAppender> {
         lock(&self.appender)

@@ -23,7 +23,9 @@ use sha2::{Digest as _, Sha256};
 use crate::chunk_id::ChunkId;
 use crate::chunker::{ContentChunker, MAX_CHUNK};
 use crate::error::{IndexContext, StoreError};
-use crate::index::{get_location, validate_digest, BlobRecord, BLOBS, CHUNKS, PACKS};
+use crate::index::{
+    advance_pack_ends, get_location, validate_digest, BlobRecord, BLOBS, CHUNKS, PACKS,
+};
 use crate::locking::WriterPass;
 use crate::pack::{pack_label, Location};
 use crate::recipe::Segment;
@@ -515,14 +517,7 @@ impl Pipeline {
         let ends = self.batch_ends(&batch);
         // Durability order: pack bytes reach the disk before any committed
         // index entry can point at them.
-        for &pack in ends.keys() {
-            let file = self.inner.appender().sync_handle(pack)?;
-            self.inner
-                .counters
-                .pack_syncs
-                .time(|| file.sync_data())
-                .map_err(|e| StoreError::io(format!("syncing {}", pack_label(pack)), e))?;
-        }
+        self.inner.sync_packs(ends.keys().copied())?;
         self.index(batch, ends, Some(blob))
     }
 
@@ -601,12 +596,7 @@ impl Pipeline {
                 self.own[i].final_id = Some(cand);
             }
             let mut packs = txn.open_table(PACKS).index_ctx(ctx)?;
-            for (&pack, &end) in &ends {
-                let old = packs.get(pack).index_ctx(ctx)?.map_or(0, |v| v.value());
-                if end > old {
-                    packs.insert(pack, end).index_ctx(ctx)?;
-                }
-            }
+            advance_pack_ends(&mut packs, &ends, ctx)?;
         }
         let mut info = BlobInfo {
             digest: String::new(),
