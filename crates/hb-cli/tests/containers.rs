@@ -95,6 +95,19 @@ fn run_streams_output_and_exit_code_then_removes() {
     wait_until("container dir removed", || {
         std::fs::read_dir(&containers).map_or(true, |mut r| r.next().is_none())
     });
+    // The mount points of /etc/hostname, /etc/hosts and /etc/resolv.conf come from the shared
+    // bottom layer: a container that writes nothing leaves its upper dir empty.
+    let id = d.hb_ok(&["create", "--network", "none", img, "true"]);
+    let id = id.trim();
+    assert_eq!(out(&d.hb(&["start", "-a", id])).2, 0);
+    let upper = containers.join(id).join("upper");
+    let written: Vec<_> = std::fs::read_dir(&upper)
+        .expect("upper dir")
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .expect("listing the upper dir");
+    assert!(written.is_empty(), "upper dir holds {written:?}");
+    d.hb_ok(&["rm", id]);
     // A second run is served from the unpacked layer (no pull): the image stays.
     let o = d.hb(&["run", "--rm", "--network", "none", img, "true"]);
     assert_eq!(out(&o).2, 0);

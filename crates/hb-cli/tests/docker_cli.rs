@@ -412,6 +412,33 @@ fn lifecycle_edges_follow_dockerd() {
     // With StdinOnce (what `docker run -i` in the foreground sets) input's end is stdin's end.
     let out = docker.ok_with(&["run", "--rm", "-i", img, "cat"], Some(b"once\n"));
     assert_eq!(out, "once\n");
+    // A `--rm` container survives `docker restart` with its files (its overlay, mounted
+    // volatile, mounts again over the same work dir); the stop after that removes it.
+    docker.ok(&[
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        "edge-rm",
+        img,
+        "sh",
+        "-c",
+        "echo kept >> /f; sleep 60",
+    ]);
+    docker.ok(&["restart", "-t", "0", "edge-rm"]);
+    let seen = docker.ok(&["exec", "edge-rm", "cat", "/f"]);
+    assert_eq!(seen, "kept\nkept\n", "{}", d.log());
+    docker.ok(&["stop", "-t", "0", "edge-rm"]);
+    let gone = || docker.code(&["inspect", "edge-rm"]).0 != 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !gone() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        gone(),
+        "a stopped --rm container is still there\n{}",
+        d.log()
+    );
     docker.ok(&["rm", "-f", "edge-run", "edge-term", "edge-cat"]);
     // An endpoint answered without reading the request's body must still answer cleanly: the
     // connection used to be reset under the CLI, which then said "broken pipe" (about one

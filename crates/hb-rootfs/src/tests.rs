@@ -507,3 +507,26 @@ fn mount_data_uses_short_links_when_long() {
         Err(RootfsError::TooManyLayers { .. })
     ));
 }
+
+#[test]
+fn the_mount_points_layer_is_made_once_and_listed_nowhere() {
+    let f = fixture();
+    let base = f.layers.mount_points_layer();
+    for d in ["etc", "proc", "sys", "dev"] {
+        assert!(base.join(d).is_dir(), "{d}");
+    }
+    for p in ["etc/hostname", "etc/hosts", "etc/resolv.conf"] {
+        let m = std::fs::metadata(base.join(p)).unwrap();
+        assert!(m.is_file() && m.len() == 0, "{p}");
+        assert_eq!(m.mode() & 0o7777, 0o644, "{p}");
+    }
+    // Not an image layer: usage and listings skip it.
+    assert!(f.layers.usage().unwrap().layers.is_empty());
+    // A crash while making it leaves a temp dir; the next open cleans that and keeps the layer.
+    let leftover = f.layers.root().join(".tmp-mount-points-v1-1");
+    std::fs::create_dir(&leftover).unwrap();
+    let again = LayerStore::open(f.layers.root(), f.store.clone()).unwrap();
+    assert!(!leftover.exists());
+    assert_eq!(again.mount_points_layer(), base);
+    assert!(base.join("etc/hosts").is_file());
+}

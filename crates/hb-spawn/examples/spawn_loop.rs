@@ -98,6 +98,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             upper_dir: c.join("upper"),
             work_dir: c.join("work"),
             merged_dir: c.join("merged"),
+            volatile: false,
         },
         process: ProcessSpec {
             args: vec!["/bin/true".into()],

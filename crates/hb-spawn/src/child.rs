@@ -114,12 +114,23 @@ pub struct UserMount {
     pub call: MountCall,
 }
 
+/// What a `volatile` overlay mount needs besides its options.
+pub struct VolatileOverlay {
+    /// `<work dir>/work/incompat/volatile` and the `dirty` file in it.
+    pub marker: CString,
+    pub marker_file: CString,
+    /// The overlay's options without `volatile` (None for a layered overlay).
+    pub plain_data: Option<CString>,
+}
+
 /// An overlay with too many layers for one page of mount options, mounted with the new mount
 /// API one `lowerdir+` at a time (Linux 6.8+).
 pub struct LayeredOverlay {
     pub lowers: Vec<CString>,
     pub upper: CString,
     pub work: CString,
+    /// Set overlayfs's `volatile` flag.
+    pub volatile: bool,
 }
 
 /// The process's terminal: allocated by the child itself, from the devpts mounted at /dev/pts
@@ -199,6 +210,10 @@ pub struct Plan {
     pub overlay: MountCall,
     /// Set when the options do not fit a page: `overlay` then only names the target.
     pub layered_overlay: Option<LayeredOverlay>,
+    /// With a volatile overlay: the marker a previous volatile mount left in the work dir
+    /// (removed first, or overlayfs refuses the remount of a restarted container), and the
+    /// options without `volatile`, for kernels before 5.10 that do not know it.
+    pub volatile: Option<VolatileOverlay>,
     pub system_mounts: Vec<MountCall>,
     pub symlinks: Vec<(CString, CString)>,
     /// Directories under the container's /dev that `--device` nodes need, parents first.
@@ -252,9 +267,11 @@ unsafe fn do_mount(m: &MountCall) -> Result<(), i32> {
     if m.make == 1 {
         libc::mkdir(m.target.as_ptr(), 0o755);
     } else if m.make == 2 {
+        // Read-only: opening an overlay file for writing would copy it up into the upper dir
+        // even when it exists already.
         let fd = libc::open(
             m.target.as_ptr(),
-            libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+            libc::O_CREAT | libc::O_RDONLY | libc::O_CLOEXEC,
             0o644,
         );
         if fd >= 0 {
@@ -289,6 +306,7 @@ unsafe fn do_mount(m: &MountCall) -> Result<(), i32> {
 
 // Kernel ABI constants of the new mount API (not all in libc).
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
@@ -313,6 +331,15 @@ unsafe fn mount_layered_overlay(o: &LayeredOverlay, target: &CString) -> Result<
     let configured = o.lowers.iter().all(|l| set(c"lowerdir+", l))
         && set(c"upperdir", &o.upper)
         && set(c"workdir", &o.work)
+        && (!o.volatile
+            || libc::syscall(
+                libc::SYS_fsconfig,
+                fs,
+                FSCONFIG_SET_FLAG,
+                c"volatile".as_ptr(),
+                std::ptr::null::<libc::c_char>(),
+                0,
+            ) == 0)
         && libc::syscall(
             libc::SYS_fsconfig,
             fs,
@@ -660,10 +687,33 @@ pub unsafe fn container_main(plan: &Plan, err: RawFd) -> ! {
             fail(err, Step::Overlay, errno(), 1, 125);
         }
     }
-    let overlay = match &plan.layered_overlay {
+    if let Some(v) = &plan.volatile {
+        // Left by this container's previous run; overlayfs refuses to remount over it.
+        libc::unlink(v.marker_file.as_ptr());
+        libc::rmdir(v.marker.as_ptr());
+    }
+    let mut overlay = match &plan.layered_overlay {
         Some(o) => mount_layered_overlay(o, &plan.overlay.target),
         None => do_mount(&plan.overlay),
     };
+    if let (Err(libc::EINVAL), Some(plain)) = (
+        overlay,
+        plan.volatile.as_ref().and_then(|v| v.plain_data.as_ref()),
+    ) {
+        // A kernel before 5.10 has no `volatile`: mount as before.
+        overlay = if libc::mount(
+            ptr(&plan.overlay.source),
+            plan.overlay.target.as_ptr(),
+            ptr(&plan.overlay.fstype),
+            plan.overlay.flags,
+            plain.as_ptr().cast(),
+        ) == 0
+        {
+            Ok(())
+        } else {
+            Err(errno())
+        };
+    }
     if let Err(e) = overlay {
         fail(err, Step::Overlay, e, 0, 125);
     }

@@ -34,7 +34,9 @@ pub use spec::{
 };
 pub use user::ResolvedUser;
 
-use child::{LayeredOverlay, MountCall, Plan, Step, TerminalPlan, TtyStep, UserMount};
+use child::{
+    LayeredOverlay, MountCall, Plan, Step, TerminalPlan, TtyStep, UserMount, VolatileOverlay,
+};
 
 /// Docker's exit-code class of a failed start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -378,6 +380,7 @@ impl Spawner {
                 readonly_remount: false,
             },
             layered_overlay: None,
+            volatile: None,
             system_mounts: Vec::new(),
             symlinks: Vec::new(),
             device_dirs: Vec::new(),
@@ -435,15 +438,28 @@ impl Spawner {
         if lowers.is_empty() {
             return Err(SpawnError::setup("the image has no layers"));
         }
-        let data = format!(
+        let plain = format!(
             "lowerdir={},upperdir={},workdir={}",
             lowers.join(":"),
             r.upper_dir.display(),
             r.work_dir.display()
         );
+        let data = if r.volatile {
+            format!("{plain},volatile")
+        } else {
+            plain.clone()
+        };
+        let marker_dir = r.work_dir.join("work/incompat/volatile");
+        let marker_file = cpath(&marker_dir.join("dirty"))?;
+        let marker = cpath(&marker_dir)?;
         // mount(2) copies at most one page of options; past that (about 60 layers with
         // 64-hex names) the new mount API takes the layers one by one.
         if data.len() >= PAGE_OPTIONS {
+            plan.volatile = r.volatile.then_some(VolatileOverlay {
+                marker,
+                marker_file,
+                plain_data: None,
+            });
             plan.layered_overlay = Some(LayeredOverlay {
                 lowers: r
                     .lower_dirs
@@ -452,6 +468,7 @@ impl Spawner {
                     .collect::<Result<_, _>>()?,
                 upper: cpath(&r.upper_dir)?,
                 work: cpath(&r.work_dir)?,
+                volatile: r.volatile,
             });
             plan.overlay = MountCall {
                 source: None,
@@ -463,6 +480,13 @@ impl Spawner {
                 readonly_remount: false,
             };
         } else {
+            if r.volatile {
+                plan.volatile = Some(VolatileOverlay {
+                    marker,
+                    marker_file,
+                    plain_data: Some(cstr(plain)?),
+                });
+            }
             plan.overlay_dir = common.map(cpath).transpose()?;
             plan.overlay = MountCall {
                 source: Some(cstr("overlay")?),

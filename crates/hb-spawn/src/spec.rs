@@ -47,6 +47,11 @@ pub struct RootfsSpec {
     pub work_dir: PathBuf,
     /// Mount point.
     pub merged_dir: PathBuf,
+    /// Mount with overlayfs's `volatile` option: no sync of the upper filesystem when the
+    /// overlay goes away. For `--rm` containers, whose upper dir is deleted at exit anyway;
+    /// without it every exit syncs the whole filesystem under the upper dir.
+    #[serde(default)]
+    pub volatile: bool,
 }
 
 /// A process to run.

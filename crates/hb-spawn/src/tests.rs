@@ -100,6 +100,7 @@ impl Bed {
                 upper_dir: c.join("upper"),
                 work_dir: c.join("work"),
                 merged_dir: c.join("merged"),
+                volatile: false,
             },
             process: ProcessSpec {
                 args: args.iter().map(|s| s.to_string()).collect(),
@@ -983,4 +984,74 @@ fn devices_resolve_from_nodes_and_directories() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("invalid device permissions"), "{e}");
+}
+
+#[test]
+fn volatile_overlay_mounts_again_after_a_run() {
+    if !root() {
+        return;
+    }
+    let b = bed();
+    let probe = "grep -o -E 'fsync=volatile|,volatile' /proc/self/mountinfo | head -1";
+    let mut spec = b.spec(&["sh", "-c", probe]);
+    let (code, out, err, _) = b.run(&spec).unwrap();
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    spec.rootfs.volatile = true;
+    for round in 0..2 {
+        // The second mount over the same work dir needs the first one's marker gone.
+        let (code, out, err, _) = b.run(&spec).unwrap();
+        assert_eq!(code, 0, "round {round}: {err}");
+        assert!(out.contains("volatile"), "round {round}: {out:?}");
+    }
+    assert!(spec.rootfs.work_dir.join("work/incompat/volatile").exists());
+}
+
+#[test]
+fn volatile_applies_to_a_layered_overlay_too() {
+    if !root() {
+        return;
+    }
+    let b = bed();
+    let mut spec = b.spec(&["sh", "-c", "grep -c volatile /proc/self/mountinfo"]);
+    let mut lowers = Vec::new();
+    for i in 0..60 {
+        let l = b.dir.path().join(format!("s{i}")).join(format!("{i:064x}"));
+        std::fs::create_dir_all(&l).unwrap();
+        lowers.push(l);
+    }
+    lowers.push(b.dir.path().join("layers/base"));
+    spec.rootfs.lower_dirs = lowers;
+    spec.rootfs.volatile = true;
+    for round in 0..2 {
+        let (code, out, err, _) = b.run(&spec).unwrap();
+        assert_eq!((code, out.as_str()), (0, "1\n"), "round {round}: {err}");
+    }
+}
+
+#[test]
+fn a_bind_mount_point_the_image_has_is_not_copied_up() {
+    if !root() {
+        return;
+    }
+    let b = bed();
+    let lower = b.dir.path().join("layers/base");
+    std::fs::write(lower.join("etc/hostname"), "").unwrap();
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("hostname"), "box\n").unwrap();
+    std::fs::write(host.path().join("hosts"), "127.0.0.1 localhost\n").unwrap();
+    let mut spec = b.spec(&["sh", "-c", "cat /etc/hostname /etc/hosts"]);
+    for f in ["hostname", "hosts"] {
+        spec.mounts.push(MountSpec::Bind {
+            source: host.path().join(f),
+            destination: format!("/etc/{f}"),
+            readonly: false,
+        });
+    }
+    let (code, out, err, _) = b.run(&spec).unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "box\n127.0.0.1 localhost\n");
+    let upper = &spec.rootfs.upper_dir;
+    assert!(!upper.join("etc/hostname").exists(), "copied up");
+    // A mount point the image lacks is still made, in the upper dir.
+    assert!(upper.join("etc/hosts").exists());
 }

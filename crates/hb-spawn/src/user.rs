@@ -182,6 +182,7 @@ mod tests {
             upper_dir: dir.join("u"),
             work_dir: dir.join("w"),
             merged_dir: dir.join("m"),
+            volatile: false,
         }
     }
 

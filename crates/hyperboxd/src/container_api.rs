@@ -372,8 +372,7 @@ async fn stop(c: &Containers, key: &str, q: &Query) -> ApiResult {
 
 async fn restart(c: &Containers, key: &str, q: &Query) -> ApiResult {
     let t = q.get("t").and_then(|t| t.parse::<i64>().ok());
-    c.stop(key, t).await?;
-    c.start(key).await?;
+    c.restart(key, t).await?;
     Ok(no_content())
 }
 

@@ -109,6 +109,8 @@ pub struct HostSettings {
     pub privileged: bool,
     /// `--read-only`.
     pub readonly_rootfs: bool,
+    /// `--rm`: the upper dir is thrown away at exit, so its overlay is mounted volatile.
+    pub auto_remove: bool,
 }
 
 fn cap_name(c: &str) -> String {
@@ -263,6 +265,7 @@ pub fn host_settings(host: &Value) -> Result<HostSettings, String> {
         capabilities: caps,
         privileged,
         readonly_rootfs: host["ReadonlyRootfs"].as_bool().unwrap_or(false),
+        auto_remove: host["AutoRemove"].as_bool().unwrap_or(false),
     })
 }
 
@@ -380,6 +383,7 @@ pub fn container_spec(
             upper_dir: paths.upper.clone(),
             work_dir: paths.work.clone(),
             merged_dir: paths.merged.clone(),
+            volatile: host.auto_remove,
         },
         process: ProcessSpec {
             args,

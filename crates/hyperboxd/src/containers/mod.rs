@@ -123,6 +123,8 @@ pub struct Containers {
     prewarmer: OnceLock<Arc<crate::prewarm::Prewarmer>>,
     /// Start and remove of one container run one at a time.
     op_locks: op_lock::ContainerOpLocks,
+    /// `--rm` containers inside a `restart`: their stop is not the end, so no auto-remove.
+    restarting: Mutex<std::collections::HashSet<String>>,
 }
 
 fn io_err(what: &str, e: impl std::fmt::Display) -> ContainerError {
@@ -207,6 +209,7 @@ impl Containers {
             table,
             records: Mutex::new(records),
             execs: Mutex::new(HashMap::new()),
+            restarting: Mutex::new(std::collections::HashSet::new()),
             monitor: MonitorClient::new(cfg.monitor_socket),
             monitor_args: cfg.monitor_args,
             monitor_log: cfg.monitor_log,
@@ -422,7 +425,7 @@ impl Containers {
             self.publish(&r, "oom", &[]);
         }
         self.publish(&r, "die", &[("exitCode", r.state.exit_code.to_string())]);
-        if r.auto_remove() {
+        if r.auto_remove() && !self.is_restarting(&r.id) {
             let this = self.clone();
             tokio::spawn(async move {
                 if let Err(e) = this.auto_remove_exited(&r.id).await {
@@ -676,11 +679,7 @@ impl Containers {
             layers
                 .pin(&id, &diff_ids)
                 .map_err(|e| io_err("pinning layers", e))?;
-            let lowers = dedup_lowers(
-                layers
-                    .ensure_image(&diff_ids, parallel)
-                    .map_err(|e| io_err("unpacking the image", e))?,
-            );
+            let lowers = image_lowers(&layers, &diff_ids, parallel)?;
             let dirs =
                 ContainerDirs::create(&root, &id).map_err(|e| io_err("container dirs", e))?;
             let paths = ContainerPaths::new(&dirs, lowers);
@@ -723,11 +722,7 @@ impl Containers {
     /// Paths of an existing container (for re-registering after a monitor restart).
     fn paths_of(&self, r: &ContainerRecord) -> Result<ContainerPaths> {
         let dirs = ContainerDirs::open(&self.root, &r.id);
-        let lowers = dedup_lowers(
-            self.layers
-                .ensure_image(&r.layers, self.parallel)
-                .map_err(|e| io_err("unpacking the image", e))?,
-        );
+        let lowers = image_lowers(&self.layers, &r.layers, self.parallel)?;
         Ok(ContainerPaths::new(&dirs, lowers))
     }
 
@@ -945,6 +940,38 @@ impl Containers {
             let _ = self.wait(&r.id, "not-running").await;
         }
         Ok(true)
+    }
+
+    /// `POST /containers/{id}/restart`: stop, then start. As dockerd, a `--rm` container
+    /// survives its restart: only an exit that is not part of one removes it.
+    pub async fn restart(&self, key: &str, timeout: Option<i64>) -> Result<()> {
+        let id = self.find(key)?.id;
+        self.restarting_lock().insert(id.clone());
+        let stopped = self.stop(&id, timeout).await;
+        let started = match stopped {
+            Ok(_) => self.start(&id).await,
+            Err(e) => Err(e),
+        };
+        self.restarting_lock().remove(&id);
+        if started.is_err() {
+            // Left exited: a `--rm` container goes, as any other exit of it would.
+            if let Ok(r) = self.find(&id) {
+                if r.auto_remove() && r.state.status == Status::Exited {
+                    if let Err(e) = self.auto_remove_exited(&id).await {
+                        tracing::warn!(container = %id, "auto-removing: {e}");
+                    }
+                }
+            }
+        }
+        started.map(|_| ())
+    }
+
+    fn restarting_lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.restarting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_restarting(&self, id: &str) -> bool {
+        self.restarting_lock().contains(id)
     }
 
     /// `DELETE /containers/{id}`.
@@ -1284,6 +1311,18 @@ impl Containers {
             other => Err(monitor_refusal(other)),
         }
     }
+}
+
+/// The overlay's lower dirs for an image, top first: its layers (unpacked if missing), then
+/// the shared mount-points layer at the bottom.
+fn image_lowers(layers: &LayerStore, diff_ids: &[String], parallel: usize) -> Result<Vec<PathBuf>> {
+    let mut lowers = dedup_lowers(
+        layers
+            .ensure_image(diff_ids, parallel)
+            .map_err(|e| io_err("unpacking the image", e))?,
+    );
+    lowers.push(layers.mount_points_layer());
+    Ok(lowers)
 }
 
 /// An image may list the same layer twice (empty layers often repeat); overlayfs refuses a
