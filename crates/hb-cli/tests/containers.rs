@@ -719,7 +719,13 @@ fn containers_survive_a_daemon_kill9_and_nothing_leaks() {
     wait_until("exit seen after restart", || {
         inspect(&d, "survivor")["State"]["Status"] == "exited"
     });
-    d.hb_ok(&["rm", "survivor"]);
+    // Its layers are pinned again by the restarted daemon: removing the image and pruning
+    // leave them, and the container starts again.
+    d.hb_ok(&["rmi", "-f", img]);
+    d.hb_ok(&["image", "prune"]);
+    d.hb_ok(&["start", "survivor"]);
+    assert_eq!(d.hb_ok(&["exec", "survivor", "echo", "again"]), "again\n");
+    d.hb_ok(&["rm", "-f", "survivor"]);
     // Nothing of it remains: cgroups, dirs, mounts, netns files.
     let parent = d.cgroup_parent();
     for h in ["memory", "pids", "cpu"] {

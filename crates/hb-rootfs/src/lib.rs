@@ -98,6 +98,10 @@ struct Shared {
     /// Layers being unpacked right now (others wait for them).
     busy: Mutex<HashSet<String>>,
     done: Condvar,
+    /// Container id → the layers it uses. In memory: the owner of the containers re-pins
+    /// them when it opens the tier (a file per container cost each create and removal an
+    /// inode on the data filesystem).
+    pins: Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// Unpacked layers under one root. Cheap to clone; thread-safe.
@@ -152,7 +156,7 @@ fn hex_of(diff_id: &str) -> Result<&str, RootfsError> {
 impl LayerStore {
     /// Opens the tier at `root`, removing temp dirs a crash left.
     pub fn open(root: &Path, store: hb_store::Store) -> Result<LayerStore, RootfsError> {
-        for d in [root.to_path_buf(), root.join("pins"), root.join("objects")] {
+        for d in [root.to_path_buf(), root.join("objects")] {
             std::fs::create_dir_all(&d)
                 .map_err(|e| RootfsError::io(format!("creating {}", d.display()), e))?;
         }
@@ -170,12 +174,16 @@ impl LayerStore {
             }
         }
         make_mount_points_layer(root)?;
+        // Pins used to be files here; they are in memory now (the daemon re-pins from its
+        // container records at start).
+        unpack::remove_tree(&root.join("pins"))?;
         Ok(LayerStore {
             shared: Arc::new(Shared {
                 root: root.to_path_buf(),
                 store,
                 busy: Mutex::new(HashSet::new()),
                 done: Condvar::new(),
+                pins: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -370,26 +378,16 @@ impl LayerStore {
         Ok(freed)
     }
 
-    fn pins(&self) -> HashMap<String, Vec<String>> {
-        let mut out = HashMap::new();
-        if let Ok(entries) = std::fs::read_dir(self.shared.root.join("pins")) {
-            for e in entries.flatten() {
-                let id = e.file_name().to_string_lossy().into_owned();
-                if id.starts_with('.') {
-                    continue;
-                }
-                if let Ok(text) = std::fs::read_to_string(e.path()) {
-                    out.insert(id, text.lines().map(str::to_string).collect());
-                }
-            }
-        }
-        out
+    fn pins(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<String>>> {
+        self.shared.pins.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Removes an unpacked layer; refused while a container pins it.
     pub fn remove(&self, diff_id: &str) -> Result<(), RootfsError> {
-        let users = self
-            .pins()
+        // Held until the layer has left its path, so a pin taken meanwhile either comes
+        // first (and refuses this) or finds the layer gone (and unpacks it again).
+        let pins = self.pins();
+        let users = pins
             .values()
             .filter(|l| l.iter().any(|d| d == diff_id))
             .count();
@@ -411,32 +409,28 @@ impl LayerStore {
             .join(format!(".tmp-rm-{}", hex_of(diff_id)?));
         std::fs::rename(&p, &doomed)
             .map_err(|e| RootfsError::io(format!("removing {}", p.display()), e))?;
+        drop(pins);
         unpack::remove_tree(&doomed)?;
         self.collect_objects().map(|_| ())
     }
 
-    /// Records that container `id` uses these layers (persisted).
+    /// Records that container `id` uses these layers (until [`LayerStore::unpin`]; not
+    /// persisted: whoever owns the containers pins them again after a restart).
     pub fn pin(&self, container_id: &str, diff_ids: &[String]) -> Result<(), RootfsError> {
-        let dir = self.shared.root.join("pins");
-        let tmp = dir.join(format!(".{container_id}.tmp"));
-        std::fs::write(&tmp, diff_ids.join("\n"))
-            .map_err(|e| RootfsError::io(format!("writing {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, dir.join(container_id))
-            .map_err(|e| RootfsError::io(format!("pinning layers for {container_id}"), e))
+        self.pins()
+            .insert(container_id.to_string(), diff_ids.to_vec());
+        Ok(())
     }
 
     /// Drops container `id`'s pins (no error if it has none).
     pub fn unpin(&self, container_id: &str) -> Result<(), RootfsError> {
-        match std::fs::remove_file(self.shared.root.join("pins").join(container_id)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(RootfsError::io(format!("unpinning {container_id}"), e)),
-        }
+        self.pins().remove(container_id);
+        Ok(())
     }
 
-    /// Containers that pin layers (for crash cleanup).
+    /// Containers that pin layers.
     pub fn pinned_containers(&self) -> Vec<String> {
-        self.pins().into_keys().collect()
+        self.pins().keys().cloned().collect()
     }
 }
 

@@ -198,12 +198,18 @@ impl Containers {
         let table = ContainerTable::open(catalog.store().clone()).map_err(anyhow::Error::msg)?;
         let layers = LayerStore::open(&cfg.layers_root, catalog.store().clone())
             .with_context(|| format!("opening unpacked layers in {}", cfg.layers_root.display()))?;
-        let records = table
+        let records: HashMap<String, ContainerRecord> = table
             .list()
             .map_err(anyhow::Error::msg)?
             .into_iter()
             .map(|r| (r.id.clone(), r))
             .collect();
+        // Pins live in memory: every container there is holds its layers again.
+        for r in records.values() {
+            layers
+                .pin(&r.id, &r.layers)
+                .map_err(|e| anyhow::anyhow!("pinning the layers of {}: {e}", r.id))?;
+        }
         let (changed, _) = broadcast::channel(1024);
         let c = Arc::new(Containers {
             table,
