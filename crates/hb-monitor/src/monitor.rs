@@ -114,6 +114,18 @@ pub struct Monitor {
     procs: HashMap<String, Proc>,
     by_pid: HashMap<i32, String>,
     stopping: bool,
+    /// What exited containers still hold, released at the end of the poll round, after the
+    /// round's `Exited` events went out: a waiting `run --rm` then does not also wait for
+    /// seven cgroup rmdirs and a namespace's unmount. Any later request (a `Delete`, a
+    /// `Start` again) is read in a later round, so it never sees them held.
+    exit_releases: Vec<ExitRelease>,
+}
+
+/// A cgroup and network namespace an exited container leaves to release.
+struct ExitRelease {
+    id: String,
+    cgroup: Option<hb_spawn::Cgroup>,
+    netns: Option<PathBuf>,
 }
 
 fn now_ns() -> u64 {
@@ -176,6 +188,7 @@ impl Monitor {
             procs: HashMap::new(),
             by_pid: HashMap::new(),
             stopping: false,
+            exit_releases: Vec::new(),
         })
     }
 
@@ -299,6 +312,7 @@ impl Monitor {
             }
         }
         self.finish_drained();
+        self.release_exited();
         self.conns.iter_mut().for_each(|c| {
             if c.as_ref().is_some_and(|c| c.dead) {
                 *c = None;
@@ -984,18 +998,32 @@ impl Monitor {
         p.state.exit_code = Some(code);
         p.state.finished_at_ns = now_ns();
         if let Some(c) = p.container.as_mut() {
-            if let Some(spawned) = c.spawned.take() {
+            let cgroup = c.spawned.take().map(|spawned| {
                 p.state.oom_killed = spawned.cgroup.oom_killed();
                 // The pid namespace is gone with its init; anything left in the cgroup (a
                 // process that escaped it cannot exist, but be thorough) is killed.
                 let _ = spawned.cgroup.kill_all(libc::SIGKILL);
-                if let Err(e) = spawned.cgroup.remove() {
-                    tracing::warn!(container = id, "removing cgroup: {e}");
-                }
-            }
-            release_net(self.net.as_mut(), id, c.netns.take());
+                spawned.cgroup
+            });
+            self.exit_releases.push(ExitRelease {
+                id: id.to_string(),
+                cgroup,
+                netns: c.netns.take(),
+            });
         }
         p.draining_until = Some(Instant::now() + DRAIN_GRACE);
+    }
+
+    /// Releases what the round's exited containers held (see `exit_releases`).
+    fn release_exited(&mut self) {
+        for r in std::mem::take(&mut self.exit_releases) {
+            if let Some(cgroup) = r.cgroup {
+                if let Err(e) = cgroup.remove() {
+                    tracing::warn!(container = r.id, "removing cgroup: {e}");
+                }
+            }
+            release_net(self.net.as_mut(), &r.id, r.netns);
+        }
     }
 
     /// Processes that exited and whose output is drained (or the grace ran out) are finished:
@@ -1073,6 +1101,7 @@ impl Monitor {
             self.reap();
             std::thread::sleep(Duration::from_millis(5));
         }
+        self.release_exited();
         if let Some(net) = self.net.as_mut() {
             net.drain_pool();
         }
