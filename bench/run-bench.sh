@@ -7,7 +7,11 @@
 # included); hyperboxd + monitor RSS with 100 running `sleep` containers.
 # Writes a markdown report to $OUT (default bench/results/run-<date>.md) and prints it.
 # Knobs: RUNS (latency runs, default 50), TP_SECS (default 10), CONCS ("2 4 8"), N_SLEEP (100),
-#        SKIP_DOCKER=1, SKIP_PODMAN=1.
+#        SETTLE_SECS (default 31), SKIP_DOCKER=1, SKIP_PODMAN=1.
+# Each throughput case and each first run after a pull starts SETTLE_SECS after the previous
+# case's deletions: on ext4 without a journal (this VM's root filesystem) the inode allocator
+# skips, one by one, every inode freed in the last 30 s, so a case would otherwise pay for the
+# files the case before it deleted (crun's bundle creates nothing there, hb's containers do).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -18,6 +22,7 @@ RUNS=${RUNS:-50}
 TP_SECS=${TP_SECS:-10}
 CONCS=${CONCS:-2 4 8}
 N_SLEEP=${N_SLEEP:-100}
+SETTLE_SECS=${SETTLE_SECS:-31}
 mkdir -p "$(dirname "$OUT")"
 WORK=$(mktemp -d /var/tmp/hb-runbench.XXXXXX)
 [ -n "$WORK" ] && [ -d "$WORK" ] || { echo "mktemp failed" >&2; exit 1; }
@@ -102,6 +107,7 @@ tp() { # label conc cmd...  (closed loop: conc workers back-to-back for TP_SECS)
   local label=$1 conc=$2; shift 2
   local dir=$WORK/tp-$label-$conc
   mkdir -p "$dir"
+  sleep "$SETTLE_SECS"
   # bash's own clock ($EPOCHREALTIME, microseconds): a `date` per iteration cost the loop a
   # fork and exec per run, about a tenth of the CPU at c=8 (the same for every engine).
   local start=${EPOCHREALTIME/./}
@@ -137,7 +143,7 @@ for c in $CONCS; do
 done
 
 # ------------------------------------------------------------------ first run after a pull
-hb_fresh_deb="sh -c '$HB rmi -f $DEB >/dev/null 2>&1; $HB system prune >/dev/null; $HB pull -q $DEB >/dev/null'"
+hb_fresh_deb="sh -c '$HB rmi -f $DEB >/dev/null 2>&1; $HB system prune >/dev/null; sleep $SETTLE_SECS; $HB pull -q $DEB >/dev/null'"
 row "first run --rm deb /bin/true after pull (unpack included) | hb | $(hf hb-deb-first --runs 5 --prepare "$hb_fresh_deb" "$HB run --rm --network none $DEB /bin/true")"
 row "warm run --rm deb /bin/true | hb | $(hf hb-deb-warm --warmup 3 --runs 30 "$HB run --rm --network none $DEB /bin/true")"
 
@@ -157,7 +163,7 @@ $HB rm -f $($HB ps -q) >/dev/null
 {
   echo "# Container start benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
   echo
-  echo "Command: \`bench/run-bench.sh\` (RUNS=$RUNS TP_SECS=$TP_SECS CONCS=\"$CONCS\" N_SLEEP=$N_SLEEP); $(nproc) CPUs, kernel $(uname -r)."
+  echo "Command: \`bench/run-bench.sh\` (RUNS=$RUNS TP_SECS=$TP_SECS CONCS=\"$CONCS\" N_SLEEP=$N_SLEEP SETTLE_SECS=$SETTLE_SECS); $(nproc) CPUs, kernel $(uname -r)."
   echo "Latency: hyperfine -N (no shell), warm (image present, layers unpacked). crun runs a prepared bundle (no overlay, no image store): the floor the issue compares against."
   echo
   echo "| what | engine / case | median ms | p99 ms | mean ms | min ms | max ms | n |"
