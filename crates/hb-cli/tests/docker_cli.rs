@@ -412,6 +412,48 @@ fn lifecycle_edges_follow_dockerd() {
     // With StdinOnce (what `docker run -i` in the foreground sets) input's end is stdin's end.
     let out = docker.ok_with(&["run", "--rm", "-i", img, "cat"], Some(b"once\n"));
     assert_eq!(out, "once\n");
+    // Every run's start event comes before its die, however quickly the process exits (the
+    // monitor's answer to the start and its exit event arrive on different connections; the
+    // exit used to win now and then, and `die` came first).
+    let since = now_secs().to_string();
+    let mut quick = Vec::new();
+    for _ in 0..20 {
+        quick.push(
+            docker
+                .ok(&["run", "-d", "--network", "none", img, "true"])
+                .trim()
+                .to_string(),
+        );
+    }
+    for id in &quick {
+        docker.ok(&["wait", id]);
+    }
+    let until = (now_secs() + 1).to_string();
+    let events = docker.ok(&[
+        "events",
+        "--since",
+        &since,
+        "--until",
+        &until,
+        "--filter",
+        "type=container",
+        "--format",
+        "{{.Actor.ID}} {{.Action}}",
+    ]);
+    for id in &quick {
+        let actions: Vec<&str> = events
+            .lines()
+            .filter_map(|l| l.strip_prefix(id.as_str()))
+            .map(str::trim)
+            .collect();
+        assert_eq!(actions, ["create", "start", "die"], "{id}:\n{events}");
+    }
+    docker.ok(&[
+        &["rm"][..],
+        &quick.iter().map(String::as_str).collect::<Vec<_>>(),
+    ]
+    .concat());
+
     // A `--rm` container survives `docker restart` with its files (its overlay, mounted
     // volatile, mounts again over the same work dir); the stop after that removes it.
     docker.ok(&[

@@ -495,8 +495,10 @@ impl Containers {
         self.store_record(r, false)
     }
 
-    /// Applies a process state from the monitor to the record, unless the record is gone or
-    /// already holds this run's exit (an exit event can overtake the start's own answer).
+    /// Applies a process state from the monitor (a start's answer or an exit event) to the
+    /// record, unless the record is gone or already holds this run's exit (an exit event can
+    /// overtake the start's own answer), and publishes the run's `start` event the first time
+    /// either of them arrives.
     fn update_state(
         &self,
         id: &str,
@@ -513,6 +515,11 @@ impl Containers {
         {
             return Ok(Some(cur.clone()));
         }
+        // The start event of this run, here under the records lock so that it always comes
+        // before its die: the monitor's answer to the start and its exit event travel on
+        // different connections, and a quick process's exit can be handled first.
+        let this_run_started =
+            cur.state.status == Status::Running && cur.state.started_at == time_ns(s.started_at_ns);
         let mut r = cur.clone();
         apply_process_state(&mut r.state, s);
         if clear_error {
@@ -521,6 +528,9 @@ impl Containers {
         self.table
             .put(&r, false)
             .map_err(ContainerError::internal)?;
+        if !this_run_started {
+            self.publish(&r, "start", &[]);
+        }
         records.insert(r.id.clone(), r.clone());
         drop(records);
         let _ = self.changed.send(r.id.clone());
@@ -773,7 +783,6 @@ impl Containers {
         match answer {
             Response::Started(s) => match self.update_state(&r.id, &s, true)? {
                 Some(r) => {
-                    self.publish(&r, "start", &[]);
                     // A first start counts from its create (create + start is `docker run`);
                     // a restart is hot by definition (its layers are unpacked).
                     let first = self
