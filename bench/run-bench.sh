@@ -8,10 +8,14 @@
 # Writes a markdown report to $OUT (default bench/results/run-<date>.md) and prints it.
 # Knobs: RUNS (latency runs, default 50), TP_SECS (default 10), CONCS ("2 4 8"), N_SLEEP (100),
 #        SETTLE_SECS (default 31), SKIP_DOCKER=1, SKIP_PODMAN=1.
-# Each throughput case and each first run after a pull starts SETTLE_SECS after the previous
-# case's deletions: on ext4 without a journal (this VM's root filesystem) the inode allocator
-# skips, one by one, every inode freed in the last 30 s, so a case would otherwise pay for the
-# files the case before it deleted (crun's bundle creates nothing there, hb's containers do).
+# Each throughput case and each first run after a pull starts after a `sync` and SETTLE_SECS
+# more: on ext4 without a journal (this VM's root filesystem) the inode allocator skips, one by
+# one, every free inode whose deletion time is less than 60 s old (360 s while its inode-table
+# block is dirty), so a case pays for the files the cases before it deleted (crun's bundle
+# creates nothing there, hb's containers do). The pause trims that carry-over but cannot remove
+# it: the new case's own allocations dirty the inode-table blocks again, which stretches the
+# window of their freed neighbours to 360 s (with sync + 61 s, the first run of hb/deb after a
+# pull still took 4.85 s, against 3.96-5.2 s without).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -107,6 +111,7 @@ tp() { # label conc cmd...  (closed loop: conc workers back-to-back for TP_SECS)
   local label=$1 conc=$2; shift 2
   local dir=$WORK/tp-$label-$conc
   mkdir -p "$dir"
+  sync
   sleep "$SETTLE_SECS"
   # bash's own clock ($EPOCHREALTIME, microseconds): a `date` per iteration cost the loop a
   # fork and exec per run, about a tenth of the CPU at c=8 (the same for every engine).
@@ -143,7 +148,7 @@ for c in $CONCS; do
 done
 
 # ------------------------------------------------------------------ first run after a pull
-hb_fresh_deb="sh -c '$HB rmi -f $DEB >/dev/null 2>&1; $HB system prune >/dev/null; sleep $SETTLE_SECS; $HB pull -q $DEB >/dev/null'"
+hb_fresh_deb="sh -c '$HB rmi -f $DEB >/dev/null 2>&1; $HB system prune >/dev/null; sync; sleep $SETTLE_SECS; $HB pull -q $DEB >/dev/null'"
 row "first run --rm deb /bin/true after pull (unpack included) | hb | $(hf hb-deb-first --runs 5 --prepare "$hb_fresh_deb" "$HB run --rm --network none $DEB /bin/true")"
 row "warm run --rm deb /bin/true | hb | $(hf hb-deb-warm --warmup 3 --runs 30 "$HB run --rm --network none $DEB /bin/true")"
 
