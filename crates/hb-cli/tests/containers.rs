@@ -251,6 +251,50 @@ fn isolation_defaults() {
     assert_eq!(lines[6].trim(), "0", "masked file readable: {stdout}");
     let host_pidns = std::fs::read_link("/proc/self/ns/pid").expect("own pid ns");
     assert_ne!(lines[7], host_pidns.to_string_lossy(), "same pid namespace");
+    // `--network none`: each container a namespace of its own with only lo, none the host's,
+    // held by the monitor alone (no namespace file on disk).
+    let netns = |name: &str| {
+        d.hb_ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "none",
+            img,
+            "sleep",
+            "30",
+        ]);
+        d.hb_ok(&[
+            "exec",
+            name,
+            "sh",
+            "-c",
+            "readlink /proc/self/ns/net; ls /sys/class/net",
+        ])
+    };
+    let (a, b) = (netns("ns-a"), netns("ns-b"));
+    let host_netns = std::fs::read_link("/proc/self/ns/net").expect("own net ns");
+    let first = |s: &str| s.lines().next().unwrap_or("").to_string();
+    assert_ne!(first(&a), first(&b), "two containers share a namespace");
+    assert_ne!(
+        first(&a),
+        host_netns.to_string_lossy(),
+        "the host's namespace"
+    );
+    assert_eq!(a.lines().skip(1).collect::<Vec<_>>(), ["lo"], "{a}");
+    let ns_dir = run_dir.join("net").join("ns");
+    let files: Vec<_> = std::fs::read_dir(&ns_dir)
+        .expect("the monitor's namespace dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        files.is_empty(),
+        "namespace files {files:?} in {}",
+        ns_dir.display()
+    );
+    d.hb_ok(&["rm", "-f", "ns-a", "ns-b"]);
     // Privileged: every capability, no seccomp.
     let (stdout, _, _) = out(&d.hb(&[
         "run",

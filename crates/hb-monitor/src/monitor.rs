@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -84,7 +84,18 @@ struct Container {
     /// With a TTY, the terminal's size at start (rows, columns); 24x80 when not given.
     console_size: Option<(u16, u16)>,
     spawned: Option<Spawned>,
+    /// A bridge container's namespace file.
     netns: Option<PathBuf>,
+    /// A `--network none` container's namespace, held by this descriptor only.
+    netns_held: Option<OwnedFd>,
+}
+
+impl Container {
+    /// Gives up the held namespace and returns the namespace file to release, if any.
+    fn take_net(&mut self) -> Option<PathBuf> {
+        self.netns_held = None;
+        self.netns.take()
+    }
 }
 
 struct Proc {
@@ -126,6 +137,7 @@ struct ExitRelease {
     id: String,
     cgroup: Option<hb_spawn::Cgroup>,
     netns: Option<PathBuf>,
+    netns_held: Option<OwnedFd>,
 }
 
 fn now_ns() -> u64 {
@@ -651,6 +663,7 @@ impl Monitor {
                     console_size,
                     spawned: None,
                     netns: None,
+                    netns_held: None,
                 })),
                 tty,
                 open_stdin,
@@ -689,45 +702,46 @@ impl Monitor {
                         125,
                     );
                 };
-                let netns = match &c.network {
-                    Network::None => net.take_none(id),
+                let made = match &c.network {
+                    Network::None => net.take_none().map(|fd| {
+                        c.spec.network = NetworkMode::None;
+                        c.netns_held = Some(fd);
+                    }),
                     Network::Bridge { ports: p } => net.bridge(id, p).map(|(ns, att)| {
                         ip = Some(att.ip.to_string());
                         ports = att.ports;
-                        ns
-                    }),
-                    Network::Host => unreachable_host(),
-                };
-                match netns {
-                    Ok(ns) => {
                         c.spec.network = NetworkMode::Path(ns.clone());
                         c.netns = Some(ns);
-                    }
-                    Err(e) => return error(e.to_string(), 125),
+                    }),
+                    Network::Host => unreachable_host().map(|_| ()),
+                };
+                if let Err(e) = made {
+                    return error(e.to_string(), 125);
                 }
             }
         }
-        if let Some(hosts) = &c.hosts_file {
-            if let Err(e) = write_hosts(hosts, &c.spec.hostname, ip.as_deref()) {
-                release_net(self.net.as_mut(), id, c.netns.take());
+        if let Some(hosts) = c.hosts_file.clone() {
+            if let Err(e) = write_hosts(&hosts, &c.spec.hostname, ip.as_deref()) {
+                release_net(self.net.as_mut(), id, c.take_net());
                 return error(format!("writing {}: {e}", hosts.display()), 125);
             }
         }
         let (io, stdio) = match make_stdio(p.tty, c.open_stdin, c.console_size) {
             Ok(v) => v,
             Err(e) => {
-                release_net(self.net.as_mut(), id, c.netns.take());
+                release_net(self.net.as_mut(), id, c.take_net());
                 return error(format!("creating stdio for {id}: {e}"), 125);
             }
         };
         let log = match LogWriter::open(c.log.clone()) {
             Ok(l) => l,
             Err(e) => {
-                release_net(self.net.as_mut(), id, c.netns.take());
+                release_net(self.net.as_mut(), id, c.take_net());
                 return error(format!("opening log {}: {e}", c.log.path.display()), 125);
             }
         };
-        match self.spawner.spawn(&c.spec, stdio) {
+        let held = c.netns_held.as_ref().map(|fd| fd.as_fd());
+        match self.spawner.spawn_with_netns(&c.spec, stdio, held) {
             Ok(mut spawned) => {
                 let pid = spawned.pid;
                 let mut io = io;
@@ -739,7 +753,7 @@ impl Monitor {
                         if let Err(rm) = spawned.cgroup.remove() {
                             tracing::warn!(container = id, "removing cgroup: {rm}");
                         }
-                        release_net(self.net.as_mut(), id, c.netns.take());
+                        release_net(self.net.as_mut(), id, c.take_net());
                         return error(format!("wiring the terminal of {id}: {e}"), 125);
                     }
                 }
@@ -760,7 +774,7 @@ impl Monitor {
                 Response::Started(p.state.clone())
             }
             Err(e) => {
-                release_net(self.net.as_mut(), id, c.netns.take());
+                release_net(self.net.as_mut(), id, c.take_net());
                 let code = e.exit_code();
                 error(e.to_string(), code)
             }
@@ -1009,6 +1023,7 @@ impl Monitor {
                 id: id.to_string(),
                 cgroup,
                 netns: c.netns.take(),
+                netns_held: c.netns_held.take(),
             });
         }
         p.draining_until = Some(Instant::now() + DRAIN_GRACE);
@@ -1023,6 +1038,7 @@ impl Monitor {
                 }
             }
             release_net(self.net.as_mut(), &r.id, r.netns);
+            drop(r.netns_held);
         }
     }
 

@@ -1,10 +1,14 @@
 //! Network namespaces for containers, with a pool of ready `--network none` namespaces.
 //!
 //! Creating a network namespace is the slowest kernel step of a start (about 0.7 ms of the
-//! 1.1 ms of `unshare` here, and more with the bind mount that keeps it), so the monitor makes a
-//! few in advance while it is idle and hands one out per `--network none` start. Bridge
-//! namespaces are made at start (they need the container's id for rules and leases).
+//! 1.1 ms of `unshare` here), so the monitor makes a few in advance while it is idle and hands
+//! one out per `--network none` start. Those are held by a descriptor only: nothing outside
+//! the monitor needs to find them, so they cost no file, bind mount or unmount, and a
+//! container's goes when the descriptor is dropped and its processes are gone. Bridge
+//! namespaces are made at start as files (they need the container's id for rules and leases,
+//! and a path for netlink).
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use hb_net::{Attachment, NetConfig, NetError, Networks};
@@ -12,9 +16,8 @@ use hb_net::{Attachment, NetConfig, NetError, Networks};
 /// The monitor's view of networking.
 pub struct NetPool {
     networks: Networks,
-    ready: Vec<PathBuf>,
+    ready: Vec<OwnedFd>,
     target: usize,
-    serial: u64,
 }
 
 impl NetPool {
@@ -27,7 +30,6 @@ impl NetPool {
             networks,
             ready: Vec::new(),
             target,
-            serial: 0,
         })
     }
 
@@ -45,10 +47,8 @@ impl NetPool {
         if self.ready.len() >= self.target {
             return;
         }
-        self.serial += 1;
-        let name = format!("pool-{}-{}", std::process::id(), self.serial);
-        match self.networks.create_netns(&name) {
-            Ok(p) => self.ready.push(p),
+        match self.networks.create_held_netns() {
+            Ok(fd) => self.ready.push(fd),
             Err(e) => {
                 tracing::warn!("pre-creating a network namespace: {e}");
                 self.target = self.ready.len();
@@ -56,11 +56,11 @@ impl NetPool {
         }
     }
 
-    /// A namespace with only `lo` for container `id`: from the pool when it has one.
-    pub fn take_none(&mut self, id: &str) -> Result<PathBuf, NetError> {
+    /// A namespace with only `lo`: from the pool when it has one.
+    pub fn take_none(&mut self) -> Result<OwnedFd, NetError> {
         match self.ready.pop() {
-            Some(p) => Ok(p),
-            None => self.networks.create_netns(id),
+            Some(fd) => Ok(fd),
+            None => self.networks.create_held_netns(),
         }
     }
 
@@ -92,19 +92,9 @@ impl NetPool {
     /// Deletes the pooled namespaces and the bridge with its rules (the monitor is stopping,
     /// after its containers: nothing of ours is left on the host).
     pub fn drain_pool(&mut self) {
-        self.drain_namespaces();
+        self.ready.clear();
         if let Err(e) = self.networks.remove_bridge() {
             tracing::warn!("removing the bridge: {e}");
-        }
-    }
-
-    fn drain_namespaces(&mut self) {
-        for p in self.ready.drain(..) {
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let _ = self.networks.release(&name, &p);
         }
     }
 }

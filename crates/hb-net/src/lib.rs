@@ -280,6 +280,12 @@ impl Networks {
         self.ports.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A new netns with only `lo` up that only the returned descriptor keeps (for `--network
+    /// none`: nothing else needs to find it, so it costs no file and no bind mount).
+    pub fn create_held_netns(&self) -> Result<std::os::fd::OwnedFd, NetError> {
+        ns::create_held()
+    }
+
     /// A new persistent netns with only `lo` up, at `<run_dir>/ns/<name>`.
     pub fn create_netns(&self, name: &str) -> Result<PathBuf, NetError> {
         if name.is_empty() || name.contains('/') || name.starts_with('.') {

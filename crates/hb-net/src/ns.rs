@@ -142,6 +142,26 @@ pub fn create(path: &Path) -> Result<(), NetError> {
     made
 }
 
+/// A new namespace with only `lo` up, held by the returned descriptor alone: no file, no
+/// bind mount, nothing to unmount; it goes when the descriptor and every process in it do.
+pub fn create_held() -> Result<std::os::fd::OwnedFd, NetError> {
+    std::thread::spawn(move || -> Result<std::os::fd::OwnedFd, NetError> {
+        // SAFETY: unshare affects only this thread, which ends right after.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(NetError::os(
+                "unshare(CLONE_NEWNET)",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        loopback_up().map_err(|e| NetError::os("bringing lo up", e))?;
+        std::fs::File::open("/proc/thread-self/ns/net")
+            .map(std::os::fd::OwnedFd::from)
+            .map_err(|e| NetError::os("opening the new netns", e))
+    })
+    .join()
+    .map_err(|_| NetError::Config("netns thread panicked".into()))?
+}
+
 /// Unmounts and removes a namespace file. Idempotent.
 pub fn delete(path: &Path) -> Result<(), NetError> {
     if !path.exists() {

@@ -708,13 +708,26 @@ impl Spawner {
     /// Starts the container; returns after its process exec'd (or failed to). `stdio` is a
     /// [`Stdio::Terminal`] exactly when `spec.process.tty` is set.
     pub fn spawn(&self, spec: &ContainerSpec, stdio: Stdio) -> Result<Spawned, SpawnError> {
+        self.spawn_with_netns(spec, stdio, None)
+    }
+
+    /// As [`Spawner::spawn`]; with [`NetworkMode::None`] and `held` given, the container joins
+    /// that namespace (one with only `lo` up, made ahead of time and held open by the caller)
+    /// instead of a new one.
+    pub fn spawn_with_netns(
+        &self,
+        spec: &ContainerSpec,
+        stdio: Stdio,
+        held: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<Spawned, SpawnError> {
+        let held = held.filter(|_| matches!(spec.network, NetworkMode::None));
         let cgroup = Cgroup::create(
             &spec.cgroup_parent,
             &spec.id,
             &spec.resources,
             spec.privileged,
         )?;
-        match self.spawn_in(spec, stdio, &cgroup) {
+        match self.spawn_in(spec, stdio, &cgroup, held) {
             Ok((pid, terminal)) => Ok(Spawned {
                 pid,
                 cgroup,
@@ -732,6 +745,7 @@ impl Spawner {
         spec: &ContainerSpec,
         stdio: Stdio,
         cgroup: &Cgroup,
+        held_netns: Option<std::os::fd::BorrowedFd<'_>>,
     ) -> Result<(i32, Option<OwnedFd>), SpawnError> {
         let mut plan = self.process_plan(spec, &spec.process, Path::new("/"))?;
         let (console, console_child) = plan_stdio(&mut plan, &spec.process, &stdio)?.unzip();
@@ -755,8 +769,11 @@ impl Spawner {
             ),
             _ => None,
         };
-        plan.netns_fd = netns_file.as_ref().map(|f| f.as_raw_fd());
-        plan.new_net = matches!(spec.network, NetworkMode::None);
+        plan.netns_fd = netns_file
+            .as_ref()
+            .map(|f| f.as_raw_fd())
+            .or(held_netns.map(|fd| fd.as_raw_fd()));
+        plan.new_net = matches!(spec.network, NetworkMode::None) && held_netns.is_none();
         let (err_r, err_w) = pipe()?;
         let mut flags =
             libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
