@@ -19,6 +19,14 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// `docker events` from `since` up to the next second, with one filter and a format.
+fn events_since(docker: &Docker, since: &str, filter: &str, format: &str) -> String {
+    let until = (now_secs() + 1).to_string();
+    docker.ok(&[
+        "events", "--since", since, "--until", &until, "--filter", filter, "--format", format,
+    ])
+}
+
 /// The whole session a user of the docker CLI runs, against one daemon.
 fn session(docker: &Docker, img: &str, tag: &str) {
     let v = docker.ok(&["version", "--format", "{{.Server.APIVersion}}"]);
@@ -180,18 +188,12 @@ fn session(docker: &Docker, img: &str, tag: &str) {
     assert_eq!(out, "late\n");
 
     // events saw the lifecycle.
-    let until = (now_secs() + 1).to_string();
-    let events = docker.ok(&[
-        "events",
-        "--since",
+    let events = events_since(
+        docker,
         &since,
-        "--until",
-        &until,
-        "--filter",
         &format!("container={created}"),
-        "--format",
         "{{.Action}}",
-    ]);
+    );
     let actions: Vec<&str> = events.lines().collect();
     assert_eq!(actions, ["create", "start", "die"], "{events}");
 
@@ -428,18 +430,12 @@ fn lifecycle_edges_follow_dockerd() {
     for id in &quick {
         docker.ok(&["wait", id]);
     }
-    let until = (now_secs() + 1).to_string();
-    let events = docker.ok(&[
-        "events",
-        "--since",
+    let events = events_since(
+        &docker,
         &since,
-        "--until",
-        &until,
-        "--filter",
         "type=container",
-        "--format",
         "{{.Actor.ID}} {{.Action}}",
-    ]);
+    );
     for id in &quick {
         let actions: Vec<&str> = events
             .lines()
