@@ -35,7 +35,12 @@ fn guide_pipelines_promtool_intervals_and_probes() {
     }
     let (d, img) = daemon_for_image("");
     let m = d.metrics_addr.clone();
+    // Liveness answers as soon as the API socket accepts; readiness once the daemon serves.
     assert_eq!(get(&m, "/health").0, 200);
+    let ready_by = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while get(&m, "/ready").0 != 200 && std::time::Instant::now() < ready_by {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert_eq!(get(&m, "/ready").0, 200);
     d.hb_ok(&["pull", img]);
     // One cold start (layers unpacked by it), then three hot ones.

@@ -207,16 +207,17 @@ pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> a
     }
     // Certificates, keys and the token too: a broken file should stop us before the store opens.
     let security = tls::TcpSecurity::from_config(&config.daemon)?;
-    let daemon = Daemon::open(config).await?;
+    let daemon = Arc::new(Daemon::open(config).await?);
     clean_tmp(&daemon.tmp_dir())?;
+    // Metrics before the API: a client that can connect to the socket finds /health
+    // answering (the socket accepts connections from its bind on, before anything serves).
+    let readiness = Arc::new(metrics::Readiness::new());
+    let metrics_server = serve_metrics(&daemon, readiness.clone()).await?;
     let listeners = serve::Listeners::open(&daemon.config, &security)?;
     let activated = listeners.activated;
     let limits = serve::ConnectionLimits::new(&daemon.config);
     let addrs: Vec<String> = listeners.list.iter().map(|l| l.describe()).collect();
     tracing::info!(listen = ?addrs, tcp = %security.describe(), socket_activated = activated, data_dir = %daemon.config.daemon.data_dir.display(), "hyperboxd ready");
-    let daemon = Arc::new(daemon);
-    let readiness = Arc::new(metrics::Readiness::new());
-    let metrics_server = serve_metrics(&daemon, readiness.clone()).await?;
     deferred_compression::spawn(daemon.catalog.store().clone())
         .context("starting the background compression thread")?;
     let trimmer = idle_trim::spawn(
