@@ -630,28 +630,8 @@ impl<'a> TcpHb<'a> {
             }
         }
         c.env("HOME", self.home.path())
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            });
-        let mut child = c.spawn().expect("run hb");
-        if let Some(data) = input {
-            let mut stdin = child.stdin.take().expect("stdin");
-            stdin.write_all(data).expect("write stdin");
-        }
-        let start = Instant::now();
-        while child.try_wait().expect("try_wait").is_none() {
-            if start.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                panic!("hb {args:?} hung\ndaemon log:\n{}", self.daemon.log());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child.wait_with_output().expect("hb output")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        common::run_bounded(c, input, &format!("hb {args:?}"), self.daemon)
     }
 
     fn ok(&self, args: &[&str]) -> String {

@@ -2,10 +2,8 @@
 //! its own empty config dir (or a given `config.json`), no user environment leaking in, and a
 //! hang turned into a failure that shows the daemon's log.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 use super::Daemon;
 
@@ -66,32 +64,9 @@ impl<'a> Docker<'a> {
             .env_remove("DOCKER_CONTEXT")
             .env_remove("DOCKER_TLS_VERIFY")
             .env_remove("DOCKER_CERT_PATH")
-            .env_remove("DOCKER_API_VERSION")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            });
-        let mut child = c.spawn().expect("run docker");
-        if let Some(data) = input {
-            let mut stdin = child.stdin.take().expect("stdin");
-            stdin.write_all(data).expect("write stdin");
-        }
-        let start = Instant::now();
-        while child.try_wait().expect("try_wait").is_none() {
-            if start.elapsed() > Duration::from_secs(60) {
-                let _ = child.kill();
-                panic!(
-                    "{} {args:?} hung\ndaemon log:\n{}",
-                    self.cli.display(),
-                    self.daemon.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child.wait_with_output().expect("docker output")
+            .env_remove("DOCKER_API_VERSION");
+        let what = format!("{} {args:?}", self.cli.display());
+        super::run_bounded(c, input, &what, self.daemon)
     }
 
     /// Runs with a terminal on its stdio (`script(1)`, see [`super::in_terminal`]), in the same

@@ -199,6 +199,34 @@ pub fn in_terminal(argv: &[String]) -> Output {
         .expect("script (bsdutils) and timeout (coreutils)")
 }
 
+/// Runs `c` with `input` on stdin (else /dev/null) and its output captured. A run that takes
+/// more than a minute is killed and fails the test with `daemon`'s log; `what` names it there.
+pub fn run_bounded(mut c: Command, input: Option<&[u8]>, what: &str, daemon: &Daemon) -> Output {
+    c.stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+    let mut child = c.spawn().unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    if let Some(data) = input {
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(data).expect("write stdin");
+    }
+    let start = Instant::now();
+    while child.try_wait().expect("try_wait").is_none() {
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("{what} hung\ndaemon log:\n{}", daemon.log());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("output of {what}: {e}"))
+}
+
 /// A running hyperboxd with its own data dir and socket, killed on drop.
 static NEXT_NET: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
