@@ -10,8 +10,9 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// Rotated files kept beside the current one (the monitor's `.1` … `.7`).
-const ROTATED_FILES: u32 = 7;
+/// Rotated files kept beside the current one (`.1` … `.N`): the monitor keeps
+/// [`crate::containers::LOG_MAX_FILES`] files in all, the current one included.
+const ROTATED_FILES: u32 = crate::containers::LOG_MAX_FILES - 1;
 
 /// The reading position in a container's current log file.
 #[derive(Debug)]
