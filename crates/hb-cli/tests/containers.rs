@@ -5,6 +5,7 @@
 mod common;
 
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -93,8 +94,11 @@ fn run_streams_output_and_exit_code_then_removes() {
     assert!(left.lines().count() == 1, "{left}\n{}", d.log());
     let containers = d.data_dir().join("containers");
     wait_until("container dir removed", || {
-        std::fs::read_dir(&containers).map_or(true, |mut r| r.next().is_none())
+        common::container_dirs(&containers).is_empty()
     });
+    // It wrote nothing, so its dirs wait for the next container.
+    let recycled = containers.join(".recycled");
+    assert_eq!(common::container_dirs(&recycled).len(), 1);
     // The mount points of /etc/hostname, /etc/hosts and /etc/resolv.conf come from the shared
     // bottom layer: a container that writes nothing leaves its upper dir empty.
     let id = d.hb_ok(&["create", "--network", "none", img, "true"]);
@@ -107,7 +111,38 @@ fn run_streams_output_and_exit_code_then_removes() {
         .collect::<Result<_, _>>()
         .expect("listing the upper dir");
     assert!(written.is_empty(), "upper dir holds {written:?}");
+    let upper_ino = upper.metadata().expect("upper dir").ino();
     d.hb_ok(&["rm", id]);
+    // Untouched, its dirs wait for the next container, which gets them.
+    assert_eq!(common::container_dirs(&recycled), [id]);
+    let next = d.hb_ok(&["create", "--network", "none", img, "true"]);
+    let next = next.trim();
+    let reused = containers.join(next);
+    assert_eq!(
+        reused.join("upper").metadata().expect("upper").ino(),
+        upper_ino
+    );
+    assert!(reused.join(format!("{next}-json.log")).is_file());
+    assert!(common::container_dirs(&recycled).is_empty());
+    assert_eq!(out(&d.hb(&["start", "-a", next])).2, 0, "{}", d.log());
+    d.hb_ok(&["rm", next]);
+    assert_eq!(common::container_dirs(&recycled), [next]);
+    // A container that writes takes them too, and its dirs are deleted after it.
+    let o = d.hb(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        img,
+        "sh",
+        "-c",
+        "echo x > /written",
+    ]);
+    assert_eq!(out(&o).2, 0, "{}", d.log());
+    wait_until("the writer's dirs removed", || {
+        common::container_dirs(&containers).is_empty()
+    });
+    assert!(common::container_dirs(&recycled).is_empty());
     // A second run is served from the unpacked layer (no pull): the image stays.
     let o = d.hb(&["run", "--rm", "--network", "none", img, "true"]);
     assert_eq!(out(&o).2, 0);
@@ -152,7 +187,7 @@ fn run_streams_output_and_exit_code_then_removes() {
     };
     assert!(status.success(), "{status}");
     wait_until("every --rm container's dir removed", || {
-        std::fs::read_dir(&containers).map_or(true, |mut r| r.next().is_none())
+        common::container_dirs(&containers).is_empty()
     });
 }
 
@@ -938,7 +973,7 @@ fn daemon_kill9_mid_start_leaves_nothing_behind() {
     // create, or between create and start.
     let containers = d.data_dir().join("containers");
     wait_until("three creates under way", || {
-        std::fs::read_dir(&containers).map_or(0, |e| e.count()) >= 3
+        common::container_dirs(&containers).len() >= 3
     });
     d.kill9();
     for mut c in clients {
@@ -955,7 +990,7 @@ fn daemon_kill9_mid_start_leaves_nothing_behind() {
     }
     wait_until("no container process left", || no_sleep_process(&marker));
     let start = Instant::now();
-    while std::fs::read_dir(&containers).is_ok_and(|mut e| e.next().is_some()) {
+    while !common::container_dirs(&containers).is_empty() {
         if start.elapsed() > Duration::from_secs(15) {
             let left: Vec<String> = common::all_files(&containers)
                 .iter()

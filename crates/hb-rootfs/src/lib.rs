@@ -18,7 +18,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-pub use dirs::ContainerDirs;
+pub use dirs::{ContainerDirs, DirRecycler, RECYCLED_DIR};
 pub use overlay::{overlay_mount_data, MOUNT_DATA_MAX};
 
 /// Errors of the hot tier.

@@ -530,3 +530,191 @@ fn the_mount_points_layer_is_made_once_and_listed_nowhere() {
     assert_eq!(again.mount_points_layer(), base);
     assert!(base.join("etc/hosts").is_file());
 }
+
+/// Makes dirs for `id` through `r` and writes the mounted files, as the daemon does.
+fn made(r: &DirRecycler, id: &str) -> ContainerDirs {
+    let d = r.create(id).unwrap();
+    let text = format!("{id}\n");
+    d.write_mounted_files(&text, &text, &text).unwrap();
+    std::fs::write(&d.log, "a log line\n").unwrap();
+    d
+}
+
+fn recycled(r: &DirRecycler, root: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(root.join(RECYCLED_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    assert_eq!(v.len(), r.available());
+    v
+}
+
+#[test]
+fn untouched_dirs_go_to_the_next_container() {
+    let t = tempfile::tempdir().unwrap();
+    let r = DirRecycler::new(t.path(), 4).unwrap();
+    let a = made(&r, "a1");
+    let upper_ino = a.upper.metadata().unwrap().ino();
+    // What a volatile overlay leaves in the work dir.
+    std::fs::create_dir_all(a.work.join("work/incompat/volatile")).unwrap();
+    std::fs::write(a.work.join("work/incompat/volatile/dirty"), "").unwrap();
+    if root() {
+        // What overlayfs 6.6+ writes on the upper dir at mount: not the container's doing.
+        let p = std::ffi::CString::new(a.upper.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: valid C strings and a 16-byte value.
+        let rc = unsafe {
+            libc::lsetxattr(
+                p.as_ptr(),
+                c"trusted.overlay.uuid".as_ptr(),
+                [7u8; 16].as_ptr().cast(),
+                16,
+                0,
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    }
+    r.remove(&a).unwrap();
+    assert!(!a.root.exists());
+    assert_eq!(recycled(&r, t.path()), ["a1"]);
+
+    let b = r.create("b2").unwrap();
+    assert_eq!(
+        b.upper.metadata().unwrap().ino(),
+        upper_ino,
+        "the same dirs"
+    );
+    assert_eq!(b.log, t.path().join("b2/b2-json.log"));
+    assert_eq!(
+        std::fs::read(&b.log).unwrap(),
+        b"",
+        "the old log is emptied"
+    );
+    assert!(!t.path().join("b2/a1-json.log").exists());
+    // Shorter files over the old ones leave nothing of them.
+    b.write_mounted_files("h\n", "127.0.0.1\tlocalhost\n", "")
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&b.hostname).unwrap(), "h\n");
+    assert_eq!(std::fs::read_to_string(&b.resolv).unwrap(), "");
+    assert!(
+        !b.work.join("work/incompat").exists(),
+        "a volatile marker would make the next mount fail"
+    );
+    assert!(recycled(&r, t.path()).is_empty());
+    // Nothing waits: the next create makes new dirs.
+    let c = r.create("c3").unwrap();
+    assert!(c.upper.is_dir() && c.work.is_dir() && c.merged.is_dir());
+    assert_ne!(c.upper.metadata().unwrap().ino(), upper_ino);
+}
+
+#[test]
+fn dirs_a_container_changed_are_removed() {
+    let t = tempfile::tempdir().unwrap();
+    let r = DirRecycler::new(t.path(), 16).unwrap();
+    type Change = Box<dyn Fn(&ContainerDirs)>;
+    let changes: Vec<(&str, Change)> = vec![
+        (
+            "a file in upper",
+            Box::new(|d| std::fs::write(d.upper.join("f"), "x").unwrap()),
+        ),
+        (
+            "a dir in upper",
+            Box::new(|d| std::fs::create_dir(d.upper.join("etc")).unwrap()),
+        ),
+        (
+            "chmod of the rootfs",
+            Box::new(|d| {
+                std::fs::set_permissions(&d.upper, std::fs::Permissions::from_mode(0o777)).unwrap()
+            }),
+        ),
+        (
+            "chmod of /etc/hosts",
+            Box::new(|d| {
+                std::fs::set_permissions(&d.hosts, std::fs::Permissions::from_mode(0o666)).unwrap()
+            }),
+        ),
+        (
+            "chown of /etc/hostname",
+            Box::new(|d| std::os::unix::fs::lchown(&d.hostname, Some(1), Some(1)).unwrap()),
+        ),
+        (
+            "an xattr on the rootfs",
+            Box::new(|d| {
+                let p = std::ffi::CString::new(d.upper.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: valid C strings and a 1-byte value.
+                let rc = unsafe {
+                    libc::lsetxattr(
+                        p.as_ptr(),
+                        c"user.mark".as_ptr(),
+                        b"1".as_ptr().cast(),
+                        1,
+                        0,
+                    )
+                };
+                assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+            }),
+        ),
+        (
+            "a trusted xattr on the rootfs",
+            Box::new(|d| {
+                let p = std::ffi::CString::new(d.upper.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: valid C strings and a 1-byte value.
+                let rc = unsafe {
+                    libc::lsetxattr(
+                        p.as_ptr(),
+                        c"trusted.overlay.opaque".as_ptr(),
+                        b"y".as_ptr().cast(),
+                        1,
+                        0,
+                    )
+                };
+                if rc != 0 {
+                    // Not root: trusted.* needs CAP_SYS_ADMIN; any change will do.
+                    std::fs::write(d.upper.join("f"), "x").unwrap();
+                }
+            }),
+        ),
+        (
+            "a rotated log",
+            Box::new(|d| std::fs::write(d.root.join("x-json.log.1"), "old").unwrap()),
+        ),
+        (
+            "a resolv.conf replaced by a dir",
+            Box::new(|d| {
+                std::fs::remove_file(&d.resolv).unwrap();
+                std::fs::create_dir(&d.resolv).unwrap();
+            }),
+        ),
+    ];
+    for (i, (what, change)) in changes.iter().enumerate() {
+        let d = made(&r, &format!("c{i}"));
+        change(&d);
+        r.remove(&d).unwrap();
+        assert!(!d.root.exists(), "{what}");
+        assert!(recycled(&r, t.path()).is_empty(), "{what}: recycled");
+    }
+    // The same steps without a change recycle: the check itself lets good dirs through.
+    let d = made(&r, "good");
+    r.remove(&d).unwrap();
+    assert_eq!(recycled(&r, t.path()), ["good"]);
+}
+
+#[test]
+fn the_recycler_keeps_at_most_its_capacity_and_forgets_a_previous_daemons_dirs() {
+    let t = tempfile::tempdir().unwrap();
+    let r = DirRecycler::new(t.path(), 2).unwrap();
+    let all: Vec<ContainerDirs> = (0..4).map(|i| made(&r, &format!("k{i}"))).collect();
+    for d in &all {
+        r.remove(d).unwrap();
+        assert!(!d.root.exists());
+    }
+    assert_eq!(recycled(&r, t.path()), ["k0", "k1"]);
+    // Removing again is harmless.
+    r.remove(&all[0]).unwrap();
+    assert_eq!(r.available(), 2);
+
+    let again = DirRecycler::new(t.path(), 2).unwrap();
+    assert_eq!(again.available(), 0);
+    assert!(recycled(&again, t.path()).is_empty());
+    assert!(matches!(again.create("../x"), Err(RootfsError::BadId(_))));
+}

@@ -910,3 +910,17 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The containers that have dirs under `containers` (the daemon's containers root), leaving
+/// out `.recycled`, where removed containers' untouched dirs wait for the next create.
+pub fn container_dirs(containers: &Path) -> Vec<String> {
+    std::fs::read_dir(containers).map_or_else(
+        |_| Vec::new(),
+        |rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != ".recycled")
+                .collect()
+        },
+    )
+}

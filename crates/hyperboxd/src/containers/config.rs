@@ -186,16 +186,14 @@ pub fn host_settings(host: &Value) -> Result<HostSettings, String> {
         return Err("Minimum memory limit allowed is 6MB".into());
     }
     let nano_cpus = host["NanoCpus"].as_i64().unwrap_or(0);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
-    if nano_cpus < 0 || nano_cpus > cpus * 1_000_000_000 {
-        return Err(format!(
-            "Range of CPUs is from 0.01 to {cpus}.00, as there are only {cpus} CPUs available"
-        ));
-    }
-    if nano_cpus > 0 && nano_cpus < 10_000_000 {
-        return Err(format!(
-            "Range of CPUs is from 0.01 to {cpus}.00, as there are only {cpus} CPUs available"
-        ));
+    // Only when asked: counting CPUs reads the cgroup's quota files, on every create.
+    if nano_cpus != 0 {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+        if !(10_000_000..=cpus * 1_000_000_000).contains(&nano_cpus) {
+            return Err(format!(
+                "Range of CPUs is from 0.01 to {cpus}.00, as there are only {cpus} CPUs available"
+            ));
+        }
     }
     let pids = host["PidsLimit"].as_i64().filter(|&p| p != 0);
     let mut devices = Vec::new();
@@ -338,9 +336,9 @@ impl ContainerPaths {
             upper: dirs.upper.clone(),
             work: dirs.work.clone(),
             merged: dirs.merged.clone(),
-            hostname_file: dirs.root.join("hostname"),
-            hosts_file: dirs.root.join("hosts"),
-            resolv_file: dirs.root.join("resolv.conf"),
+            hostname_file: dirs.hostname.clone(),
+            hosts_file: dirs.hosts.clone(),
+            resolv_file: dirs.resolv.clone(),
         }
     }
 }

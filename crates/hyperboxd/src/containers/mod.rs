@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use hb_image::ImageCatalog;
 use hb_monitor::protocol::{Event, LogConfig, ProcessState, Request, Response};
-use hb_rootfs::{ContainerDirs, LayerStore};
+use hb_rootfs::{ContainerDirs, DirRecycler, LayerStore};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -66,6 +66,8 @@ type Result<T> = std::result::Result<T, ContainerError>;
 pub const LOG_MAX_MIB: u64 = 10;
 /// ...keeping this many files (inspect reports them as Docker's `max-size` / `max-file`).
 pub const LOG_MAX_FILES: u32 = 3;
+/// How many removed containers' dirs wait for reuse (a dozen inodes each, see [`DirRecycler`]).
+const RECYCLED_DIRS_MAX: usize = 64;
 
 /// What `POST /containers/{id}/exec` created.
 #[derive(Clone, Debug)]
@@ -104,6 +106,8 @@ pub struct Containers {
     monitor_log: PathBuf,
     layers: LayerStore,
     root: PathBuf,
+    /// Makes and removes containers' dirs, reusing those a removed container left untouched.
+    dirs: Arc<DirRecycler>,
     catalog: ImageCatalog,
     parallel: usize,
     changed: broadcast::Sender<String>,
@@ -210,8 +214,11 @@ impl Containers {
                 .pin(&r.id, &r.layers)
                 .map_err(|e| anyhow::anyhow!("pinning the layers of {}: {e}", r.id))?;
         }
+        let dirs = DirRecycler::new(&cfg.root, RECYCLED_DIRS_MAX)
+            .with_context(|| format!("preparing {}", cfg.root.display()))?;
         let (changed, _) = broadcast::channel(1024);
         let c = Arc::new(Containers {
+            dirs: Arc::new(dirs),
             table,
             records: Mutex::new(records),
             execs: Mutex::new(HashMap::new()),
@@ -369,7 +376,10 @@ impl Containers {
         if let Ok(entries) = std::fs::read_dir(&self.root) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if !live.contains(&name) && !still_registered.contains(&name) {
+                if name != hb_rootfs::RECYCLED_DIR
+                    && !live.contains(&name)
+                    && !still_registered.contains(&name)
+                {
                     let _ = ContainerDirs::open(&self.root, &name).remove();
                     let _ = self.layers.unpin(&name);
                 }
@@ -682,7 +692,7 @@ impl Containers {
     /// with the monitor.
     async fn prepare(&self, r: &ContainerRecord) -> Result<()> {
         let layers = self.layers.clone();
-        let root = self.root.clone();
+        let recycler = self.dirs.clone();
         let id = r.id.clone();
         let diff_ids = r.layers.clone();
         let parallel = self.parallel;
@@ -696,15 +706,12 @@ impl Containers {
                 .pin(&id, &diff_ids)
                 .map_err(|e| io_err("pinning layers", e))?;
             let lowers = image_lowers(&layers, &diff_ids, parallel)?;
-            let dirs =
-                ContainerDirs::create(&root, &id).map_err(|e| io_err("container dirs", e))?;
+            let dirs = recycler
+                .create(&id)
+                .map_err(|e| io_err("container dirs", e))?;
             let paths = ContainerPaths::new(&dirs, lowers);
-            std::fs::write(&paths.hostname_file, format!("{hostname}\n"))
-                .map_err(|e| io_err("writing hostname", e))?;
-            std::fs::write(&paths.hosts_file, "127.0.0.1\tlocalhost\n")
-                .map_err(|e| io_err("writing hosts", e))?;
-            std::fs::write(&paths.resolv_file, resolv)
-                .map_err(|e| io_err("writing resolv.conf", e))?;
+            dirs.write_mounted_files(&format!("{hostname}\n"), "127.0.0.1\tlocalhost\n", &resolv)
+                .map_err(|e| io_err("the container's files", e))?;
             Ok(paths)
         })
         .await
@@ -744,7 +751,7 @@ impl Containers {
 
     /// The container's json-file log.
     pub fn log_path(&self, id: &str) -> PathBuf {
-        self.root.join(id).join(format!("{id}-json.log"))
+        ContainerDirs::open(&self.root, id).log
     }
 
     /// `POST /containers/{id}/start`: the started container, or `None` when it was already
@@ -1065,11 +1072,12 @@ impl Containers {
             Err(e) => return Err(io_err("the container monitor", e)),
         }
         let layers = self.layers.clone();
-        let root = self.root.clone();
+        let recycler = self.dirs.clone();
+        let dirs = ContainerDirs::open(&self.root, &r.id);
         let id = r.id.clone();
         tokio::task::spawn_blocking(move || -> Result<()> {
-            ContainerDirs::open(&root, &id)
-                .remove()
+            recycler
+                .remove(&dirs)
                 .map_err(|e| io_err("removing the container's files", e))?;
             layers
                 .unpin(&id)
