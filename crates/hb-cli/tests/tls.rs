@@ -41,6 +41,12 @@ impl Pki {
             pki.leaf("ca", "client", "extendedKeyUsage=clientAuth\n");
             pki.ca("other-ca");
             pki.leaf("other-ca", "stranger", "extendedKeyUsage=clientAuth\n");
+            // What a certificate rotation installs: a server certificate from the other CA.
+            pki.leaf(
+                "other-ca",
+                "rotated-server",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+            );
             pki
         })
     }
@@ -947,4 +953,78 @@ fn hb_with_a_bearer_token_over_tls_and_a_clear_401_without_the_right_one() {
     let cat = hb.ok_with(&["exec", "-i", "hb-token", "cat"], Some(b"exec token\n"));
     assert_eq!(cat, "exec token\n");
     hb.ok(&["rm", "-f", "hb-token"]);
+}
+
+#[test]
+fn sighup_puts_a_rotated_certificate_and_token_in_force_and_keeps_them_when_files_break() {
+    let pki = Pki::get();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let install = |name: &str| {
+        std::fs::copy(pki.path(&format!("{name}.pem")), &cert).expect("copy cert");
+        std::fs::copy(pki.path(&format!("{name}-key.pem")), &key).expect("copy key");
+    };
+    install("server");
+    let (old_token, new_token) = ("old-token-0123456789abcdef", "new-token-0123456789abcdef");
+    let daemon_token = token_file(dir.path(), "daemon-token", old_token);
+    let d = Daemon::start(&format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"\napi_token_file = \"{}\"\n",
+        cert.display(),
+        key.display(),
+        daemon_token.display()
+    ));
+    wait_tcp(&d.tcp_addr);
+    let client = |ca: &str, token: &str| {
+        let mut flags = tls_flags(pki, ca, None);
+        let file = token_file(dir.path(), &format!("client-{token}"), token);
+        flags.extend(["--token-file".into(), file.display().to_string()]);
+        TcpHb::new(&d, &flags)
+    };
+    client("ca", old_token).ok(&["ps"]);
+    let hup = || {
+        let pid = d.child.as_ref().expect("daemon").id() as i32;
+        // SAFETY: signalling the daemon this test started.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+    };
+
+    // Rotation: same paths, new contents.
+    install("rotated-server");
+    token_file(dir.path(), "daemon-token", new_token);
+    hup();
+    let start = Instant::now();
+    while client("other-ca", new_token)
+        .run(&["ps"], None)
+        .status
+        .code()
+        != Some(0)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the rotated certificate and token never took effect\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let err = client("ca", new_token).refused(&["ps"]);
+    assert!(
+        err.contains("certificate"),
+        "the old CA still verifies: {err}"
+    );
+    let err = client("other-ca", old_token).refused(&["ps"]);
+    assert!(err.contains("the bearer token is wrong"), "{err}");
+
+    // A key that no longer parses: the reload is refused and the running protection stays.
+    std::fs::write(&key, "not a key").expect("break the key");
+    hup();
+    let start = Instant::now();
+    while !d.log().contains("TLS and token files not reloaded") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no refused reload in the log\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(d.log().contains(&key.display().to_string()), "{}", d.log());
+    client("other-ca", new_token).ok(&["ps"]);
 }

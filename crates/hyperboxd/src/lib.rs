@@ -217,6 +217,7 @@ pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> a
     let activated = listeners.activated;
     let limits = serve::ConnectionLimits::new(&daemon.config);
     let addrs: Vec<String> = listeners.list.iter().map(|l| l.describe()).collect();
+    let security = tls::LiveSecurity::new(security, listeners.remote_tcp);
     tracing::info!(listen = ?addrs, tcp = %security.describe(), socket_activated = activated, data_dir = %daemon.config.daemon.data_dir.display(), "hyperboxd ready");
     deferred_compression::spawn(daemon.catalog.store().clone())
         .context("starting the background compression thread")?;
@@ -229,7 +230,7 @@ pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> a
     let server = tokio::spawn(serve::serve(
         listeners,
         app,
-        security,
+        security.clone(),
         limits.clone(),
         daemon.metrics.clone(),
         stop_rx,
@@ -239,7 +240,11 @@ pub async fn serve(config: Config, config_path: Option<std::path::PathBuf>) -> a
     let signals = Signals::install();
     readiness.set_ready();
     serve::notify_systemd(&[sd_notify::NotifyState::Ready]);
-    watch_signals(signals, &daemon.config, config_path, &limits).await;
+    let live = LiveSettings {
+        limits: &limits,
+        security: &security,
+    };
+    watch_signals(signals, &daemon.config, config_path, live).await;
     readiness.set_not_ready("hyperboxd is shutting down");
     serve::notify_systemd(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down: draining connections");
@@ -314,13 +319,20 @@ impl Signals {
     }
 }
 
+/// What SIGHUP changes in the running daemon.
+#[derive(Clone, Copy)]
+struct LiveSettings<'a> {
+    limits: &'a serve::ConnectionLimits,
+    security: &'a tls::LiveSecurity,
+}
+
 /// Waits for SIGINT or SIGTERM; on SIGHUP re-reads the config and applies what can change
 /// while running.
 async fn watch_signals(
     signals: Option<Signals>,
     running: &Config,
     config_path: Option<std::path::PathBuf>,
-    limits: &serve::ConnectionLimits,
+    live: LiveSettings<'_>,
 ) {
     let Some(mut s) = signals else {
         let _ = tokio::signal::ctrl_c().await;
@@ -333,7 +345,7 @@ async fn watch_signals(
             _ = s.term.recv() => return,
             _ = s.hup.recv() => {
                 serve::notify_systemd(&[sd_notify::NotifyState::Reloading]);
-                current = reload(&current, config_path.as_deref(), limits);
+                current = reload(&current, config_path.as_deref(), live);
                 serve::notify_systemd(&[sd_notify::NotifyState::Ready]);
             }
         }
@@ -347,9 +359,19 @@ const RELOADABLE: &[&str] = &[
     "networking.tcp_keepalive_secs",
 ];
 
-/// Re-reads the config; applies the reloadable keys and logs every other changed key as
-/// needing a restart. A config that no longer loads changes nothing.
-fn reload(current: &Config, path: Option<&Path>, limits: &serve::ConnectionLimits) -> Config {
+/// Keys of the TCP protection: SIGHUP reads their files again even when the keys did not
+/// change (a rotated certificate keeps its path).
+const SECURITY_KEYS: &[&str] = &[
+    "daemon.tls_cert",
+    "daemon.tls_key",
+    "daemon.tls_client_ca",
+    "daemon.api_token_file",
+];
+
+/// Re-reads the config; applies the reloadable keys and the TCP protection's files, and logs
+/// every other changed key as needing a restart. A config that no longer loads changes
+/// nothing; protection files that no longer load leave the running protection.
+fn reload(current: &Config, path: Option<&Path>, live: LiveSettings<'_>) -> Config {
     let env = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
     let new = match Config::load(path, env) {
@@ -360,18 +382,41 @@ fn reload(current: &Config, path: Option<&Path>, limits: &serve::ConnectionLimit
         }
     };
     let changed = changed_keys(&current.to_toml(), &new.to_toml());
-    let (applied, restart): (Vec<String>, Vec<String>) = changed
+    let security_loaded = match live.security.reload(&new.daemon) {
+        Ok(()) => {
+            tracing::info!(tcp = %live.security.describe(), "SIGHUP: TLS and token files read again");
+            true
+        }
+        Err(e) => {
+            tracing::error!(
+                "SIGHUP: TLS and token files not reloaded, keeping the running ones: {e:#}"
+            );
+            false
+        }
+    };
+    let (security, rest): (Vec<String>, Vec<String>) = changed
+        .into_iter()
+        .partition(|k| SECURITY_KEYS.contains(&k.as_str()));
+    let (mut applied, restart): (Vec<String>, Vec<String>) = rest
         .into_iter()
         .partition(|k| RELOADABLE.contains(&k.as_str()));
-    limits.apply(&new);
-    let mut kept = new.clone();
+    if security_loaded {
+        applied.extend(security);
+    }
+    live.limits.apply(&new);
+    // Only what was applied is in effect.
+    let mut kept = current.clone();
+    kept.networking.max_connections = new.networking.max_connections;
+    kept.networking.connection_timeout_secs = new.networking.connection_timeout_secs;
+    kept.networking.tcp_keepalive_secs = new.networking.tcp_keepalive_secs;
+    if security_loaded {
+        kept.daemon.tls_cert = new.daemon.tls_cert.clone();
+        kept.daemon.tls_key = new.daemon.tls_key.clone();
+        kept.daemon.tls_client_ca = new.daemon.tls_client_ca.clone();
+        kept.daemon.api_token_file = new.daemon.api_token_file.clone();
+    }
     if !restart.is_empty() {
         tracing::warn!(keys = ?restart, "SIGHUP: these settings need a restart of hyperboxd; still running with the old values");
-        // Only the reloadable part of the new config is in effect.
-        kept = current.clone();
-        kept.networking.max_connections = new.networking.max_connections;
-        kept.networking.connection_timeout_secs = new.networking.connection_timeout_secs;
-        kept.networking.tcp_keepalive_secs = new.networking.tcp_keepalive_secs;
     }
     tracing::info!(applied = ?applied, "SIGHUP: config reloaded");
     kept

@@ -6,9 +6,10 @@
 //! keepalive probes after `tcp_keepalive_secs`. On shutdown, accepting stops and open
 //! connections get a bounded time to finish.
 //!
-//! TCP connections go through [`TcpSecurity`]: a TLS handshake (which must finish within
-//! `connection_timeout_secs`, like the headers) when `tls_cert` is set, and the bearer-token
-//! check in front of the API when `api_token_file` is set. The unix socket is always plain.
+//! TCP connections go through the [`LiveSecurity`] in force when they are accepted: a TLS
+//! handshake (which must finish within `connection_timeout_secs`, like the headers) when
+//! `tls_cert` is set, and the bearer-token check in front of the API when `api_token_file` is
+//! set. The unix socket is always plain.
 
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, RawFd};
@@ -26,7 +27,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::tls::TcpSecurity;
+use crate::tls::{LiveSecurity, TcpSecurity};
 
 /// One listening socket of the API.
 pub enum Listener {
@@ -62,6 +63,9 @@ pub struct Listeners {
     /// True when the sockets came from socket activation (the unix socket file is then
     /// systemd's, not ours to remove).
     pub activated: bool,
+    /// True when a TCP socket is off loopback (it then needs TLS and client authentication,
+    /// on reloads too).
+    pub remote_tcp: bool,
 }
 
 impl Listeners {
@@ -103,7 +107,15 @@ impl Listeners {
                 TcpListener::from_std(std).context("registering the TCP listener")?,
             ));
         }
-        Ok(Listeners { list, activated })
+        let remote_tcp = list.iter().any(|l| match l {
+            Listener::Tcp(t) => t.local_addr().map_or(true, |a| !a.ip().is_loopback()),
+            Listener::Unix(_) => false,
+        });
+        Ok(Listeners {
+            list,
+            activated,
+            remote_tcp,
+        })
     }
 }
 
@@ -242,23 +254,20 @@ struct Shared {
 }
 
 /// Serves `app` on every listener until `shutdown` turns true, then lets open connections
-/// finish for at most `drain`. TCP connections get `security`'s TLS and token check.
+/// finish for at most `drain`. TCP connections get the TLS and token check in force.
 pub async fn serve(
     listeners: Listeners,
     app: Router,
-    security: TcpSecurity,
+    security: LiveSecurity,
     limits: Arc<ConnectionLimits>,
     observer: Arc<dyn ConnectionObserver>,
     shutdown: watch::Receiver<bool>,
     drain: Duration,
 ) {
-    let tcp_app = match &security.token {
-        Some(token) => app.clone().layer(axum::middleware::from_fn_with_state(
-            token.clone(),
-            crate::tls::require_token,
-        )),
-        None => app.clone(),
-    };
+    let tcp_app = app.clone().layer(axum::middleware::from_fn_with_state(
+        security.clone(),
+        crate::tls::require_token,
+    ));
     let shared = Shared {
         limits,
         observer,
@@ -269,7 +278,7 @@ pub async fn serve(
     for listener in listeners.list {
         let (app, tls) = match &listener {
             Listener::Unix(_) => (app.clone(), None),
-            Listener::Tcp(_) => (tcp_app.clone(), security.tls.clone()),
+            Listener::Tcp(_) => (tcp_app.clone(), Some(security.clone())),
         };
         loops.push(tokio::spawn(accept_loop(
             listener,
@@ -329,7 +338,9 @@ impl Drop for ConnectionGuard {
     }
 }
 
-async fn accept_loop(listener: Listener, app: Router, tls: Option<TlsAcceptor>, shared: Shared) {
+/// `tls`: the TCP protection, for TCP listeners (whose connections take the TLS in force
+/// when accepted).
+async fn accept_loop(listener: Listener, app: Router, tls: Option<LiveSecurity>, shared: Shared) {
     let mut shutdown = shared.shutdown.clone();
     let limits = shared.limits.clone();
     loop {
@@ -361,7 +372,7 @@ async fn accept_loop(listener: Listener, app: Router, tls: Option<TlsAcceptor>, 
             Duration::from_millis(limits.header_timeout_ms.load(Ordering::Relaxed).max(1));
         let guard = ConnectionGuard::new(permit, &shared);
         let service = TowerToHyperService::new(app.clone());
-        let tls = tls.clone();
+        let tls = tls.as_ref().and_then(LiveSecurity::tls);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             serve_connection(stream, peer, tls, service, header_timeout, shutdown).await;

@@ -2,13 +2,14 @@
 //! provider), client certificates checked against `tls_client_ca`, and a bearer token from
 //! `api_token_file`. The unix socket has none of these: its file mode guards it.
 //!
-//! Everything is read and checked once at start, before the store opens, so a missing or
-//! broken file stops the daemon with the file's name; changing these keys (or the files)
-//! needs a restart.
+//! Everything is read and checked at start, before the store opens, so a missing or broken
+//! file stops the daemon with the file's name. SIGHUP reads them again ([`LiveSecurity`]):
+//! a rotated certificate or token takes effect without a restart, and files that no longer
+//! load leave the running protection in place.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{bail, Context};
 use axum::extract::{Request, State};
@@ -73,6 +74,59 @@ impl TcpSecurity {
             parts.push("bearer token");
         }
         parts.join(" + ")
+    }
+}
+
+/// The TCP protection in force, shared by the accept loops (TLS per new connection) and the
+/// token check (per request); SIGHUP swaps in a new one.
+#[derive(Clone)]
+pub struct LiveSecurity {
+    current: Arc<RwLock<TcpSecurity>>,
+    /// A TCP listener is off loopback: a new protection must still guard remote clients.
+    remote_clients: bool,
+}
+
+impl LiveSecurity {
+    /// `security` in force; `remote_clients` when a TCP listener is off loopback.
+    pub fn new(security: TcpSecurity, remote_clients: bool) -> LiveSecurity {
+        LiveSecurity {
+            current: Arc::new(RwLock::new(security)),
+            remote_clients,
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, TcpSecurity> {
+        self.current.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The TLS acceptor for a new TCP connection (None: plain HTTP).
+    pub fn tls(&self) -> Option<TlsAcceptor> {
+        self.read().tls.clone()
+    }
+
+    /// The token a TCP request must carry (None: no token check).
+    pub fn token(&self) -> Option<Arc<BearerToken>> {
+        self.read().token.clone()
+    }
+
+    /// What protects TCP now, for the log.
+    pub fn describe(&self) -> String {
+        self.read().describe()
+    }
+
+    /// Reads `[daemon]`'s certificate, key, client CA and token files again and puts them in
+    /// force for new connections and requests (open connections keep their TLS session).
+    /// On error (a file that does not load, or a protection that no longer guards a listener
+    /// off loopback) the running protection stays.
+    pub fn reload(&self, daemon: &DaemonConfig) -> anyhow::Result<()> {
+        let new = TcpSecurity::from_config(daemon)?;
+        if self.remote_clients && !new.guards_remote_clients() {
+            bail!(
+                "a TCP listener is off loopback, and the new settings would leave it without                  TLS and client authentication"
+            );
+        }
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = new;
+        Ok(())
     }
 }
 
@@ -237,14 +291,17 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
     bool::from(given.ct_eq(expected))
 }
 
-/// The middleware in front of the API on TCP when a token is configured: a request without
+/// The middleware in front of the API on TCP: when a token is configured, a request without
 /// `Authorization: Bearer <token>` (`/_ping` included, as a client certificate is needed for
 /// every request with `--tlsverify`) gets 401 and Docker's error JSON.
 pub async fn require_token(
-    State(token): State<Arc<BearerToken>>,
+    State(security): State<LiveSecurity>,
     request: Request,
     next: Next,
 ) -> Response {
+    let Some(token) = security.token() else {
+        return next.run(request).await;
+    };
     let header_value = request.headers().get(header::AUTHORIZATION);
     if token.accepts(header_value) {
         return next.run(request).await;
@@ -272,6 +329,29 @@ mod tests {
 
     fn header(v: &str) -> HeaderValue {
         HeaderValue::from_str(v).expect("header value")
+    }
+
+    fn token_only() -> TcpSecurity {
+        TcpSecurity {
+            token: Some(Arc::new(
+                BearerToken::from_bytes(b"tok-0123456789abcdef").expect("token"),
+            )),
+            ..TcpSecurity::default()
+        }
+    }
+
+    #[test]
+    fn a_reload_that_would_leave_a_remote_listener_unguarded_is_refused() {
+        // The new config has no TLS and no token.
+        let plain = DaemonConfig::default();
+        let remote = LiveSecurity::new(token_only(), true);
+        let err = remote.reload(&plain).expect_err("must be refused");
+        assert!(err.to_string().contains("off loopback"), "{err}");
+        assert!(remote.token().is_some(), "the running protection stays");
+        // On loopback the same reload is fine.
+        let local = LiveSecurity::new(token_only(), false);
+        local.reload(&plain).expect("reload");
+        assert!(local.token().is_none() && local.tls().is_none());
     }
 
     #[test]
