@@ -122,7 +122,10 @@ fn run_streams_output_and_exit_code_then_removes() {
         reused.join("upper").metadata().expect("upper").ino(),
         upper_ino
     );
-    assert!(reused.join(format!("{next}-json.log")).is_file());
+    assert!(
+        !reused.join(format!("{id}-json.log")).exists(),
+        "the old log"
+    );
     assert!(common::container_dirs(&recycled).is_empty());
     assert_eq!(out(&d.hb(&["start", "-a", next])).2, 0, "{}", d.log());
     d.hb_ok(&["rm", next]);

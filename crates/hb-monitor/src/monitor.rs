@@ -7,7 +7,6 @@
 //! Being single-threaded is what makes forking a container from it safe.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -1142,18 +1141,26 @@ fn release_net(net: Option<&mut NetPool>, id: &str, netns: Option<PathBuf>) {
     }
 }
 
+/// Writes the container's /etc/hosts over the file the daemon made (in place and cut to
+/// length: truncating to zero would free its block, a synchronous discard on a filesystem
+/// mounted with `discard`; see hb-rootfs's `write_mounted_files`).
 fn write_hosts(path: &Path, hostname: &str, ip: Option<&str>) -> std::io::Result<()> {
-    let mut f = std::fs::File::create(path)?;
-    writeln!(f, "127.0.0.1\tlocalhost")?;
-    writeln!(f, "::1\tlocalhost ip6-localhost ip6-loopback")?;
-    writeln!(f, "fe00::0\tip6-localnet")?;
-    writeln!(f, "ff00::0\tip6-mcastprefix")?;
-    writeln!(f, "ff02::1\tip6-allnodes")?;
-    writeln!(f, "ff02::2\tip6-allrouters")?;
+    use std::os::unix::fs::FileExt;
+    let mut text = String::from(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
+         ff02::2\tip6-allrouters\n",
+    );
     if let Some(ip) = ip {
-        writeln!(f, "{ip}\t{hostname}")?;
+        text.push_str(&format!("{ip}\t{hostname}\n"));
     }
-    Ok(())
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    f.write_all_at(text.as_bytes(), 0)?;
+    f.set_len(text.len() as u64)
 }
 
 /// The process's stdio: with a TTY a terminal of `console_size` (rows, columns; 24x80 when
@@ -1255,5 +1262,29 @@ fn signalfd() -> Result<OwnedFd, MonitorError> {
             return Err(MonitorError::os("signalfd"));
         }
         Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_hosts;
+
+    #[test]
+    fn hosts_written_over_a_longer_file_keep_nothing_of_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("hosts");
+        write_hosts(&p, "web", Some("10.89.0.7")).expect("write");
+        let with_ip = std::fs::read_to_string(&p).expect("read");
+        assert!(with_ip.starts_with("127.0.0.1\tlocalhost\n"), "{with_ip}");
+        assert!(
+            with_ip.ends_with("ff02::2\tip6-allrouters\n10.89.0.7\tweb\n"),
+            "{with_ip}"
+        );
+        let ino = std::os::unix::fs::MetadataExt::ino(&p.metadata().expect("stat"));
+        write_hosts(&p, "web", None).expect("rewrite");
+        let without = std::fs::read_to_string(&p).expect("read");
+        assert_eq!(format!("{without}10.89.0.7\tweb\n"), with_ip);
+        let again = std::os::unix::fs::MetadataExt::ino(&p.metadata().expect("stat"));
+        assert_eq!(again, ino, "written in place");
     }
 }

@@ -108,7 +108,7 @@ impl ContainerDirs {
                 .write(true)
                 .create(true)
                 .truncate(false)
-                .mode(0o644)
+                .mode(0o666)
                 .open(p)
                 .and_then(|f| {
                     f.write_all_at(text.as_bytes(), 0)?;
@@ -197,8 +197,9 @@ fn empty_dir(p: &Path) -> bool {
 /// without a journal (this project's hosts) every new inode then scans past all those freed
 /// in the last minute, which at a hundred runs a second was a tenth of all CPU. A container
 /// that wrote nothing (see [`ContainerDirs`]'s check) leaves dirs that are as good as new:
-/// they move to `<root>/.recycled/` and back by rename, the log is truncated, and the next
-/// container's files are written over the old ones. Anything else is removed as before.
+/// they move to `<root>/.recycled/` and back by rename, and the next container's files are
+/// written over the old ones. The log is deleted, not reused: a `logs -f` reader may still
+/// hold it open, and must not see the next container's output. Anything else is removed as before.
 #[derive(Debug)]
 pub struct DirRecycler {
     containers_root: PathBuf,
@@ -248,14 +249,7 @@ impl DirRecycler {
                 let _ = remove_tree(&shell);
                 continue;
             }
-            return match std::fs::rename(dirs.root.join(log_name(&old)), &dirs.log) {
-                Ok(()) => Ok(dirs),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(dirs),
-                Err(e) => Err(RootfsError::io(
-                    format!("renaming the recycled log to {}", dirs.log.display()),
-                    e,
-                )),
-            };
+            return Ok(dirs);
         }
         ContainerDirs::create(&self.containers_root, id)
     }
@@ -301,12 +295,8 @@ impl DirRecycler {
         let _ = std::fs::remove_file(marker.join("dirty"));
         let _ = std::fs::remove_dir(&marker);
         let _ = std::fs::remove_dir(dirs.work.join("work/incompat"));
-        match std::fs::OpenOptions::new().write(true).open(&dirs.log) {
-            Ok(f) => {
-                if f.set_len(0).is_err() {
-                    return false;
-                }
-            }
+        match std::fs::remove_file(&dirs.log) {
+            Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(_) => return false,
         }
