@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::client::{self, empty, read_ok, send, ApiFailure, Daemon};
 use crate::{enc, get_json, post_json};
 
-/// `hb run` / `hb create` options (Docker's names and short flags).
+// `hb run` / `hb create` options (Docker's names and short flags). (Not a doc comment: see `Command` in main.rs.)
 #[derive(Args, Debug, Clone)]
 #[command(disable_help_flag = true)]
 pub struct RunArgs {
@@ -537,7 +537,7 @@ async fn start_failed(
     }
 }
 
-/// `hb ps` options.
+// `hb ps` options. (Not a doc comment: see `Command` in main.rs.)
 #[derive(Args, Debug)]
 pub struct PsArgs {
     /// All containers (default: running ones).
@@ -650,7 +650,7 @@ pub async fn ps(daemon: &Daemon, a: PsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `hb logs` options.
+// `hb logs` options. (Not a doc comment: see `Command` in main.rs.)
 #[derive(Args, Debug)]
 pub struct LogsArgs {
     /// Keep following new output.
@@ -868,7 +868,7 @@ pub async fn inspect(daemon: &Daemon, names: Vec<String>) -> anyhow::Result<Exit
     })
 }
 
-/// `hb exec` options.
+// `hb exec` options. (Not a doc comment: see `Command` in main.rs.)
 #[derive(Args, Debug)]
 pub struct ExecArgs {
     /// Keep stdin open.

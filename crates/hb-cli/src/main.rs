@@ -87,7 +87,12 @@ impl SecurityFlags {
     }
 }
 
+/// `defer`: only the subcommand that runs has its arguments built (clap building all of them
+/// was most of the CLI's start-up CPU, paid on every `hb run`). The deferred part runs last,
+/// so an `Args` struct's doc comment would replace the help text written here: those structs
+/// carry plain comments (a test checks every subcommand).
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum Command {
     /// Pull an image from a registry.
     Pull(PullArgs),
@@ -750,4 +755,34 @@ async fn login(daemon: &Daemon, a: LoginArgs) -> anyhow::Result<ExitCode> {
     .await?;
     println!("{}", v["Status"].as_str().unwrap_or("Login Succeeded"));
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn deferred_arguments_keep_each_subcommands_help_text() {
+        let mut top = super::Cli::command();
+        let declared: Vec<(String, String)> = top
+            .get_subcommands()
+            .map(|s| {
+                let about = s.get_about().map(ToString::to_string).unwrap_or_default();
+                (s.get_name().to_string(), about)
+            })
+            .collect();
+        top.build();
+        for (name, about) in declared {
+            let built = top.find_subcommand(&name).expect("subcommand");
+            let after = built
+                .get_about()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            assert_eq!(after, about, "`hb {name} --help` lost its text");
+            assert!(!about.is_empty(), "`hb {name}` has no help text");
+        }
+        // The deferred arguments are there once built.
+        let run = top.find_subcommand("run").expect("run");
+        assert!(run.get_arguments().any(|a| a.get_long() == Some("rm")));
+    }
 }

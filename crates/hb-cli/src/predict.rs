@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::client::Daemon;
 use crate::{enc, get_json, output, post_json};
 
-/// `hb predict`: the daemon's predictions, or an offline subcommand.
+// `hb predict`: the daemon's predictions, or an offline subcommand. (Not a doc comment: see `Command` in main.rs.)
 #[derive(Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct PredictArgs {
@@ -79,7 +79,7 @@ struct GenTraceArgs {
     output: Option<PathBuf>,
 }
 
-/// `hb prewarm IMAGE...`: pull if missing and unpack into the hot tier, now.
+// `hb prewarm IMAGE...`: pull if missing and unpack into the hot tier, now. (Not a doc comment: see `Command` in main.rs.)
 #[derive(Args, Debug)]
 pub struct PrewarmArgs {
     /// Drop the images' unpacked layers from the hot tier instead (they stay in the store;

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use crate::client::{empty, read_ok, send, Daemon};
 use crate::{get_json, output};
 
-/// `hb tune [--trace FILE] [--json]`.
+// `hb tune [--trace FILE] [--json]`. (Not a doc comment: see `Command` in main.rs.)
 #[derive(Args, Debug)]
 pub struct TuneArgs {
     /// Tune on this trace (JSON Lines, the `hb predict replay` format) instead of the
