@@ -3,7 +3,6 @@
 //! and its json-file log), and [`DirRecycler`], which hands a removed container's untouched
 //! dirs to the next create instead of deleting and making them again.
 
-use std::collections::HashSet;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -272,18 +271,16 @@ impl DirRecycler {
             return false;
         }
         // Only what a create makes and a run adds: a rotated log, say, means delete.
-        let expected: HashSet<String> = ["upper", "work", "merged"]
-            .into_iter()
-            .chain(MOUNTED_FILES)
-            .map(str::to_string)
-            .chain([log_name(id)])
-            .collect();
+        let log = log_name(id);
+        let expected = |n: &str| {
+            n == log || ["upper", "work", "merged"].contains(&n) || MOUNTED_FILES.contains(&n)
+        };
         let Ok(entries) = std::fs::read_dir(&dirs.root) else {
             return false;
         };
         for e in entries {
             let Ok(e) = e else { return false };
-            if !e.file_name().to_str().is_some_and(|n| expected.contains(n)) {
+            if !e.file_name().to_str().is_some_and(expected) {
                 return false;
             }
         }
