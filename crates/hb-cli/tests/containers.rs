@@ -1016,3 +1016,51 @@ fn daemon_kill9_mid_start_leaves_nothing_behind() {
         assert_eq!(children, 0, "cgroups left under {}", p.display());
     }
 }
+
+#[test]
+fn a_network_namespace_serves_the_next_container_only_when_untouched() {
+    if !can_run() {
+        return;
+    }
+    let (_, img) = image();
+    let d = Daemon::start("");
+    // Each run prints its namespace, then does `extra`.
+    let run = |flags: &[&str], extra: &str| {
+        let script = format!("readlink /proc/self/ns/net; {extra}");
+        let mut args = vec!["run", "--rm", "--network", "none"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&[img.as_str(), "sh", "-c", &script]);
+        d.hb_ok(&args).lines().next().unwrap_or("").to_string()
+    };
+    let first = run(&[], "true");
+    // It opened no socket and sent no packet: the next container gets the same namespace.
+    assert_eq!(run(&[], "true"), first, "{}", d.log());
+    // A packet over lo leaves a trace (counters, maybe sockets in TIME_WAIT): never reused.
+    let pinged = run(&[], "ping -c 1 -W 1 127.0.0.1 >/dev/null");
+    assert_eq!(pinged, first, "the untouched one is handed out again");
+    let after_ping = run(&[], "true");
+    assert_ne!(
+        after_ping, pinged,
+        "a namespace that carried a packet came back"
+    );
+    // A container that could change the namespace's settings never gives it back either, even
+    // when it changed nothing.
+    assert_eq!(run(&["--cap-add", "NET_ADMIN"], "true"), after_ping);
+    let after_admin = run(&[], "true");
+    assert_ne!(
+        after_admin, after_ping,
+        "a NET_ADMIN container's namespace came back"
+    );
+    // And what is handed out is as new: only lo, silent, no socket.
+    let state = d.hb_ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        img.as_str(),
+        "sh",
+        "-c",
+        "ls /sys/class/net; cat /sys/class/net/lo/statistics/rx_packets; head -1 /proc/net/sockstat",
+    ]);
+    assert_eq!(state, "lo\n0\nsockets: used 0\n");
+}

@@ -137,6 +137,9 @@ struct ExitRelease {
     cgroup: Option<hb_spawn::Cgroup>,
     netns: Option<PathBuf>,
     netns_held: Option<OwnedFd>,
+    /// The held namespace may serve another `--network none` container if left untouched:
+    /// this container could not change its settings.
+    netns_reusable: bool,
 }
 
 fn now_ns() -> u64 {
@@ -1018,11 +1021,13 @@ impl Monitor {
                 let _ = spawned.cgroup.kill_all(libc::SIGKILL);
                 spawned.cgroup
             });
+            let netns_held = c.netns_held.take();
             self.exit_releases.push(ExitRelease {
                 id: id.to_string(),
                 cgroup,
                 netns: c.netns.take(),
-                netns_held: c.netns_held.take(),
+                netns_reusable: netns_held.is_some() && !c.spec.may_reconfigure_network(),
+                netns_held,
             });
         }
         p.draining_until = Some(Instant::now() + DRAIN_GRACE);
@@ -1037,7 +1042,10 @@ impl Monitor {
                 }
             }
             release_net(self.net.as_mut(), &r.id, r.netns);
-            drop(r.netns_held);
+            if let (Some(fd), true, Some(net)) = (r.netns_held, r.netns_reusable, self.net.as_mut())
+            {
+                net.give_back_none(fd);
+            }
         }
     }
 

@@ -286,6 +286,12 @@ impl Networks {
         ns::create_held()
     }
 
+    /// Whether a held namespace is still as [`Networks::create_held_netns`] made it (see
+    /// `ns::is_untouched` for what that covers and what the caller must rule out).
+    pub fn held_netns_untouched(&self, fd: std::os::fd::BorrowedFd<'_>) -> Result<bool, NetError> {
+        ns::is_untouched(fd)
+    }
+
     /// A new persistent netns with only `lo` up, at `<run_dir>/ns/<name>`.
     pub fn create_netns(&self, name: &str) -> Result<PathBuf, NetError> {
         if name.is_empty() || name.contains('/') || name.starts_with('.') {

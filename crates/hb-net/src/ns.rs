@@ -162,6 +162,65 @@ pub fn create_held() -> Result<std::os::fd::OwnedFd, NetError> {
     .map_err(|_| NetError::Config("netns thread panicked".into()))?
 }
 
+/// Whether the namespace behind `fd` is as [`create_held`] made it: no socket open in it, no
+/// TCP socket waiting in TIME_WAIT, and `lo` its only device, with no packet ever sent or
+/// received. A namespace that passes holds nothing of whoever used it, provided they could
+/// not change its settings (the caller's part: no CAP_NET_ADMIN or CAP_SYS_ADMIN, and no
+/// writable path to `/proc/sys/net`), so it can serve the next `--network none` container.
+pub fn is_untouched(fd: std::os::fd::BorrowedFd<'_>) -> Result<bool, NetError> {
+    let fd = fd
+        .try_clone_to_owned()
+        .map_err(|e| NetError::os("duplicating a netns fd", e))?;
+    std::thread::spawn(move || -> Result<bool, NetError> {
+        // SAFETY: setns on this thread only, which ends right after.
+        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(NetError::os(
+                "joining a held netns",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let read = |name: &str| {
+            let path = format!("/proc/thread-self/net/{name}");
+            std::fs::read_to_string(&path).map_err(|e| NetError::os(format!("reading {path}"), e))
+        };
+        Ok(sockstat_is_empty(&read("sockstat")?) && only_silent_loopback(&read("dev")?))
+    })
+    .join()
+    .map_err(|_| NetError::Config("netns thread panicked".into()))?
+}
+
+/// `/proc/net/sockstat` of a namespace with no socket (of any family) and no TIME_WAIT.
+fn sockstat_is_empty(text: &str) -> bool {
+    let field = |line: &str, key: &str| -> Option<u64> {
+        let mut words = line.split_whitespace();
+        words.find(|w| *w == key)?;
+        words.next()?.parse().ok()
+    };
+    let used = text
+        .lines()
+        .find(|l| l.starts_with("sockets:"))
+        .and_then(|l| field(l, "used"));
+    let tw = text
+        .lines()
+        .find(|l| l.starts_with("TCP:"))
+        .and_then(|l| field(l, "tw"));
+    used == Some(0) && tw == Some(0)
+}
+
+/// `/proc/net/dev` listing `lo` alone, with zero packets each way.
+fn only_silent_loopback(text: &str) -> bool {
+    let devices: Vec<&str> = text.lines().skip(2).collect();
+    let [lo] = devices.as_slice() else {
+        return false;
+    };
+    let Some(("lo", counters)) = lo.split_once(':').map(|(n, c)| (n.trim(), c)) else {
+        return false;
+    };
+    let counters: Vec<&str> = counters.split_whitespace().collect();
+    // Receive: bytes packets ...(8 fields); transmit: bytes packets ...
+    counters.len() == 16 && counters[1] == "0" && counters[9] == "0"
+}
+
 /// Unmounts and removes a namespace file. Idempotent.
 pub fn delete(path: &Path) -> Result<(), NetError> {
     if !path.exists() {
@@ -174,5 +233,47 @@ pub fn delete(path: &Path) -> Result<(), NetError> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(NetError::os(format!("removing {}", path.display()), e)),
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::{only_silent_loopback, sockstat_is_empty};
+
+    const DEV_HEAD: &str = "Inter-|   Receive  |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n";
+
+    #[test]
+    fn sockstat_needs_no_socket_and_no_time_wait() {
+        let s = |used: u32, tw: u32| {
+            format!("sockets: used {used}\nTCP: inuse 0 orphan 0 tw {tw} alloc 0 mem 0\nUDP: inuse 0 mem 0\n")
+        };
+        assert!(sockstat_is_empty(&s(0, 0)));
+        assert!(!sockstat_is_empty(&s(1, 0)));
+        assert!(!sockstat_is_empty(&s(0, 2)));
+        assert!(
+            !sockstat_is_empty("sockets: used 0\n"),
+            "no TCP line: unknown"
+        );
+        assert!(!sockstat_is_empty(""));
+    }
+
+    #[test]
+    fn dev_needs_lo_alone_and_silent() {
+        let lo = |rx: u32, tx: u32| {
+            format!("    lo:       0       {rx}    0    0    0     0          0         0        0       {tx}    0    0    0     0       0          0\n")
+        };
+        assert!(only_silent_loopback(&format!("{DEV_HEAD}{}", lo(0, 0))));
+        assert!(!only_silent_loopback(&format!("{DEV_HEAD}{}", lo(3, 0))));
+        assert!(!only_silent_loopback(&format!("{DEV_HEAD}{}", lo(0, 3))));
+        let dummy = lo(0, 0).replace("lo:", "d0:");
+        assert!(
+            !only_silent_loopback(&format!("{DEV_HEAD}{}{dummy}", lo(0, 0))),
+            "another device"
+        );
+        assert!(
+            !only_silent_loopback(&format!("{DEV_HEAD}{dummy}")),
+            "not lo"
+        );
+        assert!(!only_silent_loopback(DEV_HEAD));
     }
 }

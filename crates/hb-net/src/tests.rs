@@ -416,3 +416,74 @@ fn udp_port_is_published_and_host_port_zero_is_chosen() {
     t.nets.release("udp1", &ns).unwrap();
     assert!(!iptables_save().contains("udp1"));
 }
+
+/// Runs `f` on a thread that joined the namespace held by `fd`.
+fn in_held<T: Send + 'static>(
+    fd: &std::os::fd::OwnedFd,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    use std::os::fd::AsRawFd;
+    let fd = fd.try_clone().unwrap();
+    std::thread::spawn(move || {
+        // SAFETY: setns on this thread only.
+        assert_eq!(
+            unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn a_held_netns_is_untouched_until_a_socket_or_a_packet_shows_use() {
+    if !root() {
+        return;
+    }
+    use std::os::fd::AsFd;
+    let t = TestNet::new();
+    let untouched = |fd: &std::os::fd::OwnedFd| t.nets.held_netns_untouched(fd.as_fd()).unwrap();
+
+    let fd = t.nets.create_held_netns().unwrap();
+    assert!(untouched(&fd), "a new namespace");
+
+    // An open socket (here a listener a process could have handed out) is use; once closed,
+    // with no packet sent, nothing of it is left.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let fd = fd.try_clone().unwrap();
+        std::thread::spawn(move || {
+            in_held(&fd, move || {
+                let l = TcpListener::bind("127.0.0.1:0").unwrap();
+                ready_tx.send(()).unwrap();
+                rx.recv().unwrap();
+                drop(l);
+            })
+        })
+    };
+    ready_rx.recv().unwrap();
+    assert!(!untouched(&fd), "a listening socket is open in it");
+    tx.send(()).unwrap();
+    holder.join().unwrap();
+    assert!(untouched(&fd), "the listener is closed and no packet moved");
+
+    // One datagram over lo marks it used for good.
+    in_held(&fd, || {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.send_to(b"x", s.local_addr().unwrap()).unwrap();
+    });
+    assert!(!untouched(&fd), "a packet went over lo");
+
+    // A TCP connection leaves TIME_WAIT behind as well as packets.
+    let fd = t.nets.create_held_netns().unwrap();
+    in_held(&fd, || {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        drop(c);
+        drop(s);
+    });
+    assert!(!untouched(&fd), "a TCP connection was made in it");
+}

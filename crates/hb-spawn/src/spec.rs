@@ -36,6 +36,43 @@ pub struct ContainerSpec {
     pub readonly_rootfs: bool,
 }
 
+impl ContainerSpec {
+    /// Whether the container could change its network namespace's settings, rather than only
+    /// use it: privileged, CAP_NET_ADMIN or CAP_SYS_ADMIN (which can remount `/proc/sys`
+    /// writable), or a bind mount that could bring a procfs in, whose `sys/net` files write to
+    /// the writer's namespace: any directory (a procfs may be mounted anywhere below it) and
+    /// any file on a procfs. Only a namespace whose container could not may serve another.
+    /// Reads the bind sources' metadata.
+    pub fn may_reconfigure_network(&self) -> bool {
+        let powerful = |c: &String| {
+            let up = c.to_ascii_uppercase();
+            let name = up.strip_prefix("CAP_").unwrap_or(&up);
+            name == "NET_ADMIN" || name == "SYS_ADMIN"
+        };
+        self.privileged
+            || self.capabilities.iter().any(powerful)
+            || self.mounts.iter().any(|m| match m {
+                MountSpec::Bind { source, .. } => !is_plain_file(source),
+                MountSpec::Tmpfs { .. } => false,
+            })
+    }
+}
+
+/// A regular file (after symlinks) on a filesystem other than procfs.
+fn is_plain_file(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs fills a plain struct from a NUL-terminated path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) }) == 0 && st.f_type as i64 != PROC_SUPER_MAGIC
+}
+
 /// The overlay a container runs on.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RootfsSpec {

@@ -1055,3 +1055,46 @@ fn a_bind_mount_point_the_image_has_is_not_copied_up() {
     // A mount point the image lacks is still made, in the upper dir.
     assert!(upper.join("etc/hosts").exists());
 }
+
+#[test]
+fn only_containers_that_could_change_their_network_namespace_say_so() {
+    if !root() {
+        return;
+    }
+    let b = bed();
+    let base = b.spec(&["true"]);
+    assert!(!base.may_reconfigure_network(), "Docker's defaults");
+
+    let with = |f: &dyn Fn(&mut ContainerSpec)| {
+        let mut s = base.clone();
+        f(&mut s);
+        s.may_reconfigure_network()
+    };
+    assert!(with(&|s| s.privileged = true));
+    assert!(with(&|s| s.capabilities.push("CAP_NET_ADMIN".into())));
+    assert!(with(&|s| s.capabilities.push("sys_admin".into())));
+    assert!(!with(&|s| s.capabilities.push("CAP_SYS_TIME".into())));
+
+    let file = b.dir.path().join("hostname");
+    std::fs::write(&file, "box\n").unwrap();
+    let bind = |source: &Path| MountSpec::Bind {
+        source: source.to_path_buf(),
+        destination: "/x".into(),
+        readonly: true,
+    };
+    assert!(!with(&|s| s.mounts.push(bind(&file))), "a plain file");
+    assert!(with(&|s| s.mounts.push(bind(b.dir.path()))), "a directory");
+    assert!(
+        with(&|s| s
+            .mounts
+            .push(bind(Path::new("/proc/sys/net/ipv4/ip_forward")))),
+        "procfs"
+    );
+    assert!(
+        with(&|s| s.mounts.push(bind(&b.dir.path().join("missing")))),
+        "unknown"
+    );
+    let link = b.dir.path().join("link");
+    std::os::unix::fs::symlink("/proc/sys/net/ipv4/ip_forward", &link).unwrap();
+    assert!(with(&|s| s.mounts.push(bind(&link))), "a symlink to procfs");
+}
