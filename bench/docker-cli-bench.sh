@@ -31,7 +31,7 @@ if ! command -v wrk >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >&2
 fi
 
-cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" -p hyperboxd -p hb-cli >&2
+"$ROOT/scripts/build-release.sh" --manifest-path "$ROOT/Cargo.toml" >&2
 TARGET=$(cargo metadata --format-version 1 --no-deps --manifest-path "$ROOT/Cargo.toml" \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 HBD=$TARGET/release/hyperboxd

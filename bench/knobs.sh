@@ -12,7 +12,7 @@ IMAGE=${IMAGE:-127.0.0.1:5000/hb/deb:latest}
 OUT=${OUT:-$HERE/results/knobs-$(date -u +%Y%m%dT%H%M%SZ).md}
 mkdir -p "$(dirname "$OUT")"
 curl -fsS http://127.0.0.1:5000/v2/ >/dev/null || { echo "registry on 127.0.0.1:5000 is not up" >&2; exit 1; }
-cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" -p hyperboxd -p hb-cli >&2
+"$ROOT/scripts/build-release.sh" --manifest-path "$ROOT/Cargo.toml" >&2
 HBD=$ROOT/target/release/hyperboxd
 WORK=$(mktemp -d /var/tmp/hb-knobs.XXXXXX)
 [ -n "$WORK" ] && [ -d "$WORK" ] || exit 1

