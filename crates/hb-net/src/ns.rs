@@ -22,51 +22,56 @@ fn cstr(p: &Path) -> Result<CString, NetError> {
         .map_err(|_| NetError::Config(format!("path {} has a NUL byte", p.display())))
 }
 
-/// Runs `f` on a fresh thread that has joined the namespace at `netns` (tests look inside).
-#[cfg(test)]
-pub fn in_netns<T: Send + 'static>(
-    netns: &Path,
-    f: impl FnOnce() -> T + Send + 'static,
+/// Runs `f` on a short-lived thread that joins the namespace behind `fd` (`shown` names it in
+/// errors). The caller's threads never change namespace; what `f` opens there (a socket)
+/// stays bound to it.
+fn on_thread_in<T: Send + 'static>(
+    fd: std::os::fd::OwnedFd,
+    shown: String,
+    f: impl FnOnce() -> Result<T, NetError> + Send + 'static,
 ) -> Result<T, NetError> {
-    let file = std::fs::File::open(netns)
-        .map_err(|e| NetError::os(format!("opening netns {}", netns.display()), e))?;
-    let shown = netns.display().to_string();
     std::thread::spawn(move || {
-        // SAFETY: setns on this thread only, with an fd we hold open.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(NetError::os(
-                format!("joining netns {shown}"),
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(f())
-    })
-    .join()
-    .map_err(|_| NetError::Config("netns thread panicked".into()))?
-}
-
-/// A netlink socket inside the namespace at `netns` (opened on a short-lived thread that joins
-/// it; the socket stays bound to that namespace), plus the namespace file, kept open.
-pub fn netlink_in(netns: &Path) -> Result<(crate::netlink::Netlink, std::fs::File), NetError> {
-    let file = std::fs::File::open(netns)
-        .map_err(|e| NetError::os(format!("opening netns {}", netns.display()), e))?;
-    let fd = file
-        .try_clone()
-        .map_err(|e| NetError::os(format!("duplicating netns fd {}", netns.display()), e))?;
-    let shown = netns.display().to_string();
-    let sock = std::thread::spawn(move || {
-        // SAFETY: setns on this thread only, which ends right after.
+        // SAFETY: setns on this thread only, which ends right after, with an fd it owns.
         if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
             return Err(NetError::os(
                 format!("joining netns {shown}"),
                 std::io::Error::last_os_error(),
             ));
         }
-        crate::netlink::Netlink::open()
-            .map_err(|e| NetError::os(format!("netlink socket in {shown}"), e))
+        f()
     })
     .join()
-    .map_err(|_| NetError::Config("netns thread panicked".into()))??;
+    .map_err(|_| NetError::Config("netns thread panicked".into()))?
+}
+
+/// Opens the namespace file at `netns`.
+fn open_netns(netns: &Path) -> Result<std::fs::File, NetError> {
+    std::fs::File::open(netns)
+        .map_err(|e| NetError::os(format!("opening netns {}", netns.display()), e))
+}
+
+/// Runs `f` on a fresh thread that has joined the namespace at `netns` (tests look inside).
+#[cfg(test)]
+pub fn in_netns<T: Send + 'static>(
+    netns: &Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NetError> {
+    let fd = open_netns(netns)?.into();
+    on_thread_in(fd, netns.display().to_string(), move || Ok(f()))
+}
+
+/// A netlink socket inside the namespace at `netns` (opened on a short-lived thread that joins
+/// it; the socket stays bound to that namespace), plus the namespace file, kept open.
+pub fn netlink_in(netns: &Path) -> Result<(crate::netlink::Netlink, std::fs::File), NetError> {
+    let file = open_netns(netns)?;
+    let fd = file
+        .try_clone()
+        .map_err(|e| NetError::os(format!("duplicating netns fd {}", netns.display()), e))?;
+    let shown = netns.display().to_string();
+    let sock = on_thread_in(fd.into(), shown.clone(), move || {
+        crate::netlink::Netlink::open()
+            .map_err(|e| NetError::os(format!("netlink socket in {shown}"), e))
+    })?;
     Ok((sock, file))
 }
 
@@ -171,22 +176,13 @@ pub fn is_untouched(fd: std::os::fd::BorrowedFd<'_>) -> Result<bool, NetError> {
     let fd = fd
         .try_clone_to_owned()
         .map_err(|e| NetError::os("duplicating a netns fd", e))?;
-    std::thread::spawn(move || -> Result<bool, NetError> {
-        // SAFETY: setns on this thread only, which ends right after.
-        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(NetError::os(
-                "joining a held netns",
-                std::io::Error::last_os_error(),
-            ));
-        }
+    on_thread_in(fd, "(held)".into(), || {
         let read = |name: &str| {
             let path = format!("/proc/thread-self/net/{name}");
             std::fs::read_to_string(&path).map_err(|e| NetError::os(format!("reading {path}"), e))
         };
         Ok(sockstat_is_empty(&read("sockstat")?) && only_silent_loopback(&read("dev")?))
     })
-    .join()
-    .map_err(|_| NetError::Config("netns thread panicked".into()))?
 }
 
 /// `/proc/net/sockstat` of a namespace with no socket (of any family) and no TIME_WAIT.
