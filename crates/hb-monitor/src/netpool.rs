@@ -2,14 +2,14 @@
 //!
 //! Creating a network namespace is the slowest kernel step of a start (about 0.7 ms of the
 //! 1.1 ms of `unshare` here), so the monitor makes a few in advance while it is idle and hands
-//! one out per `--network none` start. A namespace comes back to the pool after its container
-//! exits when that container could not change its settings and left no trace in it (see
-//! [`NetPool::give_back_none`]): making one and tearing it down in the kernel's cleanup worker
-//! cost about 7% of all CPU at 8 concurrent `run --rm`. Those are held by a descriptor only: nothing outside
+//! one out per `--network none` start. Those are held by a descriptor only: nothing outside
 //! the monitor needs to find them, so they cost no file, bind mount or unmount, and a
-//! container's goes when the descriptor is dropped and its processes are gone. Bridge
-//! namespaces are made at start as files (they need the container's id for rules and leases,
-//! and a path for netlink).
+//! container's goes when the descriptor is dropped and its processes are gone. It comes back
+//! to the pool instead when its container could not change its settings and left no trace in
+//! it (see [`NetPool::give_back_none`]): making one and having the kernel's cleanup worker
+//! tear it down cost about 7% of all CPU at 8 concurrent `run --rm`. Bridge namespaces are
+//! made at start as files (they need the container's id for rules and leases, and a path for
+//! netlink).
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};

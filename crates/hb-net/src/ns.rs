@@ -25,7 +25,7 @@ fn cstr(p: &Path) -> Result<CString, NetError> {
 /// Runs `f` on a short-lived thread that joins the namespace behind `fd` (`shown` names it in
 /// errors). The caller's threads never change namespace; what `f` opens there (a socket)
 /// stays bound to it.
-fn on_thread_in<T: Send + 'static>(
+pub(crate) fn on_thread_in<T: Send + 'static>(
     fd: std::os::fd::OwnedFd,
     shown: String,
     f: impl FnOnce() -> Result<T, NetError> + Send + 'static,

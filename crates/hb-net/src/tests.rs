@@ -422,18 +422,7 @@ fn in_held<T: Send + 'static>(
     fd: &std::os::fd::OwnedFd,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> T {
-    use std::os::fd::AsRawFd;
-    let fd = fd.try_clone().unwrap();
-    std::thread::spawn(move || {
-        // SAFETY: setns on this thread only.
-        assert_eq!(
-            unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) },
-            0
-        );
-        f()
-    })
-    .join()
-    .unwrap()
+    ns::on_thread_in(fd.try_clone().unwrap(), "(test)".into(), move || Ok(f())).unwrap()
 }
 
 #[test]
