@@ -531,26 +531,6 @@ fn the_mount_points_layer_is_made_once_and_listed_nowhere() {
     assert!(base.join("etc/hosts").is_file());
 }
 
-/// lsetxattr(2) on `p`: 0, or the OS error.
-fn set_xattr(p: &std::path::Path, name: &std::ffi::CStr, value: &[u8]) -> std::io::Result<()> {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: valid C strings; value's pointer and length agree.
-    let rc = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 /// Makes dirs for `id` through `r` and writes the mounted files, as the daemon does.
 fn made(r: &DirRecycler, id: &str) -> ContainerDirs {
     let d = r.create(id).unwrap();
@@ -581,7 +561,7 @@ fn untouched_dirs_go_to_the_next_container() {
     std::fs::write(a.work.join("work/incompat/volatile/dirty"), "").unwrap();
     if root() {
         // What overlayfs 6.6+ writes on the upper dir at mount: not the container's doing.
-        set_xattr(&a.upper, c"trusted.overlay.uuid", &[7u8; 16]).unwrap();
+        crate::unpack::set_xattr(&a.upper, "trusted.overlay.uuid", &[7u8; 16]).unwrap();
     }
     r.remove(&a).unwrap();
     assert!(!a.root.exists());
@@ -644,12 +624,12 @@ fn dirs_a_container_changed_are_removed() {
         ),
         (
             "an xattr on the rootfs",
-            Box::new(|d| set_xattr(&d.upper, c"user.mark", b"1").unwrap()),
+            Box::new(|d| crate::unpack::set_xattr(&d.upper, "user.mark", b"1").unwrap()),
         ),
         (
             "a trusted xattr on the rootfs",
             Box::new(|d| {
-                if set_xattr(&d.upper, c"trusted.overlay.opaque", b"y").is_err() {
+                if crate::unpack::set_xattr(&d.upper, "trusted.overlay.opaque", b"y").is_err() {
                     // Not root: trusted.* needs CAP_SYS_ADMIN; any change will do.
                     std::fs::write(d.upper.join("f"), "x").unwrap();
                 }

@@ -133,7 +133,8 @@ fn chmod(path: &Path, mode: u32) -> Result<(), RootfsError> {
     Ok(())
 }
 
-fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), RootfsError> {
+/// lsetxattr(2) of `name` on `path` (not following a symlink).
+pub(crate) fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), RootfsError> {
     let c = cpath(path)?;
     let n = CString::new(name).map_err(|_| RootfsError::BadId(name.to_string()))?;
     // SAFETY: lsetxattr with valid C strings and a value buffer we own.
