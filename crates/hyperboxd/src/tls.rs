@@ -122,7 +122,8 @@ impl LiveSecurity {
         let new = TcpSecurity::from_config(daemon)?;
         if self.remote_clients && !new.guards_remote_clients() {
             bail!(
-                "a TCP listener is off loopback, and the new settings would leave it without                  TLS and client authentication"
+                "a TCP listener is off loopback, and the new settings would leave it without \
+                 TLS and client authentication"
             );
         }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = new;
@@ -347,6 +348,11 @@ mod tests {
         let remote = LiveSecurity::new(token_only(), true);
         let err = remote.reload(&plain).expect_err("must be refused");
         assert!(err.to_string().contains("off loopback"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("without TLS and client authentication"),
+            "{err}"
+        );
         assert!(remote.token().is_some(), "the running protection stays");
         // On loopback the same reload is fine.
         let local = LiveSecurity::new(token_only(), false);
