@@ -216,6 +216,10 @@ impl DirRecycler {
         remove_tree(&bin)?;
         std::fs::create_dir_all(&bin)
             .map_err(|e| RootfsError::io(format!("creating {}", bin.display()), e))?;
+        if let Err(e) = spread_subdirs(containers_root) {
+            // Only a cost, and only on ext4: other filesystems do not know the flag.
+            tracing::debug!(root = %containers_root.display(), error = %e, "subdirectories not spread over block groups");
+        }
         Ok(DirRecycler {
             containers_root: containers_root.to_path_buf(),
             bin,
@@ -304,4 +308,36 @@ impl DirRecycler {
         free.push(id.to_string());
         true
     }
+}
+
+/// ext4's "top of a directory hierarchy" inode flag (`chattr +T`; linux/fs.h).
+const FS_TOPDIR_FL: libc::c_int = 0x0002_0000;
+
+/// Marks `dir` as the top of a hierarchy (`chattr +T`), so that ext4 spreads its
+/// subdirectories over the block groups instead of packing them beside `dir`.
+///
+/// Why: every overlay mount makes and frees about seven inodes in its work dir (the `work`
+/// dir, the tmpfile and whiteout probes, the volatile marker), and a file goes to its parent
+/// dir's group. On ext4 without a journal each new inode then scans past every inode of that
+/// group freed in the last minute; with all containers in one group, at a hundred starts a
+/// second that scan was the whole group, about 2 ms of CPU per start. Spread, each group
+/// takes only its own containers' churn.
+fn spread_subdirs(dir: &Path) -> std::io::Result<()> {
+    let f = std::fs::File::open(dir)?;
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+    // The kernel reads and writes an int here, whatever the ioctl number's type says.
+    let mut flags: libc::c_int = 0;
+    // SAFETY: `fd` is open for the call and `flags` outlives it.
+    if unsafe { libc::ioctl(fd, libc::FS_IOC_GETFLAGS, &mut flags) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if flags & FS_TOPDIR_FL != 0 {
+        return Ok(());
+    }
+    flags |= FS_TOPDIR_FL;
+    // SAFETY: as above.
+    if unsafe { libc::ioctl(fd, libc::FS_IOC_SETFLAGS, &flags) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

@@ -679,3 +679,28 @@ fn the_recycler_keeps_at_most_its_capacity_and_forgets_a_previous_daemons_dirs()
     assert!(recycled(&again, t.path()).is_empty());
     assert!(matches!(again.create("../x"), Err(RootfsError::BadId(_))));
 }
+
+#[test]
+fn the_containers_root_spreads_its_dirs_over_block_groups_on_ext4() {
+    let t = tempfile::tempdir().unwrap();
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(t.path().as_os_str().as_bytes()).unwrap();
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut fs) }, 0);
+    let _r = DirRecycler::new(t.path(), 2).unwrap();
+    if fs.f_type != libc::EXT4_SUPER_MAGIC {
+        eprintln!("skipped: {} is not on ext4", t.path().display());
+        return;
+    }
+    let out = Command::new("lsattr")
+        .arg("-d")
+        .arg(t.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let attrs = String::from_utf8_lossy(&out.stdout);
+    let attrs = attrs.split_whitespace().next().unwrap();
+    assert!(attrs.contains('T'), "no +T on the containers root: {attrs}");
+    // Idempotent: a second daemon start over the same root is fine.
+    DirRecycler::new(t.path(), 2).unwrap();
+}
