@@ -217,8 +217,12 @@ impl DirRecycler {
         std::fs::create_dir_all(&bin)
             .map_err(|e| RootfsError::io(format!("creating {}", bin.display()), e))?;
         if let Err(e) = spread_subdirs(containers_root) {
-            // Only a cost, and only on ext4: other filesystems do not know the flag.
-            tracing::debug!(root = %containers_root.display(), error = %e, "subdirectories not spread over block groups");
+            // Unspread dirs only cost CPU, and only on ext4; other filesystems refuse the flag.
+            tracing::debug!(
+                root = %containers_root.display(),
+                error = %e,
+                "container dirs not spread over block groups"
+            );
         }
         Ok(DirRecycler {
             containers_root: containers_root.to_path_buf(),

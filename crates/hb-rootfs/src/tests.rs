@@ -682,9 +682,10 @@ fn the_recycler_keeps_at_most_its_capacity_and_forgets_a_previous_daemons_dirs()
 
 #[test]
 fn the_containers_root_spreads_its_dirs_over_block_groups_on_ext4() {
-    let t = tempfile::tempdir().unwrap();
     use std::os::unix::ffi::OsStrExt;
+    let t = tempfile::tempdir().unwrap();
     let c = std::ffi::CString::new(t.path().as_os_str().as_bytes()).unwrap();
+    // SAFETY: statfs fills the zeroed struct from a valid C path.
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
     assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut fs) }, 0);
     let _r = DirRecycler::new(t.path(), 2).unwrap();
