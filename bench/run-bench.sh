@@ -3,8 +3,10 @@
 # docker, in one run, against the peer lab (../shared/bench/peers/setup.sh: registry on
 # 127.0.0.1:5000 with hb/tiny and hb/deb; bundles under /var/lib/hb-lab/bundles).
 # Measures: warm `run --rm IMG /bin/true` latency (median, p99) with --network none and bridge;
-# closed-loop throughput at concurrency 2/4/8; the first run after a pull of hb/deb (unpack
-# included); hyperboxd + monitor RSS with 100 running `sleep` containers.
+# closed-loop throughput at concurrency 2/4/8 (podman and docker with --network none); the
+# first run after a pull of hb/deb (unpack included); hyperboxd + monitor RSS with 100 running
+# `sleep` containers. podman runs with the lab's settings; docker through a dockerd already
+# answering `docker version`, else one this script starts and stops (see "peers" below).
 # Writes a markdown report to $OUT (default bench/results/run-<date>.md) and prints it.
 # Knobs: RUNS (latency runs, default 50), TP_SECS (default 10), CONCS ("2 4 8"), N_SLEEP (100),
 #        SETTLE_SECS (default 31), SKIP_DOCKER=1, SKIP_PODMAN=1.
@@ -47,15 +49,92 @@ printf '[daemon]\ndata_dir = "%s"\nsocket = "%s"\ncgroup_parent = "hb-bench"\n[n
   "$WORK/hb-data" "$WORK/hb.sock" > "$WORK/hyperbox.toml"
 "$HBD" --config "$WORK/hyperbox.toml" > "$WORK/hyperboxd.log" 2>&1 &
 HBPID=$!
+PEER_PIDS=()
 cleanup() {
   $HB rm -f $($HB ps -a -q 2>/dev/null) >/dev/null 2>&1 || true
   kill "$HBPID" 2>/dev/null || true
   if [ -f "$WORK/monitor.pid" ]; then kill "$(cat "$WORK/monitor.pid")" 2>/dev/null || true; fi
+  # dockerd before containerd, each given 10 s.
+  for p in "${PEER_PIDS[@]}"; do
+    kill "$p" 2>/dev/null || continue
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
   sleep 1
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 for _ in $(seq 200); do $HB version >/dev/null 2>&1 && break; sleep 0.05; done
+
+# ------------------------------------------------------------------ peers in the same run
+# podman and docker with the peer lab's settings (../shared/bench/peers/bench-peers.sh). podman:
+# no systemd here, so cgroupfs and file events, and rlimits this VM's root can grant (it lacks
+# CAP_SYS_RESOURCE: podman's default nofile of 1048576 fails every run with exit 126). docker:
+# when no dockerd answers, this script starts its own containerd and dockerd on sockets of its
+# own (data under $LAB, like the lab's) and stops them at exit; it leaves the host's firewall
+# alone ("iptables": false: nothing measured here publishes a port or leaves the host).
+PODMAN_OK=0
+if [ "${SKIP_PODMAN:-0}" != 1 ] && command -v podman >/dev/null; then
+  mkdir -p "$WORK/podman"
+  cat > "$WORK/podman/containers.conf" <<EOF
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "$WORK/podman/events.log"
+runtime = "crun"
+[containers]
+default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=32768:32768"]
+[network]
+network_backend = "netavark"
+EOF
+  cat > "$WORK/podman/storage.conf" <<EOF
+[storage]
+driver = "overlay"
+graphroot = "$LAB/bench-podman/storage"
+runroot = "/run/hb-bench-podman"
+EOF
+  export CONTAINERS_CONF=$WORK/podman/containers.conf CONTAINERS_STORAGE_CONF=$WORK/podman/storage.conf
+  { podman pull -q "$TINY" || podman pull -q --tls-verify=false "$TINY"; } >/dev/null 2>&1 \
+    && podman run --rm --network none "$TINY" /bin/true && PODMAN_OK=1
+fi
+DOCKER_OK=0
+if [ "${SKIP_DOCKER:-0}" != 1 ] && command -v docker >/dev/null; then
+  if ! docker version >/dev/null 2>&1 && command -v dockerd >/dev/null && command -v containerd >/dev/null; then
+    export DOCKER_HOST=unix:///run/hb-bench-docker.sock
+    mkdir -p "$WORK/docker" /run/hb-bench-containerd
+    cat > "$WORK/docker/containerd.toml" <<EOF
+version = 2
+root = "$LAB/bench-containerd"
+state = "/run/hb-bench-containerd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "/run/hb-bench-containerd/containerd.sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$LAB/bench-containerd/opt"
+EOF
+    cat > "$WORK/docker/daemon.json" <<EOF
+{
+  "data-root": "$LAB/bench-docker",
+  "exec-root": "/run/hb-bench-docker",
+  "pidfile": "/run/hb-bench-docker/dockerd.pid",
+  "hosts": ["$DOCKER_HOST"],
+  "containerd": "/run/hb-bench-containerd/containerd.sock",
+  "insecure-registries": ["$REG"],
+  "storage-driver": "overlay2",
+  "exec-opts": ["native.cgroupdriver=cgroupfs"],
+  "ip": "127.0.0.1",
+  "iptables": false,
+  "log-level": "warn"
+}
+EOF
+    containerd --config "$WORK/docker/containerd.toml" > "$WORK/docker/containerd.log" 2>&1 &
+    PEER_PIDS+=($!)
+    for _ in $(seq 100); do [ -S /run/hb-bench-containerd/containerd.sock ] && break; sleep 0.1; done
+    dockerd --config-file "$WORK/docker/daemon.json" > "$WORK/docker/dockerd.log" 2>&1 &
+    PEER_PIDS=($! "${PEER_PIDS[@]}")
+    for _ in $(seq 300); do docker version >/dev/null 2>&1 && break; sleep 0.1; done
+  fi
+  docker pull -q "$TINY" >/dev/null 2>&1 && docker run --rm --network none "$TINY" /bin/true && DOCKER_OK=1
+fi
 
 rows=()
 row() { rows+=("| $* |"); echo "| $* |" >&2; }
@@ -95,13 +174,11 @@ row "run --rm tiny /bin/true, bridge | hb | $(hf hb-bridge --warmup 5 --runs "$R
 if [ -n "$BUNDLE" ]; then
   row "run tiny /bin/true (prepared bundle, no overlay) | crun | $(hf crun --warmup 5 --runs "$RUNS" "crun run -b $BUNDLE hbrb$$")"
 fi
-if [ "${SKIP_PODMAN:-0}" != 1 ] && command -v podman >/dev/null; then
-  podman pull -q "$TINY" >/dev/null 2>&1 || podman pull -q --tls-verify=false "$TINY" >/dev/null 2>&1 || true
+if [ "$PODMAN_OK" = 1 ]; then
   row "run --rm tiny /bin/true, net none | podman | $(hf podman-none --warmup 3 --runs 20 "podman run --rm --network none $TINY /bin/true")"
   row "run --rm tiny /bin/true, bridge | podman | $(hf podman-bridge --warmup 3 --runs 20 "podman run --rm $TINY /bin/true")"
 fi
-if [ "${SKIP_DOCKER:-0}" != 1 ] && docker version >/dev/null 2>&1; then
-  docker pull -q "$TINY" >/dev/null 2>&1 || true
+if [ "$DOCKER_OK" = 1 ]; then
   row "run --rm tiny /bin/true, net none | docker | $(hf docker-none --warmup 3 --runs 20 "docker run --rm --network none $TINY /bin/true")"
   row "run --rm tiny /bin/true, bridge | docker | $(hf docker-bridge --warmup 3 --runs 20 "docker run --rm $TINY /bin/true")"
 fi
@@ -141,10 +218,14 @@ tp() { # label conc cmd...  (closed loop: conc workers back-to-back for TP_SECS)
 hb_none() { $HB run --rm --network none "$TINY" /bin/true; }
 hb_bridge() { $HB run --rm "$TINY" /bin/true; }
 crun_one() { crun run -b "$BUNDLE" "hbtp$$x$1x$2"; }
+podman_none() { podman run --rm --network none "$TINY" /bin/true; }
+docker_none() { docker run --rm --network none "$TINY" /bin/true; }
 for c in $CONCS; do
   tp hb-none "$c" hb_none
   tp hb-bridge "$c" hb_bridge
   if [ -n "$BUNDLE" ]; then tp crun "$c" crun_one; fi
+  if [ "$PODMAN_OK" = 1 ]; then tp podman-none "$c" podman_none; fi
+  if [ "$DOCKER_OK" = 1 ]; then tp docker-none "$c" docker_none; fi
 done
 
 # ------------------------------------------------------------------ first run after a pull
