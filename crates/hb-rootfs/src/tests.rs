@@ -287,7 +287,7 @@ fn a_crash_leftover_is_cleaned_at_open() {
 }
 
 fn getxattr(p: &Path, name: &str) -> Option<Vec<u8>> {
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let c = crate::unpack::cpath(p).unwrap();
     let n = std::ffi::CString::new(name).unwrap();
     let mut buf = vec![0u8; 256];
     // SAFETY: lgetxattr into a buffer we own.
@@ -682,9 +682,8 @@ fn the_recycler_keeps_at_most_its_capacity_and_forgets_a_previous_daemons_dirs()
 
 #[test]
 fn the_containers_root_spreads_its_dirs_over_block_groups_on_ext4() {
-    use std::os::unix::ffi::OsStrExt;
     let t = tempfile::tempdir().unwrap();
-    let c = std::ffi::CString::new(t.path().as_os_str().as_bytes()).unwrap();
+    let c = crate::unpack::cpath(t.path()).unwrap();
     // SAFETY: statfs fills the zeroed struct from a valid C path.
     let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
     assert_eq!(unsafe { libc::statfs(c.as_ptr(), &mut fs) }, 0);

@@ -42,7 +42,8 @@ const SMALL_FILE: u64 = 1 << 20;
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
-fn cpath(p: &Path) -> Result<CString, RootfsError> {
+/// `p` as a C string for a libc call (an error when it holds a NUL byte).
+pub(crate) fn cpath(p: &Path) -> Result<CString, RootfsError> {
     CString::new(p.as_os_str().as_bytes()).map_err(|_| {
         RootfsError::io(
             format!("path {} has a NUL byte", p.display()),
