@@ -8,6 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{Footprint, HotCache, KeepValue, StartOutcome};
+use crate::calibration::{Calibration, PRIOR_CLAIMS};
 use crate::event::{History, StartEvent};
 use crate::model::{FrequencyModel, Guess, MarkovModel, Model, Prediction, StatisticalModel};
 use crate::{PredictError, Result};
@@ -189,6 +190,8 @@ pub struct Engine {
     /// Each interned image's latest known hot-tier footprint.
     footprints: Vec<Footprint>,
     model: Option<Model>,
+    /// How often the model's guesses came true: caps the confidence the threshold is applied to.
+    calibration: Calibration,
     /// Decayed use counts behind eviction order whatever the technique (with a model).
     usage: FrequencyModel,
     cache: HotCache,
@@ -203,6 +206,7 @@ impl Engine {
         let history = History::new(config.history_retention_days, config.history_max_events);
         Ok(Engine {
             model: config.technique.model(config.frequency_half_life_secs),
+            calibration: Calibration::default(),
             usage: FrequencyModel::new(config.frequency_half_life_secs),
             cache: HotCache::with_prewarm_share(config.cache_mb, config.prewarm_share),
             names: Vec::new(),
@@ -240,9 +244,9 @@ impl Engine {
         &self.cache
     }
 
-    /// Heap bytes held by the model (not the history).
+    /// Heap bytes held by the model and its calibration's open claims (not the history).
     pub fn model_heap_bytes(&self) -> usize {
-        self.model.as_ref().map_or(0, Model::heap_bytes)
+        self.model.as_ref().map_or(0, Model::heap_bytes) + self.calibration.heap_bytes()
     }
 
     /// Tells the policy an image is warm though no start or prediction of the engine made it
@@ -355,6 +359,7 @@ impl Engine {
     pub fn observe(&mut self, event: StartEvent) -> Vec<Action> {
         let ts = event.ts;
         let (id, project) = self.learn(event);
+        self.calibration.started(id, ts);
         let guesses = match self.model.as_ref() {
             Some(model) => model.follow_up(id, project, ts),
             None => Vec::new(),
@@ -372,6 +377,7 @@ impl Engine {
     pub fn tick(&mut self, now: f64) -> Vec<Action> {
         self.next_tick = Some(now + self.config.update_interval_secs);
         self.history.prune(now);
+        self.calibration.expire(now);
         let mut actions = self.expire(now);
         let guesses = match self.model.as_ref() {
             Some(model) => model.predict(now, self.config.update_interval_secs),
@@ -386,7 +392,11 @@ impl Engine {
         let Some(model) = self.model.as_ref() else {
             return Vec::new();
         };
-        let mut guesses = model.predict(now, self.config.update_interval_secs);
+        let mut guesses: Vec<Guess> = model
+            .predict(now, self.config.update_interval_secs)
+            .into_iter()
+            .map(|g| self.calibrated(g))
+            .collect();
         guesses.retain(|g| g.confidence >= min_confidence);
         guesses.sort_by(|a, b| {
             b.confidence
@@ -423,11 +433,33 @@ impl Engine {
         }
     }
 
-    fn act(&mut self, mut guesses: Vec<Guess>, now: f64) -> Vec<Action> {
+    /// `guess` with the confidence like guesses have borne out, never above the model's (see
+    /// [`Calibration`]); the reason says so when the two differ.
+    fn calibrated(&self, mut guess: Guess) -> Guess {
+        let raw = guess.confidence;
+        let (earned, settled) = self.calibration.calibrated(&guess);
+        if settled > 0 && (earned - raw).abs() >= 1.0 {
+            guess.reason = format!(
+                "{}; the model says {raw:.0}%, but like guesses came true less often: {earned:.0}% over {settled} of them and the model's word counted as {PRIOR_CLAIMS:.0}",
+                guess.reason
+            );
+        }
+        guess.confidence = earned;
+        guess
+    }
+
+    fn act(&mut self, guesses: Vec<Guess>, now: f64) -> Vec<Action> {
         if self.next_tick.is_none() {
             self.next_tick = Some(now + self.config.update_interval_secs);
         }
-        guesses.retain(|g| g.confidence >= self.config.confidence_threshold);
+        for guess in &guesses {
+            self.calibration.record(guess, now);
+        }
+        let mut guesses: Vec<Guess> = guesses
+            .into_iter()
+            .map(|g| self.calibrated(g))
+            .filter(|g| g.confidence >= self.config.confidence_threshold)
+            .collect();
         guesses.sort_by(|a, b| {
             b.confidence
                 .total_cmp(&a.confidence)

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 mod cache;
+mod calibration;
 mod engine;
 mod event;
 mod gen;

@@ -28,6 +28,28 @@ pub(crate) struct Guess {
     pub confidence: f64,
     pub horizon_secs: f64,
     pub reason: String,
+    /// The evidence behind it (the engine calibrates each kind on its own).
+    pub basis: Basis,
+}
+
+/// The kind of evidence a guess rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Basis {
+    /// A decayed use rate (`frequency`).
+    UseRate,
+    /// A project's own chain (`predictive`).
+    ProjectChain,
+    /// The chain over all starts (`predictive`'s fallback).
+    GlobalChain,
+    /// The inter-arrival histogram (`statistical`).
+    InterArrival,
+    /// The hour-of-day histogram (`statistical`).
+    HourOfDay,
+}
+
+impl Basis {
+    /// Number of kinds.
+    pub const COUNT: usize = 5;
 }
 
 /// One of the three models; each learns from starts and predicts.
@@ -153,6 +175,7 @@ impl FrequencyModel {
                 image: image as u32,
                 confidence: 100.0 * p,
                 horizon_secs: horizon,
+                basis: Basis::UseRate,
                 reason: format!(
                     "used {count:.1} times (decayed, half-life {:.0} h): rate {:.2}/h",
                     self.half_life_secs / 3600.0,
@@ -255,13 +278,13 @@ impl MarkovModel {
         self.last_global = Some((image, ts));
     }
 
-    fn successors(&self, image: u32, project: u32) -> Option<(&Successors, &'static str)> {
+    fn successors(&self, image: u32, project: u32) -> Option<(&Successors, Basis)> {
         if let Some(s) = self.per_project.get(&(project, image)) {
             if s.total >= 2.0 {
-                return Some((s, "project"));
+                return Some((s, Basis::ProjectChain));
             }
         }
-        self.global.get(&image).map(|s| (s, "global"))
+        self.global.get(&image).map(|s| (s, Basis::GlobalChain))
     }
 
     fn follow_up(&self, image: u32, project: Option<u32>, _ts: f64) -> Vec<Guess> {
@@ -272,7 +295,7 @@ impl MarkovModel {
         for depth in 1..=FOLLOW_DEPTH {
             let mut next_frontier = Vec::new();
             for &(state, p_state, gap_so_far) in &frontier {
-                let Some((succ, scope)) = self.successors(state, project) else {
+                let Some((succ, basis)) = self.successors(state, project) else {
                     continue;
                 };
                 for (next, p, gap, count) in succ.probabilities() {
@@ -283,10 +306,16 @@ impl MarkovModel {
                     let gap_total = gap_so_far + gap;
                     // Hold the prediction for three times the usual gap, at least two minutes.
                     let horizon = (3.0 * gap_total).clamp(120.0, SESSION_GAP_SECS);
+                    let scope = if basis == Basis::ProjectChain {
+                        "project"
+                    } else {
+                        "global"
+                    };
                     let guess = Guess {
                         image: next,
                         confidence: 100.0 * p_total,
                         horizon_secs: horizon,
+                        basis,
                         reason: format!(
                             "follows {depth} step(s) after the last start ({scope} chain, seen {count:.0} times, usual gap {gap:.0} s)"
                         ),
@@ -485,10 +514,12 @@ impl StatisticalModel {
             let by_gap = Self::inter_arrival_probability(stats, elapsed, horizon);
             // Look at the hour the horizon mostly covers.
             let by_hour = Self::hour_probability(stats, now + horizon / 2.0);
-            let (p, reason) = match (by_gap, by_hour) {
-                (Some(g), Some(h)) if h > g => (h, format!("used in this hour on {:.0}% of past days", 100.0 * h)),
-                (Some(g), _) => (g, format!("inter-arrival histogram ({} gaps): {:.0}% chance of the next start within {:.0} min, {:.0} min after the last", stats.samples, 100.0 * g, horizon / 60.0, elapsed / 60.0)),
-                (None, Some(h)) => (h, format!("used in this hour on {:.0}% of past days", 100.0 * h)),
+            let by_hour_reason =
+                |h: f64| format!("used in this hour on {:.0}% of past days", 100.0 * h);
+            let (p, basis, reason) = match (by_gap, by_hour) {
+                (Some(g), Some(h)) if h > g => (h, Basis::HourOfDay, by_hour_reason(h)),
+                (Some(g), _) => (g, Basis::InterArrival, format!("inter-arrival histogram ({} gaps): {:.0}% chance of the next start within {:.0} min, {:.0} min after the last", stats.samples, 100.0 * g, horizon / 60.0, elapsed / 60.0)),
+                (None, Some(h)) => (h, Basis::HourOfDay, by_hour_reason(h)),
                 (None, None) => continue,
             };
             guesses.push(Guess {
@@ -496,6 +527,7 @@ impl StatisticalModel {
                 confidence: 100.0 * p,
                 horizon_secs: horizon,
                 reason,
+                basis,
             });
         }
         guesses
