@@ -199,12 +199,61 @@ fn a_then_b_makes_b_warm_before_it_is_asked_for() {
     let err = d.hb_err(&["prewarm", &format!("{}/test/missing", registry.addr)]);
     assert!(err.contains("Error response from daemon"), "{err}");
 
+    // How often the guesses came true is saved at the ticks (the models relearn from the
+    // history, this is not in it): B's starts settled the chain's claims about B.
+    let calibration = d.data_dir().join("predict").join("calibration.json");
+    let began = Instant::now();
+    loop {
+        let settled: u64 = std::fs::read(&calibration)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|r| {
+                let bands = r["bands"].as_object()?.clone();
+                Some(
+                    bands
+                        .values()
+                        .filter_map(Value::as_array)
+                        .flatten()
+                        .filter_map(|band| band[1].as_u64())
+                        .sum(),
+                )
+            })
+            .unwrap_or(0);
+        if settled > 0 {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "no settled claim saved in {}:\n{}",
+            calibration.display(),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // The history (8 starts) survives a crash and is replayed into the new engine.
     d.kill9();
     d.spawn();
     let v = predictions(&d);
     assert_eq!(v["history_events"], 8, "{v:#}");
     assert_eq!(v["technique"], "predictive", "{v:#}");
+    assert!(
+        !d.log().contains("calibration record unusable"),
+        "{}",
+        d.log()
+    );
+
+    // A calibration record that does not parse costs its counts, not the daemon or history.
+    d.kill9();
+    std::fs::write(&calibration, b"{\"bands\": {\"use_rate\": [[7, 2]").unwrap();
+    d.spawn();
+    let v = predictions(&d);
+    assert_eq!(v["history_events"], 8, "{v:#}");
+    assert!(
+        d.log().contains("calibration record unusable"),
+        "{}",
+        d.log()
+    );
 }
 
 /// Pushes an image of busybox plus one layer of its own holding `own_mb` MiB (zeros: cheap to

@@ -10,7 +10,12 @@
 //! Calibration only lowers: a band pools guesses of unequal evidence, and raising the weak
 //! ones with the strong ones' record wasted prewarms (BENCHMARKS.md, issue 5).
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
 use crate::model::{Basis, Guess};
+use crate::{PredictError, Result};
 
 /// Confidence bands: ten of 10 points each.
 const BANDS: usize = 10;
@@ -45,6 +50,16 @@ impl Cell {
             band: ((guess.confidence / 10.0).floor().max(0.0) as usize).min(BANDS - 1) as u8,
         }
     }
+}
+
+/// What a calibration has learned, to persist across daemon restarts (open claims are not
+/// kept: they settle within their horizon). JSON: `{"bands": {"project_chain": [[came true,
+/// settled], ...ten bands...], ...}}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationRecord {
+    /// Per kind of evidence (`use_rate`, `project_chain`, `global_chain`, `inter_arrival`,
+    /// `hour_of_day`), per 10-point band from 0-10 % up: [claims that came true, settled].
+    pub bands: BTreeMap<String, Vec<[u32; 2]>>,
 }
 
 /// Settled claims per (basis, band) and the claims still open, by image.
@@ -136,6 +151,49 @@ impl Calibration {
         ((100.0 * p).min(raw), settled)
     }
 
+    /// The settled counts, to persist.
+    pub(crate) fn to_record(&self) -> CalibrationRecord {
+        let bands = Basis::ALL
+            .iter()
+            .map(|&basis| {
+                let counts = self.cells[basis as usize]
+                    .iter()
+                    .map(|&(hits, settled)| [hits, settled])
+                    .collect();
+                (basis.name().to_string(), counts)
+            })
+            .collect();
+        CalibrationRecord { bands }
+    }
+
+    /// Takes the settled counts of a persisted record; checked whole before anything changes.
+    pub(crate) fn restore(&mut self, record: &CalibrationRecord) -> Result<()> {
+        let invalid = |reason: String| PredictError::InvalidRecord { reason };
+        let mut cells = [[(0u32, 0u32); BANDS]; Basis::COUNT];
+        for (name, counts) in &record.bands {
+            let basis = Basis::ALL
+                .iter()
+                .find(|b| b.name() == name)
+                .ok_or_else(|| invalid(format!("unknown kind of evidence {name:?}")))?;
+            if counts.len() != BANDS {
+                return Err(invalid(format!(
+                    "{name}: {} bands, expected {BANDS}",
+                    counts.len()
+                )));
+            }
+            for (band, &[hits, settled]) in counts.iter().enumerate() {
+                if hits > settled {
+                    return Err(invalid(format!(
+                        "{name} band {band}: {hits} came true of {settled} settled"
+                    )));
+                }
+                cells[*basis as usize][band] = (hits, settled);
+            }
+        }
+        self.cells = cells;
+        Ok(())
+    }
+
     /// Heap bytes of the open claims.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.open.capacity() * std::mem::size_of::<Vec<Claim>>()
@@ -208,6 +266,42 @@ mod tests {
         );
         assert_eq!(c.open_len, 0);
         assert!(c.open.iter().all(Vec::is_empty));
+    }
+
+    #[test]
+    fn a_record_round_trips_and_bad_ones_change_nothing() {
+        let mut c = Calibration::default();
+        for i in 0..10 {
+            c.record(&guess(i, 67.0), 0.0);
+        }
+        c.started(3, 50.0);
+        c.expire(200.0);
+        let record = c.to_record();
+        assert_eq!(record.bands["project_chain"][6], [1, 10]);
+        let json = serde_json::to_string(&record).unwrap();
+        let mut restored = Calibration::default();
+        restored
+            .restore(&serde_json::from_str(&json).unwrap())
+            .unwrap();
+        assert_eq!(restored.cells, c.cells);
+        assert_eq!(
+            restored.calibrated(&guess(1, 67.0)),
+            c.calibrated(&guess(1, 67.0))
+        );
+
+        for (bad, why) in [
+            (r#"{"bands":{"tea_leaves":[]}}"#, "unknown kind"),
+            (r#"{"bands":{"use_rate":[[0,1]]}}"#, "1 bands, expected 10"),
+            (
+                r#"{"bands":{"use_rate":[[0,0],[0,0],[0,0],[0,0],[0,0],[0,0],[0,0],[5,2],[0,0],[0,0]]}}"#,
+                "5 came true of 2",
+            ),
+        ] {
+            let record: CalibrationRecord = serde_json::from_str(bad).unwrap();
+            let err = restored.restore(&record).unwrap_err().to_string();
+            assert!(err.contains(why), "{err}");
+            assert_eq!(restored.cells, c.cells, "a bad record changes nothing");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{Footprint, HotCache, KeepValue, StartOutcome};
-use crate::calibration::{Calibration, PRIOR_CLAIMS};
+use crate::calibration::{Calibration, CalibrationRecord, PRIOR_CLAIMS};
 use crate::event::{History, StartEvent};
 use crate::model::{FrequencyModel, Guess, MarkovModel, Model, Prediction, StatisticalModel};
 use crate::{PredictError, Result};
@@ -227,6 +227,18 @@ impl Engine {
             engine.learn(event.clone());
         }
         Ok(engine)
+    }
+
+    /// How often the model's guesses came true so far (persist it: a restarted engine learns
+    /// the models from the history, but not this).
+    pub fn calibration_record(&self) -> CalibrationRecord {
+        self.calibration.to_record()
+    }
+
+    /// Takes a persisted [`CalibrationRecord`]; a record that does not add up is refused and
+    /// changes nothing.
+    pub fn restore_calibration(&mut self, record: &CalibrationRecord) -> Result<()> {
+        self.calibration.restore(record)
     }
 
     /// The configuration.

@@ -16,6 +16,7 @@ mod replay;
 mod tune;
 
 pub use cache::{CacheStats, Footprint, HotCache, KeepValue, StartOutcome};
+pub use calibration::CalibrationRecord;
 pub use engine::{Action, Engine, EngineConfig, Technique};
 pub use event::{parse_trace, parse_trace_str, write_trace, History, LayerUse, StartEvent};
 pub use gen::{gen_trace, Family, GenParams};
@@ -61,6 +62,12 @@ pub enum PredictError {
         name: String,
         /// The accepted spellings.
         expected: &'static str,
+    },
+    /// A persisted calibration record that does not add up.
+    #[error("invalid calibration record: {reason}")]
+    InvalidRecord {
+        /// What was wrong.
+        reason: String,
     },
     /// A configuration value out of range.
     #[error("invalid {what}: {reason}")]

@@ -50,6 +50,25 @@ pub(crate) enum Basis {
 impl Basis {
     /// Number of kinds.
     pub const COUNT: usize = 5;
+    /// Every kind, in index order.
+    pub const ALL: [Basis; Basis::COUNT] = [
+        Basis::UseRate,
+        Basis::ProjectChain,
+        Basis::GlobalChain,
+        Basis::InterArrival,
+        Basis::HourOfDay,
+    ];
+
+    /// The name a persisted calibration record uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Basis::UseRate => "use_rate",
+            Basis::ProjectChain => "project_chain",
+            Basis::GlobalChain => "global_chain",
+            Basis::InterArrival => "inter_arrival",
+            Basis::HourOfDay => "hour_of_day",
+        }
+    }
 }
 
 /// One of the three models; each learns from starts and predicts.

@@ -34,7 +34,8 @@ use anyhow::Context;
 use hb_config::{Config, PrewarmTechnique};
 use hb_image::{ImageCatalog, ImageRecord, ImageRef, Puller};
 use hb_predict::{
-    Action, Engine, EngineConfig, Footprint, History, LayerUse, ReplayReport, StartEvent, Technique,
+    Action, CalibrationRecord, Engine, EngineConfig, Footprint, History, LayerUse, ReplayReport,
+    StartEvent, Technique,
 };
 use hb_rootfs::{LayerStore, RootfsError};
 use serde::Serialize;
@@ -106,6 +107,9 @@ pub struct PrewarmSettings {
     pub update_interval: Duration,
     /// Where the start history is persisted (`<data_dir>/predict/history.jsonl`).
     pub history_path: PathBuf,
+    /// Where the calibration record is persisted (`<data_dir>/predict/calibration.json`),
+    /// rewritten at a tick when it changed.
+    pub calibration_path: PathBuf,
 }
 
 impl PrewarmSettings {
@@ -138,6 +142,11 @@ impl PrewarmSettings {
             batch_delay: Duration::from_millis(config.prewarming.batch_delay_ms),
             update_interval: Duration::from_secs(config.prediction.update_interval_secs.max(1)),
             history_path: config.daemon.data_dir.join("predict").join("history.jsonl"),
+            calibration_path: config
+                .daemon
+                .data_dir
+                .join("predict")
+                .join("calibration.json"),
         }
     }
 }
@@ -248,6 +257,26 @@ pub struct PredictView {
 struct EngineState {
     engine: Engine,
     log: Option<HistoryLog>,
+    /// The calibration record as last read or written (`None` when not persisted this run).
+    saved_calibration: Option<CalibrationRecord>,
+}
+
+impl EngineState {
+    /// Persists the calibration record if it changed since it was last saved.
+    fn save_calibration(&mut self, path: &Path) {
+        let Some(saved) = self.saved_calibration.as_mut() else {
+            return;
+        };
+        let record = self.engine.calibration_record();
+        if record == *saved {
+            return;
+        }
+        match save_calibration(path, &record) {
+            Ok(()) => *saved = record,
+            // Losing it costs the models' word being taken at face value after a restart.
+            Err(e) => tracing::warn!("predictor: calibration record not saved: {e:#}"),
+        }
+    }
 }
 
 /// The daemon's predictor and prewarm workers.
@@ -400,6 +429,7 @@ impl Prewarmer {
             let ticked = tokio::task::spawn_blocking(move || {
                 let mut state = lock(&me.state);
                 let actions = state.engine.tick(unix_now());
+                state.save_calibration(&me.settings.calibration_path);
                 me.publish_quality(&state);
                 actions
             })
@@ -864,6 +894,13 @@ fn open_state(
     };
     let mut engine =
         Engine::with_history(config.clone(), &history).context("building the predictor")?;
+    // The models relearn from the history; how often their guesses came true is kept apart.
+    let saved_calibration = log.is_some().then(|| {
+        if let Err(e) = restore_calibration(&settings.calibration_path, &mut engine) {
+            tracing::warn!("predictor: calibration record unusable, the models' word is taken until it is relearned: {e:#}");
+        }
+        engine.calibration_record()
+    });
     let mut last_use: HashMap<&str, f64> = HashMap::new();
     for e in history.events() {
         last_use.insert(e.image.as_str(), e.ts);
@@ -886,7 +923,14 @@ fn open_state(
         warm_images = marked_warm,
         "predictor ready"
     );
-    Ok((EngineState { engine, log }, evictions))
+    Ok((
+        EngineState {
+            engine,
+            log,
+            saved_calibration,
+        },
+        evictions,
+    ))
 }
 
 /// The persisted start history: JSON Lines of [`StartEvent`]s, one line appended per start
@@ -965,16 +1009,54 @@ impl HistoryLog {
 /// Writes the history to a temp file, fsyncs and renames it over `path` (so a crash leaves the
 /// old log or the new one, never a mix); returns the new file opened for appending.
 fn write_compacted(path: &Path, history: &History) -> anyhow::Result<std::fs::File> {
-    let tmp = path.with_extension("jsonl.tmp");
+    replace_file(path, |w| {
+        for e in history.events() {
+            serde_json::to_writer(&mut *w, e).context("encoding a start event")?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    })?;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {} for appending", path.display()))
+}
+
+/// Writes the calibration record (`<data_dir>/predict/calibration.json`) whole.
+fn save_calibration(path: &Path, record: &CalibrationRecord) -> anyhow::Result<()> {
+    replace_file(path, |w| {
+        serde_json::to_writer(&mut *w, record).context("encoding the calibration record")
+    })
+}
+
+/// Reads the calibration record into `engine`; a missing file leaves it as it is.
+fn restore_calibration(path: &Path, engine: &mut Engine) -> anyhow::Result<()> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let record: CalibrationRecord =
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    engine
+        .restore_calibration(&record)
+        .with_context(|| format!("restoring {}", path.display()))
+}
+
+/// Fills a temp file beside `path` through `fill`, fsyncs it and renames it over `path`, so a
+/// crash leaves the old file or the new one, never a mix.
+fn replace_file(
+    path: &Path,
+    fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     {
         let f =
             std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let mut w = std::io::BufWriter::new(f);
-        for e in history.events() {
-            serde_json::to_writer(&mut w, e).context("encoding a start event")?;
-            w.write_all(b"\n")
-                .with_context(|| format!("writing {}", tmp.display()))?;
-        }
+        fill(&mut w).with_context(|| format!("writing {}", tmp.display()))?;
         let f = w
             .into_inner()
             .map_err(|e| e.into_error())
@@ -989,10 +1071,7 @@ fn write_compacted(path: &Path, history: &History) -> anyhow::Result<std::fs::Fi
             let _ = d.sync_all();
         }
     }
-    std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening {} for appending", path.display()))
+    Ok(())
 }
 
 #[cfg(test)]
