@@ -231,7 +231,7 @@ fn a_then_b_makes_b_warm_before_it_is_asked_for() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let served = predictions(&d)["calibration"]["bands"].clone();
+    let served = predictions(&d)["stats"]["calibration"]["bands"].clone();
     assert_eq!(
         served["project_chain"].as_array().map(Vec::len),
         Some(10),

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::engine::{Engine, EngineConfig};
 use crate::event::StartEvent;
-use crate::{Result, StartOutcome};
+use crate::{CalibrationRecord, Result, StartOutcome};
 
 /// A replay is configured exactly as the engine is.
 pub type ReplayConfig = EngineConfig;
@@ -50,6 +50,9 @@ pub struct ReplayReport {
     pub not_kept: u64,
     /// Heap bytes of the model at the end.
     pub model_heap_bytes: usize,
+    /// How often each kind of guess came true, per 10-point confidence band (what caps the
+    /// confidences acted on).
+    pub calibration: CalibrationRecord,
 }
 
 /// Replays `trace` (sorted by `ts`) through a fresh [`Engine`].
@@ -93,5 +96,6 @@ pub fn report(engine: &Engine) -> ReplayReport {
         evictions: s.evictions,
         not_kept: s.not_kept,
         model_heap_bytes: engine.model_heap_bytes(),
+        calibration: engine.calibration_record(),
     }
 }

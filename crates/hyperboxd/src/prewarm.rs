@@ -249,10 +249,8 @@ pub struct PredictView {
     pub policy_disagreements: u64,
     /// Predictions, most confident first.
     pub predictions: Vec<PredictionView>,
-    /// How often each kind of guess came true, per 10-point confidence band: a prediction's
-    /// `confidence` is capped by its band's record.
-    pub calibration: CalibrationRecord,
-    /// The engine's counters since the daemon started (the replay report's shape).
+    /// The engine's counters since the daemon started (the replay report's shape), with the
+    /// calibration record a prediction's `confidence` is capped by.
     pub stats: ReplayReport,
 }
 
@@ -766,7 +764,6 @@ impl Prewarmer {
                 learning: self.learning.load(Ordering::SeqCst),
                 policy_disagreements: self.disagreements.load(Ordering::Relaxed),
                 predictions: Vec::new(),
-                calibration: engine.calibration_record(),
                 stats: hb_predict::report(engine),
             };
             (predictions, view)
