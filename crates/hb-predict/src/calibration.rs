@@ -74,7 +74,7 @@ pub(crate) struct Calibration {
 
 impl Calibration {
     /// Opens a claim for `guess` made at `now`.
-    pub(crate) fn record(&mut self, guess: &Guess, now: f64) {
+    pub(crate) fn claim(&mut self, guess: &Guess, now: f64) {
         if guess.confidence < FLOOR {
             return;
         }
@@ -108,8 +108,8 @@ impl Calibration {
         self.open_len -= claims.len();
         for claim in claims {
             let counts = self.count(claim.cell);
-            counts.0 += u32::from(claim.deadline >= now);
-            counts.1 += 1;
+            counts.0 = counts.0.saturating_add(u32::from(claim.deadline >= now));
+            counts.1 = counts.1.saturating_add(1);
         }
     }
 
@@ -127,7 +127,8 @@ impl Calibration {
         }
         self.open_len -= failed.len();
         for cell in failed {
-            self.count(cell).1 += 1;
+            let counts = self.count(cell);
+            counts.1 = counts.1.saturating_add(1);
         }
     }
 
@@ -230,7 +231,7 @@ mod tests {
     fn claims_that_fail_pull_their_band_down_and_claims_that_hold_leave_it() {
         let mut c = Calibration::default();
         for i in 0..60 {
-            c.record(&guess(i, 67.0), 0.0);
+            c.claim(&guess(i, 67.0), 0.0);
         }
         // 15 of the 60 images start in time, 5 too late, the rest never.
         for i in 0..15 {
@@ -255,7 +256,7 @@ mod tests {
 
         let mut c = Calibration::default();
         for round in 0..40 {
-            c.record(&guess(1, 55.0), f64::from(round) * 10.0);
+            c.claim(&guess(1, 55.0), f64::from(round) * 10.0);
             c.started(1, f64::from(round) * 10.0 + 5.0);
         }
         let (p, settled) = c.calibrated(&guess(1, 55.0));
@@ -272,7 +273,7 @@ mod tests {
     fn a_record_round_trips_and_bad_ones_change_nothing() {
         let mut c = Calibration::default();
         for i in 0..10 {
-            c.record(&guess(i, 67.0), 0.0);
+            c.claim(&guess(i, 67.0), 0.0);
         }
         c.started(3, 50.0);
         c.expire(200.0);
@@ -308,7 +309,7 @@ mod tests {
     fn open_claims_stay_bounded() {
         let mut c = Calibration::default();
         for i in 0..(MAX_OPEN as u32 + 10) {
-            c.record(&guess(i, 50.0), 0.0);
+            c.claim(&guess(i, 50.0), 0.0);
         }
         assert_eq!(c.open_len, MAX_OPEN);
         c.expire(1000.0);
@@ -321,14 +322,14 @@ mod tests {
         let mut c = Calibration::default();
         // Re-asserted at each tick for ten ticks, never started: one failure, not ten.
         for tick in 0..10 {
-            c.record(&guess(7, 67.0), f64::from(tick) * 50.0);
+            c.claim(&guess(7, 67.0), f64::from(tick) * 50.0);
         }
         assert_eq!(c.open_len, 1);
         c.expire(1000.0);
         assert_eq!(c.cells[Basis::ProjectChain as usize][6], (0, 1));
         // Extended past a start that comes late for the first assertion: it came true.
-        c.record(&guess(7, 67.0), 1000.0);
-        c.record(&guess(7, 67.0), 1080.0);
+        c.claim(&guess(7, 67.0), 1000.0);
+        c.claim(&guess(7, 67.0), 1080.0);
         c.started(7, 1150.0);
         assert_eq!(c.cells[Basis::ProjectChain as usize][6], (1, 2));
     }

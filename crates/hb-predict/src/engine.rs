@@ -465,7 +465,7 @@ impl Engine {
             self.next_tick = Some(now + self.config.update_interval_secs);
         }
         for guess in &guesses {
-            self.calibration.record(guess, now);
+            self.calibration.claim(guess, now);
         }
         let mut guesses: Vec<Guess> = guesses
             .into_iter()
