@@ -185,6 +185,10 @@ fn describe_warm(v: &Value) -> String {
         }
     };
     s.push_str(&format!(" in {} ms", v["millis"].as_u64().unwrap_or(0)));
+    let stocked = v["dirs_stocked"].as_u64().unwrap_or(0);
+    if stocked > 0 {
+        s.push_str(&format!(", {stocked} spare container dirs made"));
+    }
     s
 }
 

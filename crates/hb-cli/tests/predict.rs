@@ -196,6 +196,14 @@ fn a_then_b_makes_b_warm_before_it_is_asked_for() {
     let out = d.hb_ok(&["prewarm", &b]);
     assert!(out.contains("1 of 2 layers unpacked"), "{out}");
     assert!(layer_dir(&d, &b_layer).is_dir());
+    // Warms also leave container dirs ready for the starts they prepare (the `--rm` runs so
+    // far leave at most one recycled set; the prewarms of B made the rest).
+    let spare = predictions(&d)["spare_container_dirs"].as_u64();
+    assert!(spare >= Some(8), "{spare:?}");
+    let stocked: Vec<_> = std::fs::read_dir(d.data_dir().join("containers/.recycled"))
+        .unwrap()
+        .collect();
+    assert!(stocked.len() >= 8, "{stocked:?}");
     let err = d.hb_err(&["prewarm", &format!("{}/test/missing", registry.addr)]);
     assert!(err.contains("Error response from daemon"), "{err}");
 

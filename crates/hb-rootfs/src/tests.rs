@@ -681,6 +681,37 @@ fn the_recycler_keeps_at_most_its_capacity_and_forgets_a_previous_daemons_dirs()
 }
 
 #[test]
+fn stocked_dirs_wait_in_the_bin_and_go_to_the_next_creates() {
+    let t = tempfile::tempdir().unwrap();
+    let r = DirRecycler::new(t.path(), 3).unwrap();
+    assert_eq!(r.stock(2).unwrap(), 2);
+    assert_eq!(recycled(&r, t.path()).len(), 2);
+    // Nothing is left beside the bin in the containers root.
+    let beside: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != RECYCLED_DIR)
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+    // Already stocked: nothing more to make; more than the capacity is never made.
+    assert_eq!(r.stock(2).unwrap(), 0);
+    assert_eq!(r.stock(10).unwrap(), 1);
+    assert_eq!(r.available(), 3);
+
+    let a = r.create("a1").unwrap();
+    assert!(a.upper.is_dir() && a.work.is_dir() && a.merged.is_dir());
+    assert_eq!(a.root, t.path().join("a1"));
+    assert_eq!(r.available(), 2);
+    a.write_mounted_files("a1\n", "127.0.0.1\tlocalhost\n", "")
+        .unwrap();
+    assert_eq!(std::fs::read_to_string(&a.hostname).unwrap(), "a1\n");
+    // Used and untouched, it goes back like any other.
+    r.remove(&a).unwrap();
+    assert_eq!(r.available(), 3);
+    assert!(recycled(&r, t.path()).contains(&"a1".to_string()));
+}
+
+#[test]
 fn the_containers_root_spreads_its_dirs_over_block_groups_on_ext4() {
     let t = tempfile::tempdir().unwrap();
     let c = crate::unpack::cpath(t.path()).unwrap();

@@ -146,6 +146,7 @@ impl Daemon {
             opened.catalog.clone(),
             puller.clone(),
             containers.layers().clone(),
+            containers.dir_recycler().clone(),
             metrics.clone(),
             activity,
         )

@@ -37,7 +37,7 @@ use hb_predict::{
     Action, CalibrationRecord, Engine, EngineConfig, Footprint, History, LayerUse, ReplayReport,
     StartEvent, Technique,
 };
-use hb_rootfs::{LayerStore, RootfsError};
+use hb_rootfs::{DirRecycler, LayerStore, RootfsError};
 use serde::Serialize;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -188,9 +188,15 @@ pub struct WarmReport {
     pub layers: usize,
     /// Layers unpacked now (the others were in the hot tier already).
     pub layers_unpacked: usize,
+    /// Spare container dirs made for the starts to come (see [`SPARE_CONTAINER_DIRS`]).
+    pub dirs_stocked: usize,
     /// Time taken, in milliseconds.
     pub millis: u64,
 }
+
+/// Spare sets of container dirs a warm leaves ready (a compose project's worth), so the
+/// predicted creates take them by a rename instead of making four dirs each.
+pub const SPARE_CONTAINER_DIRS: usize = 8;
 
 /// One prediction as `GET /hyperbox/predict` lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -249,6 +255,8 @@ pub struct PredictView {
     pub policy_disagreements: u64,
     /// Predictions, most confident first.
     pub predictions: Vec<PredictionView>,
+    /// Sets of container dirs ready for the next creates (recycled or made by warms).
+    pub spare_container_dirs: usize,
     /// The engine's counters since the daemon started (the replay report's shape), with the
     /// calibration record a prediction's `confidence` is capped by.
     pub stats: ReplayReport,
@@ -287,6 +295,8 @@ pub struct Prewarmer {
     catalog: ImageCatalog,
     puller: Arc<Puller>,
     layers: LayerStore,
+    /// The containers' dir recycler, which warms stock with spare dirs.
+    dirs: Arc<DirRecycler>,
     metrics: Arc<Metrics>,
     activity: Arc<UserActivity>,
     workers: Arc<Semaphore>,
@@ -351,6 +361,7 @@ impl Prewarmer {
         catalog: ImageCatalog,
         puller: Arc<Puller>,
         layers: LayerStore,
+        dirs: Arc<DirRecycler>,
         metrics: Arc<Metrics>,
         activity: Arc<UserActivity>,
     ) -> anyhow::Result<Arc<Prewarmer>> {
@@ -368,6 +379,7 @@ impl Prewarmer {
             catalog,
             puller,
             layers,
+            dirs,
             metrics,
             activity,
             warming: Mutex::new(HashSet::new()),
@@ -539,7 +551,7 @@ impl Prewarmer {
                         me.metrics.record_prewarm(result.is_ok());
                         match result {
                             Ok(r) => {
-                                tracing::info!(image = %image, confidence, reason = %reason, pulled = r.pulled, layers = r.layers_unpacked, ms = r.millis, "prewarmed")
+                                tracing::info!(image = %image, confidence, reason = %reason, pulled = r.pulled, layers = r.layers_unpacked, spare_dirs = r.dirs_stocked, ms = r.millis, "prewarmed")
                             }
                             Err(e) => tracing::warn!(image = %image, "prewarm failed: {e:#}"),
                         }
@@ -631,12 +643,26 @@ impl Prewarmer {
                 .await?
                 .with_context(|| format!("unpacking {image}"))?;
         }
+        // What the spawner can take ready-made: a container's dirs. Its other per-start state,
+        // `--network none` namespaces, the monitor keeps pooled on its own.
+        if yield_to_users {
+            self.activity.wait_idle().await;
+        }
+        let dirs = self.dirs.clone();
+        let dirs_stocked = tokio::task::spawn_blocking(move || dirs.stock(SPARE_CONTAINER_DIRS))
+            .await?
+            .unwrap_or_else(|e| {
+                // Without spares a create makes its dirs itself, as it always could.
+                tracing::warn!("predictor: spare container dirs not made: {e}");
+                0
+            });
         Ok(WarmReport {
             image: image.to_string(),
             image_id: record.id.clone(),
             pulled,
             layers: record.layers.len(),
             layers_unpacked: missing.len(),
+            dirs_stocked,
             millis: began.elapsed().as_millis() as u64,
         })
     }
@@ -764,6 +790,7 @@ impl Prewarmer {
                 learning: self.learning.load(Ordering::SeqCst),
                 policy_disagreements: self.disagreements.load(Ordering::Relaxed),
                 predictions: Vec::new(),
+                spare_container_dirs: self.dirs.available(),
                 stats: hb_predict::report(engine),
             };
             (predictions, view)

@@ -255,6 +255,11 @@ impl Containers {
         &self.layers
     }
 
+    /// The dir recycler creates take their dirs from (the predictor stocks it).
+    pub fn dir_recycler(&self) -> &Arc<DirRecycler> {
+        &self.dirs
+    }
+
     /// Connects the predictor: from now on every successful start is reported to it.
     pub fn set_prewarmer(&self, prewarmer: Arc<crate::prewarm::Prewarmer>) {
         if self.prewarmer.set(prewarmer).is_err() {
