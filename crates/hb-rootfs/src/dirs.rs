@@ -255,12 +255,14 @@ impl DirRecycler {
                 remove_tree(&dirs.root)?;
                 break;
             }
-            std::fs::rename(&dirs.root, self.bin.join(&name)).map_err(|e| {
-                RootfsError::io(
+            if let Err(e) = std::fs::rename(&dirs.root, self.bin.join(&name)) {
+                drop(free);
+                let _ = remove_tree(&dirs.root);
+                return Err(RootfsError::io(
                     format!("moving {} to {}", dirs.root.display(), self.bin.display()),
                     e,
-                )
-            })?;
+                ));
+            }
             free.push(name);
             made += 1;
         }
