@@ -280,7 +280,7 @@ impl EngineState {
         if record == *saved {
             return;
         }
-        match save_calibration(path, &record) {
+        match write_calibration(path, &record) {
             Ok(()) => *saved = record,
             // Losing it costs the models' word being taken at face value after a restart.
             Err(e) => tracing::warn!("predictor: calibration record not saved: {e:#}"),
@@ -644,18 +644,22 @@ impl Prewarmer {
                 .with_context(|| format!("unpacking {image}"))?;
         }
         // What the spawner can take ready-made: a container's dirs. Its other per-start state,
-        // `--network none` namespaces, the monitor keeps pooled on its own.
-        if yield_to_users {
-            self.activity.wait_idle().await;
+        // `--network none` namespaces, the monitor keeps pooled on its own. When the spares
+        // are there already, nothing waits for the users.
+        let mut dirs_stocked = 0;
+        if self.dirs.available() < SPARE_CONTAINER_DIRS {
+            if yield_to_users {
+                self.activity.wait_idle().await;
+            }
+            let dirs = self.dirs.clone();
+            dirs_stocked = tokio::task::spawn_blocking(move || dirs.stock(SPARE_CONTAINER_DIRS))
+                .await?
+                .unwrap_or_else(|e| {
+                    // Without spares a create makes its dirs itself, as it always could.
+                    tracing::warn!("predictor: spare container dirs not made: {e}");
+                    0
+                });
         }
-        let dirs = self.dirs.clone();
-        let dirs_stocked = tokio::task::spawn_blocking(move || dirs.stock(SPARE_CONTAINER_DIRS))
-            .await?
-            .unwrap_or_else(|e| {
-                // Without spares a create makes its dirs itself, as it always could.
-                tracing::warn!("predictor: spare container dirs not made: {e}");
-                0
-            });
         Ok(WarmReport {
             image: image.to_string(),
             image_id: record.id.clone(),
@@ -924,7 +928,7 @@ fn open_state(
         Engine::with_history(config.clone(), &history).context("building the predictor")?;
     // The models relearn from the history; how often their guesses came true is kept apart.
     let saved_calibration = log.is_some().then(|| {
-        if let Err(e) = restore_calibration(&settings.calibration_path, &mut engine) {
+        if let Err(e) = read_calibration(&settings.calibration_path, &mut engine) {
             tracing::warn!("predictor: calibration record unusable, the models' word is taken until it is relearned: {e:#}");
         }
         engine.calibration_record()
@@ -1051,14 +1055,14 @@ fn write_compacted(path: &Path, history: &History) -> anyhow::Result<std::fs::Fi
 }
 
 /// Writes the calibration record (`<data_dir>/predict/calibration.json`) whole.
-fn save_calibration(path: &Path, record: &CalibrationRecord) -> anyhow::Result<()> {
+fn write_calibration(path: &Path, record: &CalibrationRecord) -> anyhow::Result<()> {
     replace_file(path, |w| {
         serde_json::to_writer(&mut *w, record).context("encoding the calibration record")
     })
 }
 
 /// Reads the calibration record into `engine`; a missing file leaves it as it is.
-fn restore_calibration(path: &Path, engine: &mut Engine) -> anyhow::Result<()> {
+fn read_calibration(path: &Path, engine: &mut Engine) -> anyhow::Result<()> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
