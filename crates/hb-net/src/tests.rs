@@ -456,6 +456,12 @@ fn a_held_netns_is_untouched_until_a_socket_or_a_packet_shows_use() {
     assert!(!untouched(&fd), "a listening socket is open in it");
     tx.send(()).unwrap();
     holder.join().unwrap();
+    // A TCP listener is freed after an RCU grace period (SOCK_RCU_FREE), and only then leaves
+    // the namespace's `sockets: used`: under load that lags the close by milliseconds.
+    let closed = std::time::Instant::now();
+    while !untouched(&fd) && closed.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert!(untouched(&fd), "the listener is closed and no packet moved");
 
     // One datagram over lo marks it used for good.
