@@ -13,14 +13,15 @@ OUT=${OUT:-$HERE/results/knobs-$(date -u +%Y%m%dT%H%M%SZ).md}
 mkdir -p "$(dirname "$OUT")"
 curl -fsS http://127.0.0.1:5000/v2/ >/dev/null || { echo "registry on 127.0.0.1:5000 is not up" >&2; exit 1; }
 "$ROOT/scripts/build-release.sh" --manifest-path "$ROOT/Cargo.toml" >&2
-HBD=$ROOT/target/release/hyperboxd
+RELEASE=$("$ROOT/scripts/target-dir.sh")/release
+HBD=$RELEASE/hyperboxd
 WORK=$(mktemp -d /var/tmp/hb-knobs.XXXXXX)
 [ -n "$WORK" ] && [ -d "$WORK" ] || exit 1
 PID=
 stop_monitor() { [ -f "$WORK/monitor.pid" ] && kill "$(cat "$WORK/monitor.pid")" 2>/dev/null; sleep 0.2; true; }
 cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; stop_monitor; rm -rf "$WORK"; }
 trap cleanup EXIT
-HB="$ROOT/target/release/hb -H unix://$WORK/hb.sock"
+HB="$RELEASE/hb -H unix://$WORK/hb.sock"
 
 start() { # toml-lines
   [ -n "$PID" ] && { kill "$PID"; wait "$PID" 2>/dev/null || true; stop_monitor; }

@@ -20,8 +20,9 @@ curl -fsS "http://$REG/v2/" >/dev/null || { echo "registry on $REG is not up: ru
 command -v hyperfine >/dev/null || { echo "hyperfine missing (apt-get install hyperfine)" >&2; exit 1; }
 
 "$ROOT/scripts/build-release.sh" --manifest-path "$ROOT/Cargo.toml" >&2
-HBD=$ROOT/target/release/hyperboxd
-HB="$ROOT/target/release/hb -H unix://$WORK/hb.sock"
+RELEASE=$("$ROOT/scripts/target-dir.sh")/release
+HBD=$RELEASE/hyperboxd
+HB="$RELEASE/hb -H unix://$WORK/hb.sock"
 
 # ---------------------------------------------------------------- hyperboxd
 printf '[daemon]\ndata_dir = "%s"\nsocket = "%s"\n%s\n' "$WORK/hb-data" "$WORK/hb.sock" "${HB_CONFIG:-}" > "$WORK/hyperbox.toml"

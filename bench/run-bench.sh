@@ -39,8 +39,9 @@ curl -fsS "http://$REG/v2/" >/dev/null || { echo "registry on $REG is not up: ru
 command -v hyperfine >/dev/null || { echo "hyperfine missing (apt-get install hyperfine)" >&2; exit 1; }
 
 "$ROOT/scripts/build-release.sh" --manifest-path "$ROOT/Cargo.toml" >&2
-HBD=$ROOT/target/release/hyperboxd
-HBBIN=$ROOT/target/release/hb
+RELEASE=$("$ROOT/scripts/target-dir.sh")/release
+HBD=$RELEASE/hyperboxd
+HBBIN=$RELEASE/hb
 HB="$HBBIN -H unix://$WORK/hb.sock"
 TINY=$REG/hb/tiny:latest
 DEB=$REG/hb/deb:latest

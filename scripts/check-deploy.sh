@@ -9,7 +9,7 @@
 # validators below, cached in $HYPERBOX_CI_CACHE, else $XDG_CACHE_HOME/hyperbox-ci, else
 # /var/cache/hyperbox-ci. Later runs reuse them and need no network.
 # It validates the configs with the real daemon: $HYPERBOXD if set, else it builds
-# target/debug/hyperboxd (cargo build -p hyperboxd; quick when up to date).
+# hyperboxd in cargo's target dir (cargo build -p hyperboxd; quick when up to date).
 #
 # What checks what:
 #   YAML syntax/style       yamllint (strict)
@@ -103,8 +103,7 @@ if [ -z "${HYPERBOXD:-}" ]; then
   command -v cargo >/dev/null || die "cargo not found: set HYPERBOXD=/path/to/hyperboxd"
   log "building hyperboxd (cargo build -p hyperboxd; set HYPERBOXD to skip)"
   cargo build --locked -q -p hyperboxd >&2 || die "cargo build -p hyperboxd failed"
-  HYPERBOXD=$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug/hyperboxd
+  HYPERBOXD=$(scripts/target-dir.sh)/debug/hyperboxd
 fi
 [ -x "$HYPERBOXD" ] || die "no hyperboxd at $HYPERBOXD"
 export HYPERBOXD

@@ -11,7 +11,7 @@ mkdir -p "$HB_HOME"
 
 echo "==> building (release)"
 scripts/build-release.sh
-BIN=$PWD/target/release
+BIN=$(scripts/target-dir.sh)/release
 export HYPERBOX_HOST=unix://$SOCK
 
 if ! "$BIN/hb" version >/dev/null 2>&1; then
